@@ -1,0 +1,37 @@
+# Two commands: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test samples bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/quantscope demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/pytest -q
+
+# Rebuild the committed sample models from scikit-learn's shipped data (needs torch).
+samples: | $(BIN)/python
+	$(BIN)/pip install -q -e '.[samples]'
+	$(BIN)/python -m sample_models.build
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/int8_latency.py
+
+clean:
+	rm -rf $(VENV) workspace

@@ -1,0 +1,17 @@
+"""Errors a user can fix. Each carries a one-line message; the CLI prints it without a traceback."""
+
+
+class QuantscopeError(Exception):
+    """Base of every user-facing error: the message is one line that says what is wrong."""
+
+
+class ModelError(QuantscopeError):
+    """The ONNX model cannot be read, checked or is unsafe."""
+
+
+class DataError(QuantscopeError):
+    """The validation data cannot be read or does not fit the model."""
+
+
+class RecipeError(QuantscopeError):
+    """A quantization recipe is inconsistent."""

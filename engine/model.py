@@ -1,0 +1,257 @@
+"""Load an untrusted ONNX model, check it, and summarise what can be quantized in it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from engine.errors import ModelError
+from engine.tensors import TensorSpec
+
+MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own ceiling for a single-file model
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A node whose constant weight can be quantized."""
+
+    name: str
+    op_type: str
+    weight: str  # initializer name
+    weight_shape: tuple[int, ...]
+    weight_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    params: int
+    bytes: int
+    layers: tuple[Layer, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    proto: onnx.ModelProto  # checked, external data loaded, every node named
+    summary: ModelSummary
+    source: str
+
+    def serialized(self) -> bytes:
+        return self.proto.SerializeToString()
+
+    def copy(self) -> onnx.ModelProto:
+        """A private copy of the graph: onnxruntime's quantizers modify the protos they are given."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        return proto
+
+
+def _weight_input(index: int):
+    def find(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> str | None:
+        if len(node.input) > index and node.input[index] in initializers:
+            return node.input[index]
+        return None
+
+    return find
+
+
+# op type -> where its quantizable constant weight sits. A registry, so a new op is one line.
+QUANTIZABLE_OPS = {
+    "Conv": _weight_input(1),
+    "ConvTranspose": _weight_input(1),
+    "Gemm": _weight_input(1),
+    "MatMul": _weight_input(1),
+    "Gather": _weight_input(0),  # an embedding table
+}
+
+
+def load_model(source: str | Path | bytes, *, name: str | None = None) -> LoadedModel:
+    """Read, check and summarise an ONNX model from a path or the bytes of an upload.
+
+    External data is read only from files inside the model's own directory; uploads (bytes) cannot
+    carry external data at all.
+    """
+    if isinstance(source, bytes | bytearray):
+        label = name or "uploaded model"
+        if len(source) > MAX_MODEL_BYTES:
+            raise ModelError(f"{label} is {len(source)} bytes; the limit is {MAX_MODEL_BYTES} bytes")
+        proto = _parse(bytes(source), label)
+        if _external_locations(proto):
+            raise ModelError(f"{label} refers to external data files, which an upload cannot carry")
+        size = len(source)
+    else:
+        path = Path(source)
+        label = name or path.name
+        if not path.is_file():
+            raise ModelError(f"no model file at {path}")
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(f"{label} is {size} bytes; the limit is {MAX_MODEL_BYTES} bytes")
+        proto = _parse(path.read_bytes(), label)
+        size += _load_external_data(proto, path.parent.resolve(), label)
+    _check(proto, label)
+    ensure_node_names(proto)
+    return LoadedModel(proto=proto, summary=summarise(proto, size), source=label)
+
+
+def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    try:
+        return onnx.load_from_string(data)
+    except Exception as error:  # protobuf raises several types for garbage input
+        raise ModelError(f"{label} is not an ONNX model ({type(error).__name__})") from None
+
+
+def _external_locations(proto: onnx.ModelProto) -> dict[str, str]:
+    """Initializer name -> external file location, for tensors stored outside the model file."""
+    found = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {entry.key: entry.value for entry in tensor.external_data}
+            found[tensor.name] = entries.get("location", "")
+    return found
+
+
+def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
+    """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
+    locations = _external_locations(proto)
+    total = 0
+    for location in sorted(set(locations.values())):
+        target = (model_dir / location).resolve()
+        if os.path.isabs(location) or not target.is_relative_to(model_dir):
+            raise ModelError(f"{label}: external data location {location!r} escapes the model's directory")
+        if not target.is_file():
+            raise ModelError(f"{label}: external data file {location!r} is missing")
+        total += target.stat().st_size
+    if locations:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(proto, str(model_dir))
+        except Exception as error:
+            raise ModelError(f"{label}: external data could not be read ({error})") from None
+    return total
+
+
+def _check(proto: onnx.ModelProto, label: str) -> None:
+    """The ONNX checker plus shape inference; the inferred shapes are not kept, so the model's bytes stay its own."""
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{label} fails the ONNX checker: {first_line}") from None
+
+
+def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (older exporters list weights as inputs)."""
+    initializer_names = {t.name for t in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in initializer_names]
+
+
+def opset_version(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def quantizable_layers(proto: onnx.ModelProto) -> list[Layer]:
+    initializers = {t.name: t for t in proto.graph.initializer}
+    layers = []
+    for node in proto.graph.node:
+        find_weight = QUANTIZABLE_OPS.get(node.op_type)
+        weight = find_weight(node, initializers) if find_weight else None
+        if weight is None:
+            continue
+        tensor = initializers[weight]
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        shape = tuple(int(d) for d in tensor.dims)
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        layers.append(Layer(node.name, node.op_type, weight, shape, int(np.prod(shape)) * itemsize))
+    return layers
+
+
+def summarise(proto: onnx.ModelProto, size_bytes: int) -> ModelSummary:
+    params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    return ModelSummary(
+        inputs=tuple(TensorSpec.from_value_info(v) for v in graph_inputs(proto)),
+        outputs=tuple(TensorSpec.from_value_info(v) for v in proto.graph.output),
+        opset=opset_version(proto),
+        params=params,
+        bytes=size_bytes,
+        layers=tuple(quantizable_layers(proto)),
+    )
+
+
+def ensure_node_names(proto: onnx.ModelProto) -> None:
+    """Give every unnamed node a stable name: overrides and reports refer to layers by node name."""
+    taken = {node.name for node in proto.graph.node if node.name}
+    for index, node in enumerate(proto.graph.node):
+        if not node.name:
+            candidate = f"{node.op_type}_{index}"
+            while candidate in taken:
+                candidate += "_"
+            node.name = candidate
+            taken.add(candidate)
+
+
+def gemm_to_matmul(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite Gemm(A, W, b) with constant W as MatMul(A, W') + Add(b').
+
+    onnxruntime's weight-only quantizer (MatMulNBits) only handles MatMul. The MatMul keeps the Gemm's
+    node name so per-layer overrides still apply; alpha, beta and transB are folded into the constants.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    initializers = {t.name: t for t in model.graph.initializer}
+    new_nodes = []
+    for node in model.graph.node:
+        if not _gemm_is_foldable(node, initializers):
+            new_nodes.append(node)
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        weight = (weight.T if attrs.get("transB", 0) else weight) * attrs.get("alpha", 1.0)
+        weight_name = f"{node.name}_matmul_weight"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight, np.float32), weight_name))
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        product = f"{node.name}_matmul_out" if has_bias else node.output[0]
+        new_nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight_name], [product], name=node.name))
+        if has_bias:
+            bias_name, beta = node.input[2], attrs.get("beta", 1.0)
+            if beta != 1.0:
+                bias = numpy_helper.to_array(initializers[bias_name]) * beta
+                bias_name = f"{node.name}_bias_scaled"
+                model.graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+            new_nodes.append(onnx.helper.make_node("Add", [product, bias_name], [node.output[0]], name=f"{node.name}_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    _drop_unused_initializers(model)
+    return model
+
+
+def _gemm_is_foldable(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+    """A float Gemm with a constant weight, no transA, and a bias that is constant if beta scales it."""
+    if node.op_type != "Gemm" or node.input[1] not in initializers:
+        return False
+    if initializers[node.input[1]].data_type != onnx.TensorProto.FLOAT:
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0):
+        return False
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    return not has_bias or attrs.get("beta", 1.0) == 1.0 or node.input[2] in initializers
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)

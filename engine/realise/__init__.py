@@ -1,0 +1,62 @@
+"""Turn (model, recipe) into an artifact: an ONNX file a user can download and onnxruntime can run.
+
+`quantize` is the one verb. It asks each realiser in REALISERS, in order, whether it can build the
+recipe natively with onnxruntime's quantization tools; the simulated realiser, last, accepts anything
+and builds an fp32 model whose weights (and activations) went through quantize-dequantize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from engine.dataset import Dataset
+from engine.errors import RecipeError
+from engine.model import LoadedModel
+from engine.recipe import Mode, Recipe
+from engine.realise.base import Realiser
+from engine.realise.native import Float16, Float32, MatMulNBits, OrtDynamic, OrtStaticQDQ
+from engine.realise.simulated import Simulated
+
+REALISERS: tuple[Realiser, ...] = (Float32(), Float16(), OrtStaticQDQ(), OrtDynamic(), MatMulNBits(), Simulated())
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    recipe: Recipe
+    realiser: str  # which tool built it, in words
+    simulated: bool
+    size_bytes: int  # file bytes; for a simulated artifact, the packed-integer estimate
+    size_is_estimate: bool
+    float_layers: tuple[str, ...] = field(default=())  # quantizable layers left in fp32 by the realiser
+
+
+def choose_realiser(model: LoadedModel, recipe: Recipe) -> Realiser:
+    return next(r for r in REALISERS if r.supports(model, recipe))
+
+
+def quantize(model: LoadedModel, recipe: Recipe, out_path: Path, calibration: Dataset | None = None) -> Artifact:
+    """Build the artifact for `recipe` at `out_path`. Static recipes need calibration data."""
+    if recipe.mode is Mode.STATIC and calibration is None:
+        raise RecipeError("static quantization needs calibration data")
+    unknown = set(recipe.overrides) - {layer.name for layer in model.summary.layers}
+    if unknown:
+        raise RecipeError(f"overrides name layers the model does not have: {', '.join(sorted(unknown))}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    realiser = choose_realiser(model, recipe)
+    estimate = realiser.realise(model, recipe, calibration, out_path)
+    file_bytes = out_path.stat().st_size
+    artifact_proto = onnx.load(out_path)
+    return Artifact(
+        path=out_path,
+        recipe=recipe,
+        realiser=realiser.name,
+        simulated=realiser.simulated,
+        size_bytes=estimate if estimate is not None else file_bytes,
+        size_is_estimate=estimate is not None,
+        float_layers=tuple(realiser.float_layers(model, recipe, artifact_proto)),
+    )

@@ -1,0 +1,197 @@
+"""Realisers that build artifacts with onnxruntime's own quantization tools: real kernels, real sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import onnx
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from engine.dataset import Dataset
+from engine.model import LoadedModel, gemm_to_matmul
+from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
+from engine.realise.calibration import ORT_METHOD, activation_ranges, reader_for
+from engine.recipe import Calibration, Granularity, Mode, Recipe
+
+# (bits, symmetric) -> onnxruntime's integer type
+WEIGHT_TYPES = {
+    (8, True): QuantType.QInt8,
+    (8, False): QuantType.QUInt8,
+    (4, True): QuantType.QInt4,
+    (4, False): QuantType.QUInt4,
+}
+ACTIVATION_TYPES = {
+    (8, True): QuantType.QInt8,
+    (8, False): QuantType.QUInt8,
+    (16, True): QuantType.QInt16,
+    (16, False): QuantType.QUInt16,
+}
+PERCENTILE = 99.999
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantizers print and log progress; a sweep's output should be our table only."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _batch_dynamic(model: LoadedModel) -> bool:
+    return all(spec.batch_is_dynamic for spec in model.summary.inputs)
+
+
+class Float32(Realiser):
+    name = "original model"
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        return recipe.is_reference
+
+    def realise(self, model, recipe, calibration, out):
+        out.write_bytes(model.serialized())
+        return None
+
+
+class Float16(Realiser):
+    name = "onnxruntime float16 conversion"
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        return recipe.weights.bits == 16
+
+    def realise(self, model, recipe, calibration, out):
+        # Inputs and outputs stay fp32 so the artifact is a drop-in replacement for the original.
+        converted = convert_float_to_float16(model.copy(), keep_io_types=True, disable_shape_infer=False)
+        onnx.save(converted, out)
+        return None
+
+
+class OrtStaticQDQ(Realiser):
+    """onnxruntime quantize_static, QDQ format: 8/4-bit weights, 8/16-bit calibrated activations."""
+
+    name = "onnxruntime quantize_static (QDQ)"
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        weights = recipe.weights
+        if recipe.mode is not Mode.STATIC or weights.granularity is Granularity.GROUP:
+            return False
+        if (weights.bits, weights.symmetric) not in WEIGHT_TYPES:
+            return False
+        return all(
+            o.keep_fp32
+            or (o.weights.bits in (4, 8) and o.weights.granularity is weights.granularity
+                and o.weights.symmetric == weights.symmetric)
+            for o in recipe.overrides.values()
+        )
+
+    def realise(self, model, recipe, calibration, out):
+        act = recipe.activations
+        weight_type = WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)]
+        weights_by_layer = {layer.name: layer.weight for layer in model.summary.layers}
+        overrides = {
+            weights_by_layer[name]: [{"quant_type": WEIGHT_TYPES[(o.weights.bits, o.weights.symmetric)]}]
+            for name, o in recipe.overrides.items()
+            if o.weights is not None
+        }
+        if act.calibration is Calibration.MSE:
+            ranges = activation_ranges(
+                model.copy(), calibration, act.calibration, act.calibration_samples, _batch_dynamic(model), act.bits
+            )
+            for tensor, (low, high) in ranges.items():
+                overrides.setdefault(tensor, [{"rmin": low, "rmax": high}])
+        with _quiet():
+            quantize_static(
+                model.copy(),
+                out,
+                reader_for(calibration, act.calibration_samples, _batch_dynamic(model)),
+                quant_format=QuantFormat.QDQ,
+                per_channel=recipe.weights.granularity is Granularity.CHANNEL,
+                activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
+                weight_type=weight_type,
+                nodes_to_exclude=kept_fp32(recipe),
+                calibrate_method=ORT_METHOD[act.calibration],
+                extra_options={
+                    "ActivationSymmetric": act.symmetric,
+                    "WeightSymmetric": recipe.weights.symmetric,
+                    "CalibPercentile": PERCENTILE,
+                    "TensorQuantOverrides": overrides,
+                },
+            )
+        return None
+
+
+class OrtDynamic(Realiser):
+    """onnxruntime quantize_dynamic: int8 weights, activations quantized per batch at run time.
+
+    It targets MatMul-heavy models; Conv stays fp32 because onnxruntime's CPU ConvInteger kernel has no
+    int8-weight variant. Those layers are listed as left in fp32.
+    """
+
+    name = "onnxruntime quantize_dynamic"
+    OP_TYPES = ["MatMul", "Gemm", "Gather", "Attention", "LSTM"]
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        return (
+            recipe.mode is Mode.DYNAMIC
+            and recipe.weights.bits == 8
+            and recipe.weights.granularity is not Granularity.GROUP
+            and only_keep_fp32_overrides(recipe)
+        )
+
+    def realise(self, model, recipe, calibration, out):
+        with _quiet():
+            quantize_dynamic(
+                model.copy(),
+                out,
+                op_types_to_quantize=self.OP_TYPES,
+                per_channel=recipe.weights.granularity is Granularity.CHANNEL,
+                weight_type=WEIGHT_TYPES[(8, recipe.weights.symmetric)],
+                nodes_to_exclude=kept_fp32(recipe),
+                extra_options={"WeightSymmetric": recipe.weights.symmetric},
+            )
+        return None
+
+
+class MatMulNBits(Realiser):
+    """onnxruntime's MatMulNBitsQuantizer: 2/4/8-bit block-wise weights for MatMul (Gemm is rewritten first).
+
+    Group granularity becomes MatMulNBits with that block size; channel granularity becomes a per-channel
+    DequantizeLinear (QDQ) in front of the MatMul. Conv stays fp32: the quantizer only handles MatMul.
+    """
+
+    name = "onnxruntime MatMulNBitsQuantizer"
+    BITS = (2, 4, 8)
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        return (
+            recipe.mode is Mode.WEIGHT_ONLY
+            and recipe.weights.bits in self.BITS
+            and recipe.weights.granularity is not Granularity.TENSOR
+            and (recipe.weights.granularity is Granularity.GROUP or recipe.weights.bits in (4, 8))
+            and only_keep_fp32_overrides(recipe)
+        )
+
+    def realise(self, model, recipe, calibration, out):
+        per_channel = recipe.weights.granularity is Granularity.CHANNEL
+        quantizer = MatMulNBitsQuantizer(
+            gemm_to_matmul(model.copy()),
+            bits=recipe.weights.bits,
+            block_size=recipe.weights.group_size,
+            is_symmetric=recipe.weights.symmetric,
+            nodes_to_exclude=kept_fp32(recipe),
+            quant_format=QuantFormat.QDQ if per_channel else QuantFormat.QOperator,
+            op_types_to_quantize=("MatMul",),
+            channel_wised_quantize=per_channel,
+        )
+        with _quiet():
+            quantizer.process()
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        return None

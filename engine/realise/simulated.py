@@ -1,0 +1,146 @@
+"""The fallback realiser: simulate any recipe in fp32 by quantize-dequantize.
+
+Weights are rounded through `bits`-bit integers in NumPy and stored back as fp32, so the model computes
+exactly what integer weights would give. Activations, when the recipe quantizes them, pass through
+inserted fake-quant nodes: calibrated scales for static mode, DynamicQuantizeLinear for dynamic mode.
+The artifact runs anywhere but is no smaller or faster: its size is the packed-integer estimate and it
+gets no latency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from engine.model import LoadedModel
+from engine.realise.base import Realiser, kept_fp32
+from engine.realise.calibration import activation_ranges
+from engine.realise.fake_quant import CHANNEL_AXIS, integer_range, packed_size, quantize_dequantize
+from engine.recipe import Mode, Recipe, WeightSpec
+
+
+def channel_axis(node: onnx.NodeProto) -> int:
+    if node.op_type == "Gemm":
+        trans_b = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return CHANNEL_AXIS[node.op_type]
+
+
+class Simulated(Realiser):
+    name = "simulation (quantize-dequantize in fp32)"
+    simulated = True
+
+    def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
+        return True
+
+    def float_layers(self, model, recipe, artifact):
+        return kept_fp32(recipe)
+
+    def realise(self, model, recipe, calibration, out):
+        proto = model.copy()
+        nodes = {node.name: node for node in proto.graph.node}
+        quantized = [layer for layer in model.summary.layers if layer.name not in kept_fp32(recipe)]
+        estimate = model.summary.bytes
+        estimate += _fake_quantize_weights(proto, recipe, quantized, nodes)
+        activation_inputs = sorted({nodes[layer.name].input[0] for layer in quantized if layer.op_type != "Gather"})
+        if recipe.mode is Mode.STATIC:
+            act = recipe.activations
+            batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
+            ranges = activation_ranges(
+                model.copy(), calibration, act.calibration, act.calibration_samples, batch_dynamic, act.bits,
+                tensors=set(activation_inputs),
+            )
+            _insert_static_fake_quant(proto, ranges, act.bits, act.symmetric, {layer.name for layer in quantized})
+        elif recipe.mode is Mode.DYNAMIC:
+            _insert_dynamic_fake_quant(proto, activation_inputs, {layer.name for layer in quantized})
+        onnx.save(proto, out)
+        return estimate
+
+
+def _fake_quantize_weights(proto: onnx.ModelProto, recipe: Recipe, layers, nodes) -> int:
+    """Round each layer's weight in place; return the change in bytes had they been stored packed."""
+    initializers = {t.name: t for t in proto.graph.initializer}
+    saved = 0
+    done: set[str] = set()
+    for layer in layers:
+        if layer.weight in done:  # a weight shared by two nodes is stored once
+            continue
+        done.add(layer.weight)
+        override = recipe.overrides.get(layer.name)
+        spec: WeightSpec = override.weights if override is not None else recipe.weights
+        axis = channel_axis(nodes[layer.name])
+        tensor = initializers[layer.weight]
+        rounded = quantize_dequantize(numpy_helper.to_array(tensor), spec, axis)
+        tensor.CopyFrom(numpy_helper.from_array(rounded, tensor.name))
+        saved += packed_size(layer.weight_shape, spec, axis).total - layer.weight_bytes
+    return saved
+
+
+def _rewire(proto: onnx.ModelProto, tensor: str, replacement: str, consumers: set[str]) -> None:
+    for node in proto.graph.node:
+        if node.name in consumers:
+            node.input[:] = [replacement if name == tensor else name for name in node.input]
+
+
+def _insert_static_fake_quant(
+    proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], bits: int, symmetric: bool, consumers: set[str]
+) -> None:
+    """x -> (clip(round(x / s) + z, qmin, qmax) - z) * s, with s and z from the calibrated range."""
+    qmin, qmax = integer_range(bits, symmetric)
+    for tensor, (low, high) in sorted(ranges.items()):
+        if symmetric:
+            bound = max(abs(low), abs(high))
+            scale, zero_point = bound / qmax, 0.0
+        else:
+            low, high = min(low, 0.0), max(high, 0.0)
+            scale = (high - low) / (qmax - qmin)
+            zero_point = float(np.round(qmin - low / scale)) if scale else 0.0
+        scale = scale or 1.0
+        prefix = f"{tensor}_fakequant"
+        constants = {"scale": scale, "zero_point": zero_point, "qmin": float(qmin), "qmax": float(qmax)}
+        for key, value in constants.items():
+            proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{prefix}_{key}"))
+        steps = [
+            ("Div", [tensor, f"{prefix}_scale"], "scaled"),
+            ("Round", [f"{prefix}_scaled"], "rounded"),
+            ("Add", [f"{prefix}_rounded", f"{prefix}_zero_point"], "shifted"),
+            ("Clip", [f"{prefix}_shifted", f"{prefix}_qmin", f"{prefix}_qmax"], "clipped"),
+            ("Sub", [f"{prefix}_clipped", f"{prefix}_zero_point"], "centred"),
+            ("Mul", [f"{prefix}_centred", f"{prefix}_scale"], "out"),
+        ]
+        for op, inputs, output in steps:
+            proto.graph.node.append(helper.make_node(op, inputs, [f"{prefix}_{output}"], name=f"{prefix}_{output}"))
+        _rewire(proto, tensor, f"{prefix}_out", consumers)
+    _topological_sort(proto)
+
+
+def _insert_dynamic_fake_quant(proto: onnx.ModelProto, tensors: list[str], consumers: set[str]) -> None:
+    """x -> DequantizeLinear(DynamicQuantizeLinear(x)): uint8 with a range measured on each batch."""
+    for tensor in tensors:
+        prefix = f"{tensor}_dynquant"
+        outputs = [f"{prefix}_q", f"{prefix}_scale", f"{prefix}_zero_point"]
+        proto.graph.node.append(helper.make_node("DynamicQuantizeLinear", [tensor], outputs, name=f"{prefix}_quant"))
+        proto.graph.node.append(helper.make_node("DequantizeLinear", outputs, [f"{prefix}_out"], name=f"{prefix}_dequant"))
+        _rewire(proto, tensor, f"{prefix}_out", consumers)
+    _topological_sort(proto)
+
+
+def _topological_sort(proto: onnx.ModelProto) -> None:
+    """ONNX requires producers before consumers; appended nodes must move before the nodes they feed."""
+    available = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer} | {""}
+    pending = [onnx.NodeProto.FromString(node.SerializeToString()) for node in proto.graph.node]
+    ordered = []
+    while pending:
+        still_pending = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                still_pending.append(node)
+        if len(still_pending) == len(pending):
+            raise ValueError("graph has a cycle or a missing input after inserting fake-quant nodes")
+        pending = still_pending
+    del proto.graph.node[:]
+    proto.graph.node.extend(ordered)

@@ -1,0 +1,257 @@
+"""The Recipe: the one way a quantization configuration travels, from UI form to job to artifact to report.
+
+A Recipe is validated when it is built and round-trips through JSON. Per-layer overrides are keyed by
+ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+from engine.errors import RecipeError
+
+FLOAT32_BITS = 32  # the original model, untouched: the reference every other row is compared with
+FLOAT16_BITS = 16  # weights and compute in half precision
+INTEGER_WEIGHT_BITS = tuple(range(2, 9))
+WEIGHT_BITS = (*INTEGER_WEIGHT_BITS, FLOAT16_BITS, FLOAT32_BITS)
+ACTIVATION_BITS = (None, 8, 16)
+
+
+class Granularity(str, Enum):
+    TENSOR = "tensor"  # one scale for the whole weight
+    CHANNEL = "channel"  # one scale per output channel
+    GROUP = "group"  # one scale per block of `group_size` input elements of each output channel
+
+
+class Mode(str, Enum):
+    STATIC = "static"  # weights and activations quantized, activation ranges calibrated ahead of time
+    DYNAMIC = "dynamic"  # weights quantized, activation ranges computed at run time per batch
+    WEIGHT_ONLY = "weight-only"  # weights stored quantized, compute in float
+
+
+class Calibration(str, Enum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+def _enum(enum_type: type[Enum], value: Any, what: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum_type)
+        raise RecipeError(f"{what} must be one of {choices}; got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    bits: int = 8
+    granularity: Granularity = Granularity.CHANNEL
+    group_size: int = 128
+    symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularity", _enum(Granularity, self.granularity, "weight granularity"))
+        if self.bits not in WEIGHT_BITS:
+            raise RecipeError(f"weight bits must be 2-8, 16 (fp16) or 32 (fp32); got {self.bits!r}")
+        if self.granularity is Granularity.GROUP:
+            size = self.group_size
+            if not isinstance(size, int) or size < 16 or size & (size - 1):
+                raise RecipeError(f"group size must be a power of two of at least 16; got {size!r}")
+
+    @property
+    def is_float(self) -> bool:
+        return self.bits in (FLOAT16_BITS, FLOAT32_BITS)
+
+    def describe(self) -> str:
+        if self.bits == FLOAT32_BITS:
+            return "original fp32 weights"
+        if self.bits == FLOAT16_BITS:
+            return "fp16 weights"
+        where = {
+            Granularity.TENSOR: "per tensor",
+            Granularity.CHANNEL: "per channel",
+            Granularity.GROUP: f"in groups of {self.group_size}",
+        }[self.granularity]
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        return f"{self.bits}-bit weights {where} ({kind})"
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    bits: int | None = None
+    calibration: Calibration = Calibration.MINMAX
+    calibration_samples: int = 128
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "calibration", _enum(Calibration, self.calibration, "calibration"))
+        if self.bits not in ACTIVATION_BITS:
+            raise RecipeError(f"activation bits must be none, 8 or 16; got {self.bits!r}")
+        if not isinstance(self.calibration_samples, int) or not 1 <= self.calibration_samples <= 100_000:
+            raise RecipeError(f"calibration samples must be 1-100000; got {self.calibration_samples!r}")
+
+    def describe(self, mode: Mode) -> str:
+        if self.bits is None:
+            return "float activations"
+        if mode is Mode.DYNAMIC:
+            return f"{self.bits}-bit activations (ranges computed at run time)"
+        return f"{self.bits}-bit activations ({self.calibration.value} calibration on {self.calibration_samples} samples)"
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """What one layer does differently: stay in fp32, or use other weight settings."""
+
+    keep_fp32: bool = False
+    weights: WeightSpec | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            object.__setattr__(self, "weights", WeightSpec(**self.weights))
+        if self.keep_fp32 == (self.weights is not None):
+            raise RecipeError("a layer override sets exactly one of keep_fp32 or weights")
+        if self.weights is not None and self.weights.bits not in INTEGER_WEIGHT_BITS:
+            raise RecipeError(f"a layer override's weight bits must be 2-8; got {self.weights.bits}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    weights: WeightSpec = field(default_factory=WeightSpec)
+    activations: ActivationSpec = field(default_factory=ActivationSpec)
+    mode: Mode = Mode.WEIGHT_ONLY
+    overrides: dict[str, LayerOverride] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            object.__setattr__(self, "weights", WeightSpec(**self.weights))
+        if isinstance(self.activations, dict):
+            object.__setattr__(self, "activations", ActivationSpec(**self.activations))
+        object.__setattr__(self, "mode", _enum(Mode, self.mode, "mode"))
+        overrides = {}
+        for name, override in dict(self.overrides).items():
+            if not isinstance(name, str) or not name:
+                raise RecipeError("layer overrides are keyed by non-empty node names")
+            overrides[name] = LayerOverride(**override) if isinstance(override, dict) else override
+        object.__setattr__(self, "overrides", dict(sorted(overrides.items())))
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        act = self.activations.bits
+        if self.weights.is_float and (self.mode is not Mode.WEIGHT_ONLY or act is not None or self.overrides):
+            raise RecipeError("fp32 and fp16 recipes are weight-only, with float activations and no overrides")
+        if self.mode is Mode.WEIGHT_ONLY and act is not None:
+            raise RecipeError(f"weight-only mode keeps activations in float; got {act}-bit activations")
+        if self.mode is Mode.STATIC and act is None:
+            raise RecipeError("static mode quantizes activations: choose 8 or 16 bits")
+        if self.mode is Mode.DYNAMIC and act != 8:
+            raise RecipeError("dynamic mode quantizes activations to 8 bits at run time; set activations to 8")
+
+    # -- identity and words -------------------------------------------------------------------------
+
+    @classmethod
+    def fp32(cls) -> Recipe:
+        return cls(weights=WeightSpec(bits=FLOAT32_BITS))
+
+    @classmethod
+    def fp16(cls) -> Recipe:
+        return cls(weights=WeightSpec(bits=FLOAT16_BITS))
+
+    @property
+    def is_reference(self) -> bool:
+        return self.weights.bits == FLOAT32_BITS
+
+    def describe(self) -> str:
+        """The recipe in plain words, for hover text, tables and reports."""
+        if self.weights.is_float:
+            return "Original model (fp32)" if self.is_reference else "Half precision (fp16)"
+        text = f"{self.weights.describe()}, {self.activations.describe(self.mode)}"
+        if self.mode is Mode.WEIGHT_ONLY:
+            text += ", weight-only"
+        if self.overrides:
+            kept = sum(o.keep_fp32 for o in self.overrides.values())
+            changed = len(self.overrides) - kept
+            parts = [f"{kept} layer(s) kept fp32"] if kept else []
+            parts += [f"{changed} layer(s) with own weight bits"] if changed else []
+            text += "; " + ", ".join(parts)
+        return text
+
+    def short_name(self) -> str:
+        """A compact label such as 'W4A8 static channel' or 'fp16'."""
+        if self.weights.is_float:
+            return "fp32" if self.is_reference else "fp16"
+        act = f"A{self.activations.bits}" if self.activations.bits else ""
+        gran = self.weights.granularity.value
+        if self.weights.granularity is Granularity.GROUP:
+            gran += f"{self.weights.group_size}"
+        name = f"W{self.weights.bits}{act} {self.mode.value} {gran}"
+        if self.mode is Mode.STATIC:
+            name += f" {self.activations.calibration.value}"
+        if self.overrides:
+            name += f" +{len(self.overrides)} overrides"
+        return name
+
+    def key(self) -> str:
+        """A stable id: equal recipes have equal keys, across processes and runs."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def slug(self) -> str:
+        """A file-name-safe label, unique per recipe."""
+        safe = "".join(c if c.isalnum() else "-" for c in self.short_name().lower())
+        return f"{safe}-{self.key()[:8]}"
+
+    # -- JSON -----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        data = plain(asdict(self))
+        data["overrides"] = {
+            name: {k: v for k, v in override.items() if v not in (None, False)}
+            for name, override in data["overrides"].items()
+        }
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        if not isinstance(data, dict):
+            raise RecipeError("a recipe is a JSON object")
+        _reject_unknown(cls, data, "recipe")
+        _reject_unknown(WeightSpec, data.get("weights", {}), "weights")
+        _reject_unknown(ActivationSpec, data.get("activations", {}), "activations")
+        for name, override in data.get("overrides", {}).items():
+            _reject_unknown(LayerOverride, override, f"override for {name!r}")
+            _reject_unknown(WeightSpec, override.get("weights") or {}, f"override weights for {name!r}")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise RecipeError(f"malformed recipe: {error}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RecipeError(f"recipe is not valid JSON: {error.msg} at line {error.lineno}") from None
+        return cls.from_dict(data)
+
+
+def _reject_unknown(cls: type, data: Any, what: str) -> None:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{what} must be a JSON object")
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise RecipeError(f"unknown {what} field(s): {', '.join(sorted(unknown))}")

@@ -1,0 +1,43 @@
+"""What a model expects at an input or gives at an output: the contract between model and data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+# A dim is a fixed size, or a name / None for a dimension the model leaves open (e.g. batch).
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+
+    @property
+    def batch_is_dynamic(self) -> bool:
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    @property
+    def sample_shape(self) -> tuple[Dim, ...]:
+        """Shape of one example: everything after the batch dimension."""
+        return self.shape[1:]
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if not isinstance(d, int) else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+    @classmethod
+    def from_value_info(cls, value_info: onnx.ValueInfoProto) -> TensorSpec:
+        tensor_type = value_info.type.tensor_type
+        dims: list[Dim] = []
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or None)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
+        return cls(value_info.name, tuple(dims), dtype)
