@@ -79,8 +79,13 @@ def activation_ranges(
                 ranges = {name: mse_range(h[0], h[1], bits) for name, h in histograms.items()}
             else:
                 computed = calibrator.compute_data()
-                ranges = {name: tuple(float(v) for v in computed[name].range_value) for name in computed}
+                ranges = {name: _as_range(*computed[name].range_value) for name in computed}
     return {name: r for name, r in ranges.items() if tensors is None or name in tensors}
+
+
+def _as_range(low, high) -> tuple[float, float]:
+    """onnxruntime gives 0-d or 1-element arrays depending on the calibrator."""
+    return float(np.min(low)), float(np.max(high))
 
 
 def mse_range(counts: np.ndarray, edges: np.ndarray, bits: int) -> tuple[float, float]:

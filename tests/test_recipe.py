@@ -1,0 +1,108 @@
+"""Recipe: validated on construction, round-trips through JSON, says what it is in words."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import RecipeError
+from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
+
+
+def test_defaults_are_a_valid_weight_only_recipe():
+    recipe = Recipe()
+    assert recipe.mode is Mode.WEIGHT_ONLY and recipe.weights.bits == 8 and recipe.activations.bits is None
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: WeightSpec(bits=9), "weight bits must be 2-8"),
+        (lambda: WeightSpec(bits=1), "weight bits must be 2-8"),
+        (lambda: WeightSpec(4, Granularity.GROUP, group_size=24), "power of two"),
+        (lambda: WeightSpec(4, "rows"), "weight granularity must be one of tensor, channel, group"),
+        (lambda: ActivationSpec(bits=4), "activation bits must be none, 8 or 16"),
+        (lambda: ActivationSpec(bits=8, calibration="median"), "calibration must be one of"),
+        (lambda: ActivationSpec(bits=8, calibration_samples=0), "calibration samples"),
+        (lambda: Recipe(WeightSpec(8), ActivationSpec(8), Mode.WEIGHT_ONLY), "weight-only mode keeps activations"),
+        (lambda: Recipe(WeightSpec(8), ActivationSpec(None), Mode.STATIC), "static mode quantizes activations"),
+        (lambda: Recipe(WeightSpec(8), ActivationSpec(16), Mode.DYNAMIC), "dynamic mode"),
+        (lambda: Recipe(WeightSpec(16), ActivationSpec(8), Mode.STATIC), "fp32 and fp16 recipes"),
+        (lambda: LayerOverride(), "exactly one of keep_fp32 or weights"),
+        (lambda: LayerOverride(keep_fp32=True, weights=WeightSpec(4)), "exactly one of keep_fp32 or weights"),
+        (lambda: LayerOverride(weights=WeightSpec(16)), "override's weight bits must be 2-8"),
+        (lambda: Recipe(overrides={"": LayerOverride(keep_fp32=True)}), "non-empty node names"),
+    ],
+)
+def test_inconsistent_recipes_are_rejected_with_a_clear_message(build, message):
+    with pytest.raises(RecipeError, match=message):
+        build()
+
+
+weight_specs = st.builds(
+    WeightSpec,
+    bits=st.sampled_from(range(2, 9)),
+    granularity=st.sampled_from(list(Granularity)),
+    group_size=st.sampled_from([16, 32, 64, 128]),
+    symmetric=st.booleans(),
+)
+
+
+@st.composite
+def recipes(draw):
+    mode = draw(st.sampled_from(list(Mode)))
+    bits = {Mode.WEIGHT_ONLY: None, Mode.DYNAMIC: 8, Mode.STATIC: draw(st.sampled_from([8, 16]))}[mode]
+    activations = ActivationSpec(
+        bits=bits,
+        calibration=draw(st.sampled_from(list(Calibration))),
+        calibration_samples=draw(st.integers(1, 1000)),
+        symmetric=draw(st.booleans()),
+    )
+    names = draw(st.lists(st.text(min_size=1, max_size=12), max_size=3, unique=True))
+    overrides = {
+        name: draw(st.sampled_from([LayerOverride(keep_fp32=True), LayerOverride(weights=draw(weight_specs))]))
+        for name in names
+    }
+    return Recipe(draw(weight_specs), activations, mode, overrides)
+
+
+@given(recipes())
+def test_json_round_trip_is_exact_and_the_key_is_stable(recipe):
+    again = Recipe.from_json(recipe.to_json())
+    assert again == recipe
+    assert again.key() == recipe.key()
+    assert again.to_json() == recipe.to_json()
+
+
+def test_override_order_does_not_change_the_key():
+    a = Recipe(overrides={"x": LayerOverride(keep_fp32=True), "y": LayerOverride(weights=WeightSpec(4))})
+    b = Recipe(overrides={"y": LayerOverride(weights=WeightSpec(4)), "x": LayerOverride(keep_fp32=True)})
+    assert a.key() == b.key()
+    assert a.key() != Recipe().key()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "a recipe is a JSON object"),
+        ('{"weights": {"bits": 4, "colour": 1}}', "unknown weights field"),
+        ('{"speed": 1}', "unknown recipe field"),
+        ('{"weights": {"bits": 11}}', "weight bits must be 2-8"),
+    ],
+)
+def test_malformed_json_gives_a_one_line_error(text, message):
+    with pytest.raises(RecipeError, match=message) as caught:
+        Recipe.from_json(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_descriptions_are_plain_words():
+    assert Recipe.fp32().describe() == "Original model (fp32)"
+    assert Recipe.fp16().short_name() == "fp16"
+    w4 = Recipe(WeightSpec(4, Granularity.GROUP, 32), mode=Mode.WEIGHT_ONLY, overrides={"a": {"keep_fp32": True}})
+    assert w4.describe() == (
+        "4-bit weights in groups of 32 (symmetric), float activations, weight-only; 1 layer(s) kept fp32"
+    )
+    static = Recipe(WeightSpec(8, Granularity.TENSOR), ActivationSpec(8, "entropy", 64), Mode.STATIC)
+    assert static.short_name() == "W8A8 static tensor entropy"
+    assert "entropy calibration on 64 samples" in static.describe()
