@@ -255,3 +255,23 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     keep = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
+
+
+def topological_sort(proto: onnx.ModelProto) -> None:
+    """Reorder nodes so producers come before consumers, as ONNX requires (rewrites append nodes at the end)."""
+    available = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer} | {""}
+    pending = [onnx.NodeProto.FromString(node.SerializeToString()) for node in proto.graph.node]
+    ordered = []
+    while pending:
+        still_pending = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                still_pending.append(node)
+        if len(still_pending) == len(pending):
+            raise ValueError("graph has a cycle or a node input that nothing produces")
+        pending = still_pending
+    del proto.graph.node[:]
+    proto.graph.node.extend(ordered)

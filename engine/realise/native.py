@@ -6,13 +6,14 @@ import contextlib
 import io
 import logging
 
+import numpy as np
 import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.dataset import Dataset
-from engine.model import LoadedModel, gemm_to_matmul
+from engine.model import LoadedModel, gemm_to_matmul, topological_sort
 from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
 from engine.realise.calibration import ORT_METHOD, activation_ranges, reader_for
 from engine.recipe import Calibration, Granularity, Mode, Recipe
@@ -70,6 +71,7 @@ class Float16(Realiser):
     def realise(self, model, recipe, calibration, out):
         # Inputs and outputs stay fp32 so the artifact is a drop-in replacement for the original.
         converted = convert_float_to_float16(model.copy(), keep_io_types=True, disable_shape_infer=False)
+        topological_sort(converted)  # the converter appends its input casts after their consumers
         onnx.save(converted, out)
         return None
 
@@ -106,7 +108,8 @@ class OrtStaticQDQ(Realiser):
                 model.copy(), calibration, act.calibration, act.calibration_samples, _batch_dynamic(model), act.bits
             )
             for tensor, (low, high) in ranges.items():
-                overrides.setdefault(tensor, [{"rmin": low, "rmax": high}])
+                # onnxruntime's scale computation expects float32 numpy scalars here
+                overrides.setdefault(tensor, [{"rmin": np.float32(low), "rmax": np.float32(high)}])
         with _quiet():
             quantize_static(
                 model.copy(),

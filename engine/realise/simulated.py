@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.model import LoadedModel
+from engine.model import LoadedModel, topological_sort
 from engine.realise.base import Realiser, kept_fp32
 from engine.realise.calibration import activation_ranges
 from engine.realise.fake_quant import CHANNEL_AXIS, integer_range, packed_size, quantize_dequantize
@@ -112,7 +112,7 @@ def _insert_static_fake_quant(
         for op, inputs, output in steps:
             proto.graph.node.append(helper.make_node(op, inputs, [f"{prefix}_{output}"], name=f"{prefix}_{output}"))
         _rewire(proto, tensor, f"{prefix}_out", consumers)
-    _topological_sort(proto)
+    topological_sort(proto)
 
 
 def _insert_dynamic_fake_quant(proto: onnx.ModelProto, tensors: list[str], consumers: set[str]) -> None:
@@ -123,24 +123,4 @@ def _insert_dynamic_fake_quant(proto: onnx.ModelProto, tensors: list[str], consu
         proto.graph.node.append(helper.make_node("DynamicQuantizeLinear", [tensor], outputs, name=f"{prefix}_quant"))
         proto.graph.node.append(helper.make_node("DequantizeLinear", outputs, [f"{prefix}_out"], name=f"{prefix}_dequant"))
         _rewire(proto, tensor, f"{prefix}_out", consumers)
-    _topological_sort(proto)
-
-
-def _topological_sort(proto: onnx.ModelProto) -> None:
-    """ONNX requires producers before consumers; appended nodes must move before the nodes they feed."""
-    available = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer} | {""}
-    pending = [onnx.NodeProto.FromString(node.SerializeToString()) for node in proto.graph.node]
-    ordered = []
-    while pending:
-        still_pending = []
-        for node in pending:
-            if all(name in available for name in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                still_pending.append(node)
-        if len(still_pending) == len(pending):
-            raise ValueError("graph has a cycle or a missing input after inserting fake-quant nodes")
-        pending = still_pending
-    del proto.graph.node[:]
-    proto.graph.node.extend(ordered)
+    topological_sort(proto)
