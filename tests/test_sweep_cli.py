@@ -1,0 +1,151 @@
+"""`quantscope sweep` end to end on every sample model, and the CLI's handling of bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.dataset import load_dataset
+from engine.measure import open_session, predict
+from engine.metrics import evaluate
+from engine.model import load_model
+from sample_models.catalog import SAMPLES
+
+CLI = [sys.executable, "-m", "engine.cli"]
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module", params=list(SAMPLES))
+def swept(request, tmp_path_factory):
+    """The default sweep of one sample model, run through the CLI."""
+    sample = SAMPLES[request.param]
+    out = tmp_path_factory.mktemp(sample.name)
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return sample, out, result
+
+
+def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
+    sample, out, result = swept
+    rows = json.loads((out / "results.json").read_text())
+    table = pd.read_csv(out / "results.csv")
+    assert len(rows) == len(table) >= 10
+    assert not any("error" in row for row in rows)
+    names = [row["name"] for row in rows]
+    assert names[:2] == ["fp32", "fp16"] and "W2 weight-only channel" in names
+    for row in rows:
+        assert row["simulated"] == (row["name"] in ("W3 weight-only channel", "W2 weight-only channel"))
+        timed = row["latency_b1_p50_ms"] is not None
+        assert timed != row["simulated"]  # simulated rows never get a latency
+        if timed:
+            assert 0 < row["latency_b1_p50_ms"] <= row["latency_b1_p95_ms"]
+            assert row["threads"] == 1 and row["latency_batch"] == 32
+    assert {"pareto_size", "pareto_latency", "pareto_3d"} <= set(table.columns)
+    assert table["pareto_size"].any() and table["pareto_3d"].any()
+    assert "metric = top1" in result.stdout and "1 thread(s)" in result.stdout
+
+
+def test_every_real_artifact_reproduces_its_row_in_a_fresh_session(swept):
+    """Numbers must be true: reload each non-simulated artifact and get exactly the row's metric and size."""
+    sample, out, _ = swept
+    model = load_model(sample.model_path)
+    data = load_dataset(sample.data_path, model.summary.inputs)
+    reference = predict(open_session(out / "reference.onnx"), data)
+    for row in json.loads((out / "results.json").read_text()):
+        artifact = out / row["artifact"]
+        if row["simulated"]:
+            assert row["size_is_estimate"] and row["size_bytes"] < artifact.stat().st_size
+            continue
+        assert row["size_bytes"] == artifact.stat().st_size
+        evaluation = evaluate(reference, predict(open_session(artifact), data), data.labels, data.slices)
+        assert evaluation.primary == (row["metric_name"], row["metric"]), row["name"]
+
+
+def test_size_ratio_is_relative_to_the_original_file(swept):
+    sample, out, _ = swept
+    rows = {row["name"]: row for row in json.loads((out / "results.json").read_text())}
+    assert rows["fp32"]["size_bytes"] == sample.model_path.stat().st_size
+    assert rows["fp32"]["size_ratio"] == 1.0
+    if sample.model_path.stat().st_size > 100_000:  # in a 7 KB model the QDQ scales outweigh the saving
+        assert rows["W8A8 static channel minmax"]["size_ratio"] < 0.6
+
+
+def test_slices_are_broken_down_when_the_data_has_them(tmp_path):
+    sample = SAMPLES["digits_cnn"]
+    out = tmp_path / "digits"
+    recipe = tmp_path / "w4.json"
+    recipe.write_text('{"weights": {"bits": 4, "granularity": "group", "group_size": 32}}')
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--recipe", recipe)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["name"] for row in rows] == ["W4 weight-only group32"]
+    slices = rows[0]["per_slice"]
+    assert set(slices) == {"ink:heavy", "ink:light"}
+    assert sum(s["rows"] for s in slices.values()) == 540
+
+
+def test_grid_options_build_the_cartesian_product(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    csv = sample.model_path.parent / "breast_cancer_mlp_val.csv"
+    result = run_cli(
+        "sweep", sample.model_path, csv, "--out", tmp_path, "--weights", "8,5", "--granularity", "tensor,channel",
+        "--activations", "none,8", "--label-column", "label",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 1 + 2 * 2 * 2  # fp32 reference + the product
+    assert rows[0]["name"] == "fp32" and rows[0]["metric"] > 0.9
+
+
+def test_inspect_prints_the_summary_as_text_and_json():
+    path = SAMPLES["tiny_transformer"].model_path
+    text = run_cli("inspect", path)
+    assert text.returncode == 0 and "input  tokens: float32[?, 8, 8]" in text.stdout
+    summary = json.loads(run_cli("inspect", path, "--json").stdout)
+    assert summary["inputs"][0]["name"] == "tokens" and len(summary["layers"]) >= 8
+
+
+def _bad_npz(tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, image=np.zeros((4, 1, 9, 9), np.float32))
+    return path
+
+
+def _garbage_model(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\x08\x01garbage")
+    return path
+
+
+def _bad_recipe(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('{"weights": {"bits": 12}}')
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t: ["inspect", t / "missing.onnx"], "no model file"),
+        (lambda t: ["inspect", _garbage_model(t)], "garbage.onnx is not an ONNX model"),
+        (lambda t: ["sweep", SAMPLES["digits_cnn"].model_path, _bad_npz(t), "--out", t / "o"], "expects shape [?, 1, 8, 8]"),
+        (lambda t: ["sweep", SAMPLES["digits_cnn"].model_path, SAMPLES["digits_cnn"].data_path, "--out", t / "o",
+                    "--recipe", _bad_recipe(t)], "weight bits must be 2-8"),
+        (lambda t: ["sweep", SAMPLES["digits_cnn"].model_path, SAMPLES["digits_cnn"].data_path, "--out", t / "o",
+                    "--recipe", t / "absent.json"], "No such file"),
+        (lambda t: ["sweep", SAMPLES["digits_cnn"].model_path, SAMPLES["digits_cnn"].data_path, "--out", t / "o",
+                    "--weights", "9"], "weight bits must be 2-8"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path, make_args, message):
+    result = run_cli(*make_args(tmp_path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
