@@ -22,7 +22,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/quantscope demo
 
+# Browser tests drive Debian's chromium; install it when missing (CI runs as root).
 test: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/pytest -q
 
 # Rebuild the committed sample models from scikit-learn's shipped data (needs torch).
