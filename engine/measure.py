@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.dataset import Dataset
+from engine.errors import DataError
 
 WARMUP_RUNS = 5
 MIN_RUNS = 20
@@ -49,8 +50,14 @@ def batch_is_dynamic(session: ort.InferenceSession) -> bool:
 
 
 def predict(session: ort.InferenceSession, dataset: Dataset) -> np.ndarray:
-    """The first output of the model over the whole dataset, in dataset order."""
-    batch = EVAL_BATCH if batch_is_dynamic(session) else 1
+    """The first output of the model over the whole dataset, in dataset order.
+
+    A model with a fixed batch size of 1 is fed row by row; other fixed sizes need the data to fit them.
+    """
+    if batch_is_dynamic(session):
+        batch = EVAL_BATCH
+    elif len(dataset) % (batch := session.get_inputs()[0].shape[0]):
+        raise DataError(f"the model takes batches of exactly {batch} rows; the data has {len(dataset)} rows")
     output_name = session.get_outputs()[0].name
     parts = [session.run([output_name], feed)[0] for feed in dataset.batches(batch)]
     return np.concatenate(parts, axis=0)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from engine.dataset import Dataset
 from engine.errors import QuantscopeError
-from engine.measure import latency_feed, measure_latency, open_session, predict
+from engine.measure import batch_is_dynamic, latency_feed, measure_latency, open_session, predict
 from engine.metrics import METRICS, Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
 from engine.pareto import pareto_flags
@@ -126,10 +126,14 @@ def build_and_evaluate(
 
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int) -> dict:
-    """Latency columns at batch 1 and at `batch`; run these one at a time so timings do not disturb each other."""
+    """Latency columns at batch 1 and at `batch`; run these one at a time so timings do not disturb each other.
+
+    A model with a fixed batch size is timed at that size only; its batch-N columns stay empty.
+    """
     session = open_session(artifact_path, threads)
-    columns = {"threads": threads, "latency_batch": batch}
-    for label, size in (("b1", 1), ("bN", batch)):
+    sizes = {"b1": 1, "bN": batch} if batch_is_dynamic(session) else {"b1": session.get_inputs()[0].shape[0]}
+    columns = {"threads": threads, "latency_batch": sizes.get("bN")}
+    for label, size in sizes.items():
         latency = measure_latency(session, latency_feed(dataset, size), threads)
         columns[f"latency_{label}_p50_ms"] = latency.p50_ms
         columns[f"latency_{label}_p95_ms"] = latency.p95_ms

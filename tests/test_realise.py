@@ -6,14 +6,16 @@ import numpy as np
 import onnx
 import pytest
 
+from engine.dataset import Dataset
 from engine.errors import RecipeError
 from engine.measure import open_session, predict
 from engine.model import load_model
 from engine.realise import choose_realiser, quantize
 from engine.realise.calibration import mse_range
 from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
-from engine.sweep import default_grid
+from engine.sweep import default_grid, measure_recipe, reference_for
 from sample_models.catalog import SAMPLES
+from tests.builders import gemm_model
 
 A8 = ActivationSpec(8)
 
@@ -114,3 +116,16 @@ def test_transformer_weight_only_and_dynamic_quantize_every_matmul(tmp_path):
         artifact = quantize(model, recipe, tmp_path / "a.onnx")
         assert artifact.float_layers == ()
         assert artifact.size_bytes < 0.6 * model.summary.bytes
+
+
+def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_path):
+    proto = gemm_model()
+    for value_info in (*proto.graph.input, *proto.graph.output):
+        value_info.type.tensor_type.shape.dim[0].dim_value = 1
+    model = load_model(proto.SerializeToString())
+    x = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
+    data = Dataset(inputs={"x": x}, labels=None, slices=None, source="fixed")
+    reference = reference_for(model, data, tmp_path)
+    row = measure_recipe(model, data, Recipe(WeightSpec(8), A8, Mode.STATIC), tmp_path, reference)
+    assert row["metric_name"] == "top1_agreement" and row["metric"] >= 0.9 and row["cosine"] > 0.99
+    assert row["latency_b1_p50_ms"] > 0 and row["latency_batch"] is None and "latency_bN_p50_ms" not in row
