@@ -98,17 +98,24 @@ TABLE_COLUMNS = {
     "latency_bN_p50_ms": "bN p50 ms",
     "simulated": "simulated",
     "pareto_3d": "pareto",
+    "error": "error",
 }
 
 
 def format_table(table: pd.DataFrame) -> str:
-    shown = table[[c for c in TABLE_COLUMNS if c in table]].rename(columns=TABLE_COLUMNS)
-    shown["simulated"] = shown["simulated"].map({True: "simulated", False: ""})
-    shown["pareto"] = shown["pareto"].map({True: "*", False: ""})
-    metric = table["metric_name"].iloc[0]
-    threads, batch = int(table["threads"].dropna().iloc[0]), int(table["latency_batch"].dropna().iloc[0])
+    columns = [c for c in TABLE_COLUMNS if c != "error" or table["error"].notna().any()]
+    shown = table[columns].rename(columns=TABLE_COLUMNS)
+    shown["simulated"] = shown["simulated"].map({True: "simulated"}).fillna("")
+    shown["pareto"] = shown["pareto"].map({True: "*"}).fillna("")
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
-    return f"{text}\nmetric = {metric}; latency: onnxruntime, {threads} thread(s), bN = batch {batch}; * = on the 3-D Pareto front"
+    timed = table.dropna(subset=["threads"])
+    if timed.empty:
+        latency = "no row was timed"
+    else:
+        batch = timed["latency_batch"].dropna()
+        latency = f"onnxruntime, {int(timed['threads'].iloc[0])} thread(s)"
+        latency += f", bN = batch {int(batch.iloc[0])}" if not batch.empty else ""
+    return f"{text}\nmetric = {table['metric_name'].iloc[0]}; latency: {latency}; * = on the 3-D Pareto front"
 
 
 def run_sweep(model_path: Path, data_path: Path, out: Path, recipes: list[Recipe], **options) -> pd.DataFrame:

@@ -199,12 +199,17 @@ def failed_row(recipe: Recipe, reference: Reference, error: BaseException) -> di
     }
 
 
+# Columns a results table always has, even when no row filled them (failed, simulated or untimed rows).
+OPTIONAL_COLUMNS = (
+    "artifact", "simulated", "size_bytes", "size_ratio", "metric", "float_layers", "per_slice", "error",
+    "threads", "latency_batch", "latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms", "latency_bN_p95_ms",
+)
+
+
 def results_table(rows: Sequence[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame with latency columns always present (NaN when not timed) and Pareto flags."""
+    """Rows as a DataFrame with every optional column present (NaN where not measured) and Pareto flags."""
     table = pd.DataFrame(list(rows))
-    for column in ("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms", "latency_bN_p95_ms"):
-        if column not in table:
-            table[column] = np.nan
+    table = table.assign(**{column: np.nan for column in OPTIONAL_COLUMNS if column not in table})
     if table.empty:
         return table
     higher_is_better = METRICS[table["metric_name"].iloc[0]].higher_is_better
@@ -233,10 +238,11 @@ def write_results(table: pd.DataFrame, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     records = [_json_value(row) for row in table.to_dict(orient="records")]
     for record in records:
-        record["artifact"] = str(Path(record["artifact"]).resolve().relative_to(out_dir.resolve()))
+        if isinstance(record["artifact"], str):
+            record["artifact"] = str(Path(record["artifact"]).resolve().relative_to(out_dir.resolve()))
     (out_dir / "results.json").write_text(json.dumps(records, indent=2))
     flat = table.drop(columns=["per_slice", "float_layers"]).assign(
-        float_layers=table["float_layers"].map(len),
+        float_layers=table["float_layers"].map(lambda layers: len(layers) if isinstance(layers, list) else None),
         artifact=[record["artifact"] for record in records],
     )
     flat.to_csv(out_dir / "results.csv", index=False)

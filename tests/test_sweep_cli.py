@@ -1,6 +1,7 @@
 """`quantscope sweep` end to end on every sample model, and the CLI's handling of bad input."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -8,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import engine.realise.native as native
+from engine.cli import format_table
 from engine.dataset import load_dataset
 from engine.measure import open_session, predict
 from engine.metrics import evaluate
 from engine.model import load_model
+from engine.sweep import default_grid, sweep, write_results
 from sample_models.catalog import SAMPLES
 
 CLI = [sys.executable, "-m", "engine.cli"]
@@ -149,3 +153,23 @@ def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path, make_args, me
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_recipe_that_onnxruntime_cannot_build_becomes_an_error_row(tmp_path, monkeypatch, digits, capsys):
+    """One failing configuration must not sink the sweep: the others are measured, the failure is reported."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("onnxruntime could not quantize this graph")
+
+    monkeypatch.setattr(native, "quantize_dynamic", broken)
+    model, data = digits
+    recipes = [r for r in default_grid() if r.short_name() in ("fp32", "W8A8 dynamic channel", "W3 weight-only channel")]
+    table = sweep(model, data, recipes, tmp_path)
+    write_results(table, tmp_path)
+    errors = dict(zip(table["name"], table["error"]))
+    assert errors["W8A8 dynamic channel"] == "RuntimeError: onnxruntime could not quantize this graph"
+    assert pd.isna(errors["fp32"]) and pd.isna(errors["W3 weight-only channel"])
+    failed = table.set_index("name").loc["W8A8 dynamic channel"]
+    assert pd.isna(failed["metric"]) and not failed["pareto_size"]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert rows[1]["artifact"] is None and rows[0]["artifact"] == "artifacts/" + Path(rows[0]["artifact"]).name
+    assert "onnxruntime could not quantize this graph" in format_table(table)
