@@ -6,7 +6,9 @@ Bad input prints one line on stderr and exits with code 2; there is never a trac
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from tqdm import tqdm
 
 from engine.dataset import load_dataset
 from engine.errors import QuantscopeError
+from engine.jobs import Workspace
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, default_grid, grid, sweep, write_results
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("sweep", help="quantize with many recipes and measure each artifact")
     run.add_argument("model", type=Path)
     run.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
-    run.add_argument("--out", type=Path, required=True, help="directory for results.json, results.csv, artifacts/")
+    run.add_argument("--out", type=Path, help="directory for results.json, results.csv, artifacts/ when the job ends")
     grid_options = run.add_argument_group("grid (default: the standard grid of 10 recipes)")
     grid_options.add_argument("--weights", type=_csv(int), help="weight bits, e.g. 8,4,3 (16 = fp16)")
     grid_options.add_argument("--granularity", type=_csv(Granularity), default=[Granularity.CHANNEL],
@@ -63,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH, help="the larger latency batch size")
     run.add_argument("--label-column", help="label column of a CSV/Parquet file")
     run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
+    run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
+    run.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build on; default: local processes")
+
+    jobs_command = commands.add_parser("jobs", help="list, show, cancel or resume sweep jobs in the workspace")
+    jobs_actions = jobs_command.add_subparsers(dest="action", required=True)
+    jobs_actions.add_parser("list", help="every job, newest first")
+    for action, text in (("show", "a job's state and its results so far"), ("cancel", "stop a job and its processes"),
+                         ("resume", "finish an interrupted, failed or cancelled job")):
+        jobs_actions.add_parser(action, help=text).add_argument("job_id")
 
     demo = commands.add_parser("demo", help="sweep the sample models with the default grid and print the tables")
     demo.add_argument("--out", type=Path, default=Path("workspace/demo"))
@@ -140,13 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = load_model(args.model).summary
             print(json.dumps(summary.to_dict(), indent=2) if args.json else describe_summary(summary))
         elif args.command == "sweep":
-            table = run_sweep(
-                args.model, args.data, args.out, recipes_from(args),
-                threads=args.threads, batch=args.batch,
-                label_column=args.label_column, slice_column=args.slice_column,
-            )
-            print(format_table(table))
-            print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}")
+            return sweep_as_job(args)
+        elif args.command == "jobs":
+            return jobs_command(args)
         elif args.command == "demo":
             from sample_models.catalog import SAMPLES
 
@@ -160,6 +168,96 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quantscope: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+# -- sweeps as jobs in the workspace ($QUANTSCOPE_HOME or ./workspace) -----------------------------------------
+
+CLI_OWNER = "cli"
+EXIT_JOB_DID_NOT_FINISH = 1
+EXIT_INTERRUPTED = 130
+
+
+def sweep_as_job(args: argparse.Namespace) -> int:
+    """Submit the sweep as a job; with --detach print its id, otherwise follow it and print the table."""
+    workspace = Workspace.open()
+    recipes = recipes_from(args)
+    model = workspace.add_model(args.model, args.model.name, CLI_OWNER)
+    dataset = workspace.add_dataset(args.data, args.data.name, model.id, CLI_OWNER,
+                                    label_column=args.label_column, slice_column=args.slice_column)
+    job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
+                                    batch=args.batch, scheduler=args.scheduler)
+    if args.detach:
+        print(job_id)
+        return 0
+    try:
+        job = follow(workspace, job_id, args.model.name)
+    except KeyboardInterrupt:
+        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if job.state != "done":
+        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    table = workspace.results(job_id)
+    print(format_table(table))
+    if args.out:
+        export_results(table, workspace.store.blobs.path(model.id), args.out)
+        print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}")
+    print(f"job {job_id}")
+    return 0
+
+
+def follow(workspace, job_id: str, label: str):
+    """A progress bar on stderr, fed by polling the job's row in SQLite, until the job ends."""
+    with tqdm(total=1, desc=label, unit="config", file=sys.stderr, leave=False) as bar:
+        while True:
+            job = workspace.wait(job_id, timeout=0.25)
+            bar.total, bar.n = job.total, job.done
+            bar.set_postfix_str(job.message)
+            if job.is_finished:
+                return job
+
+
+def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
+    """The out directory a sweep has always written: reference.onnx, artifacts/<slug>.onnx, results.json/.csv."""
+    (out / "artifacts").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, out / "reference.onnx")
+    exported = []
+    for artifact, recipe in zip(table["artifact"], table["recipe"]):
+        if isinstance(artifact, str):
+            target = out / "artifacts" / f"{Recipe.from_json(recipe).slug()}.onnx"
+            shutil.copyfile(artifact, target)
+            artifact = str(target)
+        exported.append(artifact)
+    write_results(table.assign(artifact=exported), out)
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    workspace = Workspace.open()
+    if args.action == "list":
+        for job in workspace.jobs():
+            print(f"{job.id}  {job.state:<11} {job.done:>3}/{job.total:<3} {_when(job.created)}  {job.owner:<12} "
+                  f"{job.error or job.message}")
+    elif args.action == "show":
+        job = workspace.job(args.job_id)
+        params = {key: value for key, value in job.params.items() if key != "recipes"}
+        print(f"job {job.id} ({job.kind}, owner {job.owner}): {job.state}, {job.done} of {job.total} configurations")
+        print(f"created {_when(job.created)}, started {_when(job.started)}, finished {_when(job.finished)}")
+        print(f"parameters: {json.dumps(params)}")
+        print(f"message: {job.message}" + (f"\nerror: {job.error}" if job.error else ""))
+        table = workspace.results(job.id)
+        if not table.empty:
+            print(format_table(table))
+    elif args.action == "cancel":
+        workspace.cancel(args.job_id)
+        print(f"job {args.job_id}: {workspace.job(args.job_id).state}")
+    elif args.action == "resume":
+        workspace.resume(args.job_id)
+        print(f"job {args.job_id}: resumed; follow it with quantscope jobs show {args.job_id}")
+    return 0
+
+
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def describe_summary(summary) -> str:

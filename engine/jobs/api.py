@@ -1,0 +1,257 @@
+"""The Python API of the workspace: what the CLI and the dashboard call. Nothing here computes a sweep.
+
+    ws = Workspace.open()                                  # creates or migrates, then recover()
+    model = ws.add_model(path_or_bytes, "resnet", owner)   # validated with load_model, stored once by sha256
+    data = ws.add_dataset(path_or_bytes, "val.npz", model.id, owner)
+    job_id = ws.submit_sweep(model.id, data.id, recipes, owner)   # returns at once; a runner does the work
+    ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.sweep.results_table
+
+Submitting records the job in SQLite and starts its runner (engine.jobs.runner), which does the work and
+writes progress and rows back; the API reads them, and stops or restarts runners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from engine.dataset import load_dataset
+from engine.errors import DataError, ModelError, QuantscopeError
+from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
+from engine.model import load_model
+from engine.recipe import Recipe
+from engine.store import DatasetRecord, JobInfo, ModelRecord, Store
+from engine.store import jobs, library
+from engine.store.records import ACTIVE_STATES
+from engine.sweep import DEFAULT_LATENCY_BATCH, results_table
+
+STALE_HEARTBEAT_SECONDS = 60.0  # a live runner writes one every second
+RESUMABLE_STATES = ("interrupted", "failed", "cancelled")
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
+POLL_SECONDS = 0.1
+
+
+class JobError(QuantscopeError):
+    """A job request that cannot be carried out: unknown id, wrong state, bad parameters."""
+
+
+class Workspace:
+    """One workspace directory: its library of models and datasets, its jobs and their results."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> Workspace:
+        """The workspace at `path`, $QUANTSCOPE_HOME or ./workspace, created or migrated as needed."""
+        workspace = cls(Store.open(path))
+        workspace.recover()
+        return workspace
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    # -- the library ------------------------------------------------------------------------------------------
+
+    def add_model(self, source: Path | bytes, name: str, owner: str, shared: bool = False) -> ModelRecord:
+        data = source if isinstance(source, bytes) else _read_upload(Path(source), ModelError("no model file at"))
+        model = load_model(data, name=name)  # raises ModelError for anything unusable
+        model_id = self.store.blobs.put_bytes(data)
+        with self.store.connect() as conn:
+            return library.save_model(conn, model_id, owner, name, _jsonable(model.summary.to_dict()), len(data),
+                                      shared)
+
+    def add_dataset(self, source: Path | bytes, filename: str, model_id: str, owner: str,
+                    label_column: str | None = None, slice_column: str | None = None,
+                    shared: bool = False) -> DatasetRecord:
+        model_record = self._model(model_id, owner)
+        data = source if isinstance(source, bytes) else _read_upload(Path(source), DataError("no data file at"))
+        model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
+        dataset = load_dataset(data, model.summary.inputs, filename=filename, label_column=label_column,
+                               slice_column=slice_column)  # raises DataError when it does not fit the model
+        sha256 = self.store.blobs.put_bytes(data)
+        reading = [sha256, model_id, Path(filename).suffix.lower(), label_column, slice_column]
+        record = DatasetRecord(
+            id=hashlib.sha256(json.dumps(reading).encode()).hexdigest(), sha256=sha256, filename=filename,
+            model_id=model_id, owner=owner, shared=shared, label_column=label_column, slice_column=slice_column,
+            fingerprint=dataset.fingerprint(), bytes=len(data), summary=_jsonable(dataset.summary()),
+            created=time.time(),
+        )
+        with self.store.connect() as conn:
+            return library.save_dataset(conn, record)
+
+    def models(self, owner: str | None = None) -> list[ModelRecord]:
+        """The owner's models and the shared ones, newest first (owner None: every owner's)."""
+        with self.store.connect() as conn:
+            return library.list_models(conn, owner)
+
+    def datasets(self, owner: str | None = None, model_id: str | None = None) -> list[DatasetRecord]:
+        with self.store.connect() as conn:
+            return library.list_datasets(conn, owner, model_id)
+
+    def share_model(self, model_id: str) -> None:
+        with self.store.connect() as conn:
+            if not library.share(conn, "models", model_id):
+                raise JobError(f"no model {model_id}")
+
+    def share_dataset(self, dataset_id: str) -> None:
+        with self.store.connect() as conn:
+            if not library.share(conn, "datasets", dataset_id):
+                raise JobError(f"no dataset {dataset_id}")
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    def submit_sweep(self, model_id: str, dataset_id: str, recipes: Sequence[Recipe], owner: str,
+                     threads: int = 1, batch: int = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
+                     workers: int | None = None) -> str:
+        """Queue a sweep and start its runner; returns the job id at once."""
+        self._model(model_id, owner)
+        dataset = self._dataset(dataset_id, owner)
+        if dataset.model_id != model_id:
+            raise JobError(f"dataset {dataset.filename} was checked against another model")
+        unique = list({recipe.key(): recipe for recipe in recipes}.values())  # a recipe twice is one row
+        if not unique:
+            raise JobError("a sweep needs at least one recipe")
+        counts = {"threads": threads, "batch": batch} | ({} if workers is None else {"workers": workers})
+        for name, value in counts.items():
+            if not isinstance(value, int) or value < 1:
+                raise JobError(f"{name} must be a positive integer; got {value!r}")
+        if scheduler is not None and not SCHEDULER_ADDRESS.match(scheduler):
+            raise JobError(f"a Dask scheduler address looks like tcp://host:8786; got {scheduler!r}")
+        params = {"recipes": [recipe.to_json() for recipe in unique], "threads": threads, "batch": batch,
+                  "scheduler": scheduler, "workers": workers}
+        job_id = uuid.uuid4().hex[:12]
+        with self.store.connect() as conn:
+            jobs.create_job(conn, job_id, "sweep", owner, model_id, dataset_id, params, total=len(unique))
+        self._launch(job_id)
+        return job_id
+
+    def job(self, job_id: str) -> JobInfo:
+        with self.store.connect() as conn:
+            job = jobs.get_job(conn, job_id)
+        if job is None:
+            raise JobError(f"no job {job_id}")
+        return self._notice_lost_runner(job)
+
+    def jobs(self, owner: str | None = None) -> list[JobInfo]:
+        """Newest first."""
+        with self.store.connect() as conn:
+            listed = jobs.list_jobs(conn, owner)
+        return [self._notice_lost_runner(job) for job in listed]
+
+    def results(self, job_id: str) -> pd.DataFrame:
+        """The committed rows, in recipe order, as engine.sweep.results_table; artifact paths are absolute."""
+        self.job(job_id)
+        with self.store.connect() as conn:
+            rows = jobs.result_rows(conn, job_id)
+        for row in rows:
+            if row.get("artifact"):
+                row["artifact"] = str(self.store.absolute(row["artifact"]))
+        return results_table(rows)
+
+    def artifact_path(self, job_id: str, recipe_key: str) -> Path:
+        with self.store.connect() as conn:
+            found = conn.execute(
+                "SELECT a.path FROM results r JOIN artifacts a ON a.sha256 = r.artifact "
+                "WHERE r.job_id = ? AND r.recipe_key = ?", (job_id, recipe_key),
+            ).fetchone()
+        if found is None:
+            raise JobError(f"job {job_id} has no artifact for recipe {recipe_key}")
+        return self.store.absolute(found[0])
+
+    def cancel(self, job_id: str) -> None:
+        """Stop the job and kill its processes; returns once they are gone (within about two seconds)."""
+        with self.store.connect() as conn:
+            before = jobs.stop(conn, job_id, "cancelled", "cancelled")
+        if before is None:
+            self.job(job_id)  # unknown id -> JobError; an ended job stays as it ended
+            return
+        kill_runner(before["pid"], job_id)
+        shutil.rmtree(self.store.job_dir(job_id) / "scratch", ignore_errors=True)
+
+    def resume(self, job_id: str) -> None:
+        """Run an interrupted, failed or cancelled job again: only its configurations without a row."""
+        with self.store.connect() as conn:
+            requeued = jobs.requeue(conn, job_id, RESUMABLE_STATES)
+        if not requeued:
+            state = self.job(job_id).state
+            raise JobError(f"job {job_id} is {state}; only {', '.join(RESUMABLE_STATES)} jobs can be resumed")
+        self._launch(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """The job once it has ended, or as it is when `timeout` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.is_finished or (deadline is not None and time.monotonic() >= deadline):
+                return job
+            time.sleep(POLL_SECONDS)
+
+    def recover(self) -> list[str]:
+        """Mark active jobs whose runner is gone (dead pid, stale heartbeat) interrupted; their ids.
+
+        Reading a job does the same for that job, so a dead runner is noticed whenever anyone looks.
+        """
+        with self.store.connect() as conn:
+            active = [job for job in jobs.list_jobs(conn) if job.state in ACTIVE_STATES]
+        return [job.id for job in active if self._notice_lost_runner(job).state == "interrupted"]
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _launch(self, job_id: str) -> None:
+        pid = launch_runner(self.store, job_id)
+        with self.store.connect() as conn:
+            jobs.set_runner(conn, job_id, pid)
+
+    def _notice_lost_runner(self, job: JobInfo) -> JobInfo:
+        """An active job whose runner is gone becomes interrupted."""
+        if job.state not in ACTIVE_STATES or not self._runner_lost(job):
+            return job
+        with self.store.connect() as conn:
+            before = jobs.stop(conn, job.id, "interrupted",
+                               f"interrupted after {job.done} of {job.total}: its runner stopped; resume to finish")
+            if before is not None:
+                kill_runner(before["pid"], job.id)  # a hung runner (stale heartbeat) must not go on working
+            return jobs.get_job(conn, job.id)
+
+    def _runner_lost(self, job: JobInfo) -> bool:
+        with self.store.connect() as conn:
+            pid, heartbeat = jobs.runner_pid(conn, job.id)
+        stale = heartbeat is None or time.time() - heartbeat > STALE_HEARTBEAT_SECONDS
+        if pid is None:  # queued, runner not launched yet: lost only if its launcher died long ago
+            return stale
+        return stale or not runner_is_alive(pid, job.id)
+
+    def _model(self, model_id: str, owner: str) -> ModelRecord:
+        with self.store.connect() as conn:
+            model = library.find_model(conn, model_id, owner)
+        if model is None:
+            raise JobError(f"no model {model_id} for {owner}")
+        return model
+
+    def _dataset(self, dataset_id: str, owner: str) -> DatasetRecord:
+        with self.store.connect() as conn:
+            dataset = library.find_dataset(conn, dataset_id, owner)
+        if dataset is None:
+            raise JobError(f"no dataset {dataset_id} for {owner}")
+        return dataset
+
+
+def _read_upload(path: Path, missing: QuantscopeError) -> bytes:
+    if not path.is_file():
+        raise type(missing)(f"{missing} {path}")
+    return path.read_bytes()
+
+
+def _jsonable(summary: dict) -> dict:
+    """Summaries hold tuples and numpy numbers; store what JSON can say."""
+    return json.loads(json.dumps(summary, default=lambda value: value.tolist()))

@@ -1,0 +1,64 @@
+"""Files stored once, named by the sha256 of their bytes: <root>/ab/abcdef....
+
+A blob is written to a temporary file in the same directory and renamed into place, so a reader (or a
+crash) never sees half a file; storing bytes that are already there does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlobStore:
+    root: Path
+    suffix: str = ""  # artifacts keep ".onnx" so a downloaded file says what it is
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}{self.suffix}"
+
+    def put_bytes(self, data: bytes) -> str:
+        sha256 = sha256_bytes(data)
+        target = self.path(sha256)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            try:
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, target)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        return sha256
+
+    def put_file(self, source: Path) -> str:
+        """Move a finished file in (same file system: a rename, no copy); `source` is gone afterwards."""
+        sha256 = sha256_file(source)
+        target = self.path(sha256)
+        if target.exists():
+            Path(source).unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        return sha256

@@ -1,0 +1,77 @@
+"""Stored artifacts and the result cache.
+
+A configuration is (model bytes, dataset content, recipe, engine version, latency threads, latency batch).
+Its measured row and artifact are remembered under the hash of those six things, so any later job that
+asks for the same configuration copies the row instead of computing it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from engine.store.jobs import encode_row
+
+ENGINE_DIR = Path(__file__).resolve().parents[1]
+NOT_ROW_SHAPING = ("cli.py", "jobs/", "store/")  # code that moves rows around without computing them
+
+
+@cache
+def engine_version() -> str:
+    """Versions of everything that shapes a row, plus a digest of the engine's source.
+
+    The digest matters in an editable install, where the code changes without the version number.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(ENGINE_DIR.rglob("*.py")):
+        name = path.relative_to(ENGINE_DIR).as_posix()
+        if not name.startswith(NOT_ROW_SHAPING):
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    versions = " ".join(f"{name} {metadata.version(name)}" for name in ("quantscope", "onnxruntime", "onnx"))
+    return f"{versions} source {digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    model_id: str
+    dataset_fingerprint: str
+    recipe_key: str
+    threads: int
+    batch: int
+
+    def key(self) -> str:
+        fields = [self.model_id, self.dataset_fingerprint, self.recipe_key, engine_version(), self.threads, self.batch]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+def record_artifact(conn: sqlite3.Connection, sha256: str, path: str, size: int) -> None:
+    """Call inside a transaction, with the file already in place."""
+    conn.execute("INSERT OR IGNORE INTO artifacts (sha256, path, bytes) VALUES (?, ?, ?)", (sha256, path, size))
+
+
+def artifact_path(conn: sqlite3.Connection, sha256: str) -> str | None:
+    row = conn.execute("SELECT path FROM artifacts WHERE sha256 = ?", (sha256,)).fetchone()
+    return None if row is None else row[0]
+
+
+def remember(conn: sqlite3.Connection, configuration: Configuration, row: dict, artifact_sha: str) -> None:
+    """Call inside the transaction that commits the row, so the cache never holds a row its job lacks."""
+    conn.execute(
+        """INSERT OR REPLACE INTO result_cache (key, model_id, dataset_fingerprint, recipe_key, engine_version,
+                                                threads, batch, row, artifact, created)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (configuration.key(), configuration.model_id, configuration.dataset_fingerprint, configuration.recipe_key,
+         engine_version(), configuration.threads, configuration.batch, encode_row(row), artifact_sha, time.time()),
+    )
+
+
+def lookup(conn: sqlite3.Connection, configuration: Configuration) -> tuple[dict, str] | None:
+    """(row, artifact sha256) of an earlier computation of this configuration, if any."""
+    found = conn.execute("SELECT row, artifact FROM result_cache WHERE key = ?", (configuration.key(),)).fetchone()
+    return None if found is None else (json.loads(found["row"]), found["artifact"])

@@ -1,0 +1,141 @@
+"""Jobs and their result rows.
+
+A job moves queued -> running -> done | failed | cancelled | interrupted. Every state change is a
+conditional UPDATE, so a runner that lost its job (cancelled, or declared dead) cannot overwrite it.
+A result row is committed the moment its configuration finishes, together with the job's progress.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from engine.store.db import transaction
+from engine.store.records import ACTIVE_STATES, JobInfo
+
+
+def encode_row(row: dict) -> str:
+    # NaN and inf stay as JSON's NaN/Infinity tokens so rows round-trip exactly; numpy values become Python's.
+    return json.dumps(row, default=lambda value: value.tolist())
+
+
+def create_job(conn: sqlite3.Connection, job_id: str, kind: str, owner: str, model_id: str, dataset_id: str,
+               params: dict, total: int) -> None:
+    now = time.time()  # also the first heartbeat: a job whose runner never starts goes stale from here
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO jobs (id, kind, state, owner, model_id, dataset_id, params, total, message, created,
+                                heartbeat)
+               VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, 'queued', ?, ?)""",
+            (job_id, kind, owner, model_id, dataset_id, json.dumps(params), total, now, now),
+        )
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> JobInfo | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else JobInfo.from_row(row)
+
+
+def list_jobs(conn: sqlite3.Connection, owner: str | None = None) -> list[JobInfo]:
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE ? IS NULL OR owner = ? ORDER BY created DESC, rowid DESC", (owner, owner)
+    ).fetchall()
+    return [JobInfo.from_row(row) for row in rows]
+
+
+def runner_pid(conn: sqlite3.Connection, job_id: str) -> tuple[int | None, float | None]:
+    row = conn.execute("SELECT pid, heartbeat FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return (None, None) if row is None else (row["pid"], row["heartbeat"])
+
+
+def set_runner(conn: sqlite3.Connection, job_id: str, pid: int) -> None:
+    """The launcher records the runner's pid at once, so a runner that dies before it starts is noticed."""
+    with transaction(conn):
+        conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND state = 'queued'", (pid, job_id))
+
+
+def claim(conn: sqlite3.Connection, job_id: str, pid: int) -> bool:
+    """The runner takes a queued job; False when it is no longer queued (e.g. cancelled before it started)."""
+    now = time.time()
+    with transaction(conn):
+        return conn.execute(
+            """UPDATE jobs SET state = 'running', pid = ?, heartbeat = ?, started = coalesce(started, ?),
+                              message = 'starting'
+               WHERE id = ? AND state = 'queued'""",
+            (pid, now, now, job_id),
+        ).rowcount == 1
+
+
+def beat(conn: sqlite3.Connection, job_id: str, pid: int, message: str | None = None) -> bool:
+    """The runner's heartbeat; False means the job is no longer this runner's to run."""
+    with transaction(conn):
+        return conn.execute(
+            """UPDATE jobs SET heartbeat = ?, message = coalesce(?, message)
+               WHERE id = ? AND state = 'running' AND pid = ?""",
+            (time.time(), message, job_id, pid),
+        ).rowcount == 1
+
+
+def finish(conn: sqlite3.Connection, job_id: str, pid: int, state: str, message: str,
+           error: str | None = None, error_detail: str | None = None) -> bool:
+    """The runner's last word: done or failed."""
+    with transaction(conn):
+        return conn.execute(
+            """UPDATE jobs SET state = ?, message = ?, error = ?, error_detail = ?, finished = ?
+               WHERE id = ? AND state = 'running' AND pid = ?""",
+            (state, message, error, error_detail, time.time(), job_id, pid),
+        ).rowcount == 1
+
+
+def stop(conn: sqlite3.Connection, job_id: str, state: str, message: str) -> sqlite3.Row | None:
+    """Cancel or interrupt an active job from outside its runner.
+
+    Returns the job's (state, pid) as they were, or None when the job had already ended (or never was).
+    """
+    with transaction(conn):
+        before = conn.execute("SELECT state, pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if before is None or before["state"] not in ACTIVE_STATES:
+            return None
+        conn.execute(
+            "UPDATE jobs SET state = ?, message = ?, finished = ? WHERE id = ?", (state, message, time.time(), job_id)
+        )
+    return before
+
+
+def requeue(conn: sqlite3.Connection, job_id: str, from_states: tuple[str, ...]) -> bool:
+    """Make an ended job runnable again (resume): its committed rows stay."""
+    marks = ", ".join("?" for _ in from_states)
+    with transaction(conn):
+        return conn.execute(
+            f"""UPDATE jobs SET state = 'queued', message = 'resuming', error = NULL, error_detail = NULL,
+                               finished = NULL, pid = NULL, heartbeat = ?
+                WHERE id = ? AND state IN ({marks})""",
+            (time.time(), job_id, *from_states),
+        ).rowcount == 1
+
+
+# -- result rows ---------------------------------------------------------------------------------------------
+
+
+def committed_keys(conn: sqlite3.Connection, job_id: str) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT recipe_key FROM results WHERE job_id = ?", (job_id,))}
+
+
+def add_result(conn: sqlite3.Connection, job_id: str, recipe_key: str, position: int, row: dict,
+               artifact_sha: str | None, cached: bool, error_detail: str | None = None) -> None:
+    """Commit one configuration's row and the job's progress. Call inside a transaction."""
+    conn.execute(
+        """INSERT OR IGNORE INTO results (job_id, recipe_key, position, row, artifact, cached, error_detail, created)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        (job_id, recipe_key, position, encode_row(row), artifact_sha, int(cached), error_detail, time.time()),
+    )
+    conn.execute(
+        "UPDATE jobs SET done = (SELECT count(*) FROM results WHERE job_id = ?) WHERE id = ?", (job_id, job_id)
+    )
+
+
+def result_rows(conn: sqlite3.Connection, job_id: str) -> list[dict]:
+    """The committed rows in recipe order, as stored (artifact paths relative to the workspace)."""
+    rows = conn.execute("SELECT row FROM results WHERE job_id = ? ORDER BY position", (job_id,))
+    return [json.loads(row[0]) for row in rows]

@@ -1,0 +1,80 @@
+"""The rows callers see, as frozen dataclasses built from database rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+TERMINAL_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
+ACTIVE_STATES = frozenset({"queued", "running"})
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str  # sha256 of the model's bytes
+    name: str
+    owner: str
+    shared: bool
+    bytes: int
+    summary: dict  # ModelSummary.to_dict()
+    created: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ModelRecord:
+        return cls(row["id"], row["name"], row["owner"], bool(row["shared"]), row["bytes"],
+                   json.loads(row["summary"]), row["created"])
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str  # sha256 of the bytes' hash together with how they are read (model, format, columns)
+    sha256: str  # of the file's bytes
+    filename: str
+    model_id: str
+    owner: str
+    shared: bool
+    label_column: str | None
+    slice_column: str | None
+    fingerprint: str  # Dataset.fingerprint()
+    bytes: int
+    summary: dict  # Dataset.summary()
+    created: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> DatasetRecord:
+        return cls(row["id"], row["sha256"], row["filename"], row["model_id"], row["owner"], bool(row["shared"]),
+                   row["label_column"], row["slice_column"], row["fingerprint"], row["bytes"],
+                   json.loads(row["summary"]), row["created"])
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    state: str  # queued -> running -> done | failed | cancelled | interrupted
+    done: int  # configurations with a committed row
+    total: int
+    message: str
+    error: str | None  # one line; the traceback is in error_detail
+    owner: str
+    model_id: str
+    dataset_id: str
+    created: float  # unix seconds
+    started: float | None
+    finished: float | None
+    error_detail: str | None = None
+    params: dict = field(default_factory=dict)  # recipes (JSON), threads, batch, scheduler, workers
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobInfo:
+        return cls(
+            id=row["id"], kind=row["kind"], state=row["state"], done=row["done"], total=row["total"],
+            message=row["message"], error=row["error"], owner=row["owner"], model_id=row["model_id"],
+            dataset_id=row["dataset_id"], created=row["created"], started=row["started"],
+            finished=row["finished"], error_detail=row["error_detail"], params=json.loads(row["params"]),
+        )

@@ -1,0 +1,298 @@
+"""Sweep jobs: crash isolation, kill and resume, cancel, concurrency, the result cache, Dask, the CLI.
+
+Every job runs for real: a detached runner process, task processes, onnxruntime. The recipes are few and
+the models small (digits_cnn, breast_cancer_mlp) to keep the file quick on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine.jobs import JobError, Workspace
+from engine.jobs.processes import live_group_members
+from engine.jobs.tasks import CRASH_VARIABLE
+from engine.model import load_model
+from engine.dataset import load_dataset
+from engine.store import jobs as job_rows
+from engine.sweep import default_grid, sweep
+from sample_models.catalog import SAMPLES
+
+GRID = {recipe.short_name(): recipe for recipe in default_grid()}
+FP32, FP16 = GRID["fp32"], GRID["fp16"]
+W8_STATIC, W4_GROUP = GRID["W8A8 static channel minmax"], GRID["W4 weight-only group32"]
+W3, W2 = GRID["W3 weight-only channel"], GRID["W2 weight-only channel"]  # simulated: never timed, quick
+LATENCY_COLUMNS = [  # measured times, and the Pareto flags that depend on them
+    "threads", "latency_batch", "latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms", "latency_bN_p95_ms",
+    "latency_b1_runs", "latency_bN_runs", "pareto_latency", "pareto_3d",
+]
+OWNER = "test"
+TIMEOUT = 120
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    return Workspace.open(tmp_path / "ws")
+
+
+def add_sample(workspace: Workspace, name: str = "digits_cnn") -> tuple[str, str]:
+    sample = SAMPLES[name]
+    model = workspace.add_model(sample.model_path, name, OWNER)
+    dataset = workspace.add_dataset(sample.data_path, sample.data_path.name, model.id, OWNER)
+    return model.id, dataset.id
+
+
+def run_sweep(workspace: Workspace, recipes, name: str = "digits_cnn", **options) -> str:
+    job_id = workspace.submit_sweep(*add_sample(workspace, name), recipes, OWNER, **options)
+    job = workspace.wait(job_id, TIMEOUT)
+    assert job.state == "done", (job.error, job.error_detail)
+    return job_id
+
+
+def wait_until(condition, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def runner_pid(workspace: Workspace, job_id: str) -> int:
+    with workspace.store.connect() as conn:
+        return job_rows.runner_pid(conn, job_id)[0]
+
+
+def stored_results(workspace: Workspace, job_id: str) -> list[sqlite3.Row]:
+    with workspace.store.connect() as conn:
+        return conn.execute("SELECT * FROM results WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
+
+
+def assert_store_is_consistent(workspace: Workspace) -> None:
+    with workspace.store.connect() as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        stored = conn.execute(
+            "SELECT r.row, a.path, a.bytes FROM results r LEFT JOIN artifacts a ON a.sha256 = r.artifact"
+        )
+        for row in stored:
+            if "error" not in json.loads(row["row"]):  # every row is whole JSON; a measured one has its file
+                assert (workspace.root / row["path"]).stat().st_size == row["bytes"]
+
+
+def comparable(table: pd.DataFrame) -> pd.DataFrame:
+    """A results table without what legitimately differs between runs: latency and where artifacts live."""
+    return table.drop(columns=[c for c in [*LATENCY_COLUMNS, "artifact"] if c in table]).reset_index(drop=True)
+
+
+# -- the happy path ---------------------------------------------------------------------------------------------
+
+
+def test_a_job_gives_the_rows_of_the_in_process_sweep_with_artifacts_in_the_workspace(workspace, tmp_path):
+    recipes = [FP32, W8_STATIC, W3]
+    job_id = run_sweep(workspace, recipes)
+    table = workspace.results(job_id)
+
+    sample = SAMPLES["digits_cnn"]
+    model = load_model(sample.model_path)
+    expected = sweep(model, load_dataset(sample.data_path, model.summary.inputs), recipes, tmp_path / "naive")
+    pd.testing.assert_frame_equal(comparable(table), comparable(expected))
+
+    assert list(table["recipe_key"]) == [recipe.key() for recipe in recipes]
+    for row in table.itertuples():
+        artifact = workspace.artifact_path(job_id, row.recipe_key)
+        assert Path(row.artifact) == artifact and artifact.is_relative_to(workspace.root)
+        if not row.simulated:
+            assert row.size_bytes == artifact.stat().st_size
+            assert row.latency_b1_p50_ms > 0
+    job = workspace.job(job_id)
+    assert (job.done, job.total, job.owner) == (3, 3, OWNER) and job.started <= job.finished
+    assert [j.id for j in workspace.jobs(OWNER)] == [job_id] and workspace.jobs("someone else") == []
+    pid = runner_pid(workspace, job_id)  # the runner and its processes exit when the job ends
+    wait_until(lambda: not live_group_members(pid), timeout=5, what="the runner to exit")
+
+
+# -- failures ---------------------------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_sweep_fails_its_row_and_the_job_goes_on(workspace, monkeypatch):
+    monkeypatch.setenv(CRASH_VARIABLE, W4_GROUP.key())  # that build SIGKILLs its own process
+    recipes = [FP32, W3, W4_GROUP, W2]
+    job_id = run_sweep(workspace, recipes)
+    table = workspace.results(job_id).set_index("name")
+    assert table.loc["W4 weight-only group32", "error"] == (
+        "WorkerDied: worker process killed by SIGKILL while building this configuration"
+    )
+    assert table.drop(index="W4 weight-only group32")["error"].isna().all()
+    assert table.loc[["fp32", "W3 weight-only channel", "W2 weight-only channel"], "metric"].notna().all()
+    assert_store_is_consistent(workspace)
+    assert "1 failed" in workspace.job(job_id).message
+
+
+def test_a_job_that_cannot_read_its_data_fails_with_one_line_and_the_traceback(workspace):
+    model_id, dataset_id = add_sample(workspace)
+    dataset = next(d for d in workspace.datasets(OWNER) if d.id == dataset_id)
+    workspace.store.blobs.path(dataset.sha256).write_bytes(b"no longer an npz file")
+    job = workspace.wait(workspace.submit_sweep(model_id, dataset_id, [FP32, W3], OWNER), TIMEOUT)
+    assert job.state == "failed"
+    assert job.error.startswith("the fp32 reference could not be computed: DataError") and "\n" not in job.error
+    assert "Traceback" in job.error_detail
+    assert workspace.results(job.id).empty
+
+
+def test_kill_9_of_the_runner_leaves_an_interrupted_job_that_resume_completes(workspace, tmp_path):
+    recipes = list(GRID.values())
+    model_id, dataset_id = add_sample(workspace)
+    job_id = workspace.submit_sweep(model_id, dataset_id, recipes, OWNER)
+    wait_until(lambda: workspace.job(job_id).done >= 2, what="two committed rows")
+    pid = runner_pid(workspace, job_id)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not live_group_members(pid), timeout=5, what="the job's processes to exit")
+
+    reopened = Workspace.open(tmp_path / "ws")  # recover() runs on open
+    job = reopened.job(job_id)
+    assert job.state == "interrupted" and "resume" in job.message
+    kept = len(stored_results(reopened, job_id))
+    assert job.done == kept and 2 <= kept < len(recipes)
+    assert_store_is_consistent(reopened)
+
+    resumed_at = time.time()
+    reopened.resume(job_id)
+    assert reopened.wait(job_id, TIMEOUT).state == "done"
+    rows = stored_results(reopened, job_id)
+    newly_computed = [row for row in rows if row["created"] >= resumed_at and not row["cached"]]
+    assert len(rows) == len(recipes) and len(newly_computed) == len(recipes) - kept
+    assert reopened.results(job_id)["error"].isna().all()
+
+
+def test_cancel_stops_the_job_and_its_processes_within_two_seconds(workspace):
+    model_id, dataset_id = add_sample(workspace)
+    job_id = workspace.submit_sweep(model_id, dataset_id, list(GRID.values()), OWNER)
+    wait_until(lambda: workspace.job(job_id).done >= 1, what="a committed row")
+    pid = runner_pid(workspace, job_id)
+    assert live_group_members(pid)
+
+    started = time.monotonic()
+    workspace.cancel(job_id)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0
+    assert live_group_members(pid) == []
+    job = workspace.job(job_id)
+    assert job.state == "cancelled" and job.done < job.total
+    assert_store_is_consistent(workspace)
+    workspace.cancel(job_id)  # cancelling an ended job changes nothing
+    assert workspace.job(job_id).state == "cancelled"
+
+
+def test_requests_that_cannot_be_carried_out_raise_job_errors(workspace):
+    model_id, dataset_id = add_sample(workspace)
+    other_model, _ = add_sample(workspace, "breast_cancer_mlp")
+    with pytest.raises(JobError, match="another model"):
+        workspace.submit_sweep(other_model, dataset_id, [FP32], OWNER)
+    with pytest.raises(JobError, match="at least one recipe"):
+        workspace.submit_sweep(model_id, dataset_id, [], OWNER)
+    with pytest.raises(JobError, match="tcp://host:8786"):
+        workspace.submit_sweep(model_id, dataset_id, [FP32], OWNER, scheduler="localhost")
+    with pytest.raises(JobError, match="no model"):
+        workspace.submit_sweep(model_id, dataset_id, [FP32], "a stranger")
+    with pytest.raises(JobError, match="no job"):
+        workspace.job("missing")
+    job_id = run_sweep(workspace, [W3])
+    with pytest.raises(JobError, match="is done"):
+        workspace.resume(job_id)
+
+
+# -- concurrency and the cache ----------------------------------------------------------------------------------
+
+
+def test_two_sweeps_at_once_both_finish_with_the_right_rows(workspace, tmp_path):
+    recipes = [FP32, W8_STATIC, W2]
+    digits = workspace.submit_sweep(*add_sample(workspace, "digits_cnn"), recipes, OWNER)
+    mlp = workspace.submit_sweep(*add_sample(workspace, "breast_cancer_mlp"), recipes, OWNER)
+    for job_id, name in ((digits, "digits_cnn"), (mlp, "breast_cancer_mlp")):
+        assert workspace.wait(job_id, TIMEOUT).state == "done"
+        sample = SAMPLES[name]
+        model = load_model(sample.model_path)
+        expected = sweep(model, load_dataset(sample.data_path, model.summary.inputs), recipes, tmp_path / name)
+        pd.testing.assert_frame_equal(comparable(workspace.results(job_id)), comparable(expected))
+    assert_store_is_consistent(workspace)
+
+
+def test_the_cache_means_a_configuration_is_computed_once(workspace):
+    first = run_sweep(workspace, [FP32, W3])
+    second = run_sweep(workspace, [FP32, W3])
+    assert [row["cached"] for row in stored_results(workspace, second)] == [1, 1]  # no computation at all
+    assert "0 computed, 2 from the cache" in workspace.job(second).message
+    pd.testing.assert_frame_equal(workspace.results(second), workspace.results(first))  # latency included
+
+    third = run_sweep(workspace, [FP32, W3, W2])
+    assert [row["cached"] for row in stored_results(workspace, third)] == [1, 1, 0]
+    other_latency_batch = run_sweep(workspace, [FP32], batch=8)  # another latency setting is another configuration
+    assert [row["cached"] for row in stored_results(workspace, other_latency_batch)] == [0]
+
+
+# -- scale-out --------------------------------------------------------------------------------------------------
+
+
+def test_a_dask_cluster_gives_the_table_of_local_processes(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    # Spawned Dask workers re-run the parent's __main__; Streamlit page tests can leave a page script there.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    recipes = [FP32, W8_STATIC, W4_GROUP, W3]
+    local = Workspace.open(tmp_path / "local")
+    local_table = local.results(run_sweep(local, recipes))
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = Workspace.open(tmp_path / "remote")
+        job_id = run_sweep(remote, recipes, scheduler=cluster.scheduler_address)
+    remote_table = remote.results(job_id)
+
+    pd.testing.assert_frame_equal(comparable(remote_table), comparable(local_table))
+    assert list(remote_table["metric"]) == list(local_table["metric"])
+    assert list(remote_table["size_bytes"]) == list(local_table["size_bytes"])
+    assert remote.job(job_id).params["scheduler"] == cluster.scheduler_address
+    for row in remote_table.itertuples():  # artifacts came back and live in the runner's workspace
+        assert Path(row.artifact).is_relative_to(remote.root)
+        if not row.simulated:
+            assert Path(row.artifact).stat().st_size == row.size_bytes and row.latency_b1_p50_ms > 0
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+
+
+def cli(home: Path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QUANTSCOPE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=TIMEOUT)
+
+
+def test_the_cli_detaches_lists_shows_and_reports_bad_ids(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    home = tmp_path / "ws"
+    detached = cli(home, "sweep", sample.model_path, sample.data_path, "--weights", "3", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    job_id = detached.stdout.strip()
+    assert Workspace.open(home).wait(job_id, TIMEOUT).state == "done"
+
+    listed = cli(home, "jobs", "list")
+    assert job_id in listed.stdout and "done" in listed.stdout
+    shown = cli(home, "jobs", "show", job_id)
+    assert shown.returncode == 0 and "W3 weight-only channel" in shown.stdout and "2 of 2" in shown.stdout
+
+    for action in ("show", "cancel", "resume"):
+        missing = cli(home, "jobs", action, "no-such-job")
+        assert missing.returncode == 2 and missing.stderr.strip() == "quantscope: error: no job no-such-job"
+    bad = cli(home, "sweep", sample.model_path, sample.data_path, "--scheduler", "nowhere")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "tcp://" in bad.stderr
