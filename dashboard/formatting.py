@@ -1,0 +1,51 @@
+"""How numbers read on screen: metric values, file sizes, ratios and speed-ups."""
+
+from __future__ import annotations
+
+import math
+
+from engine.metrics import METRICS
+
+# Metrics that are shares of examples (0..1): shown as percentages, which operators read at a glance.
+RATE_METRICS = frozenset({"top1", "top5", "macro_f1", "ece", "top1_agreement"})
+
+KB, MB = 1000, 1000**2
+# A speed ratio this close to 1 is within timing noise: say "about as fast" rather than "1.02x faster".
+SAME_SPEED_BAND = 0.05
+
+
+def metric_text(name: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if name in RATE_METRICS:
+        return f"{value:.2%}"
+    return f"{value:.4g}"
+
+
+def metric_axis_title(name: str) -> str:
+    info = METRICS[name]
+    return f"{info.label} ({'higher' if info.higher_is_better else 'lower'} is better)"
+
+
+def size_unit(largest_bytes: float) -> tuple[str, int]:
+    """(label, bytes per unit) that keeps a table's or chart's sizes readable: KB below a megabyte, else MB."""
+    return ("MB", MB) if largest_bytes >= MB else ("KB", KB)
+
+
+def size_text(n_bytes: float) -> str:
+    label, unit = size_unit(n_bytes)
+    return f"{n_bytes / unit:,.1f} {label}"
+
+
+def ratio_text(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+def speed_text(reference_ms: float, ms: float) -> str | None:
+    """'3.1x faster', '1.4x slower' or 'about as fast' than the reference; None when either was not timed."""
+    if not (reference_ms > 0 and ms > 0):  # also False for NaN
+        return None
+    speedup = reference_ms / ms
+    if abs(speedup - 1) < SAME_SPEED_BAND:
+        return "about as fast"
+    return f"{speedup:.1f}x faster" if speedup > 1 else f"{1 / speedup:.1f}x slower"

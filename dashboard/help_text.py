@@ -1,0 +1,126 @@
+"""Every sentence of help the dashboard shows, in one place, for someone who has never heard of quantization.
+
+Metric explanations live with the metrics themselves (`engine.metrics.METRICS[...].help`); preset
+explanations live with the presets (`dashboard.presets`). Everything else a user reads as help is here.
+"""
+
+from __future__ import annotations
+
+# --- the idea, shown once at the top of the app ------------------------------------------------------------------
+
+WHAT_IS_QUANTIZATION = (
+    "Quantization stores a model's numbers with fewer bits, which makes the file smaller and often faster to run, "
+    "at the risk of slightly worse answers; this tool measures exactly how much of each you get."
+)
+
+# --- what each page is for, and where to go next ----------------------------------------------------------------
+
+MODELS_DATA_INTRO = (
+    "Start here: choose a model and example data with the right answers (or use a sample), "
+    "then try ways to shrink it on the **Sweep** page."
+)
+SWEEP_INTRO = "Try several ways of shrinking the model; each one is built, scored on your data and timed."
+EXPORT_INTRO = "Take a recipe you like with you: the exact file that was measured, its settings, and a summary."
+NEXT_SWEEP = "Next: open **Sweep** in the sidebar to try some ways of shrinking this model."
+NEXT_TRADE_OFFS = "Open **Trade-offs** in the sidebar to compare a finished sweep's recipes."
+NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model file, its settings and a report."
+NO_FINISHED_SWEEP = "No finished sweep yet: start one on the **Sweep** page."
+NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothing to chart or export."
+
+# --- Models & data -----------------------------------------------------------------------------------------------
+
+MODEL_PICKER = "Models you uploaded in this browser session, plus the shared library (which includes the samples)."
+MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
+DATASET_PICKER = "Example inputs with the right answers, used to check how well each smaller model still answers."
+DATASET_UPLOAD = (
+    "NPZ: one array per model input plus optional 'labels' and 'slice'; CSV/Parquet: one row per example; "
+    "ZIP: one folder of images per class."
+)
+LABEL_COLUMN = (
+    "The column holding the right answer for each row; 'automatic' uses a column named label, labels or target, "
+    "and without one recipes are only compared with the original model."
+)
+SLICE_COLUMN = (
+    "An optional column that splits rows into groups (for example by region), so you can see if one group "
+    "suffers more; 'automatic' uses a column named slice."
+)
+SHARE_UPLOAD = "Saved items are visible to everyone using this dashboard; unsaved items stay private to your browser session."
+SHARE_EXISTING = "Make this item visible to everyone using this dashboard."
+UPLOAD_LIMIT = "Files up to {limit_mb} MB each."
+LAYERS_TABLE = "The layers whose stored numbers (weights) can be shrunk; the bigger a layer, the more shrinking it saves."
+PARAMS = "How many numbers the model learned during training; each takes 4 bytes in the original file."
+LABEL_COUNTS = "How many examples there are of each answer; very uneven counts make plain accuracy less telling."
+SLICE_COUNTS = "How many examples fall into each group of the slice column."
+
+# --- Sweep -------------------------------------------------------------------------------------------------------
+
+PRESET = "A ready-made set of recipes for a goal; every set includes the original model so the others can be compared with it."
+RECIPE_COUNT = "Each recipe is built, scored on your data and timed; expect a few seconds per recipe for small models."
+WEIGHT_BITS = "How many bits store each learned number: 32 is the original, 16 halves the size, 8 quarters it, 4 and below shrink further but lose more accuracy."
+GRANULARITY = (
+    "How finely the rounding is tuned: one setting per layer ('tensor') is simplest, per output channel "
+    "('channel') or per small block ('group') keeps more accuracy."
+)
+GROUP_SIZE = "With 'group', how many numbers share one rounding setting; smaller groups keep more accuracy but add a little size."
+ACTIVATION_BITS = (
+    "Whether the numbers flowing between layers are shrunk too: 'none' keeps them exact (weight-only), "
+    "8 usually runs fastest on ordinary CPUs."
+)
+CALIBRATION = (
+    "How the range of the in-between numbers is chosen from example data: 'minmax' takes the extremes, "
+    "the others ignore rare outliers to keep more precision."
+)
+USE_GRID = "Measure exactly the combinations chosen below instead of the goal's ready-made set."
+THREADS = "How many processor cores each timing run may use; 1 gives the steadiest comparison."
+START_SWEEP = "Runs in the background: you can switch pages while it works and come back."
+CANCEL = "Stops the job after the recipe it is working on; finished recipes are kept."
+JOB_LIST = "Every sweep you started in this browser session, plus the shared sample sweeps."
+
+# --- Trade-offs --------------------------------------------------------------------------------------------------
+
+JOB_PICKER = "A finished sweep whose results you want to compare."
+SIZE_CHART = (
+    "Each dot is one recipe: further left is a smaller file, higher is better answers (lower for error metrics). "
+    "The line links the best trade-offs; faded dots are beaten by another recipe on both counts."
+)
+LATENCY_CHART = (
+    "Time to answer one example (median); the whisker reaches the slowest 5% of runs. "
+    "Simulated recipes have no real fast code to time, so they are not on this chart."
+)
+CHART_3D = "All three at once: drag to rotate; bright dots are the recipes no other recipe beats on all three."
+SIMULATED_LEGEND = "simulated (no real kernel; size estimated)"
+FRONT_LEGEND = "best trade-offs (Pareto front)"
+ON_FRONT_LEGEND = "not beaten by another recipe"
+DOMINATED_LEGEND = "beaten by another recipe"
+TOLERANCE = (
+    "How much worse than the original you accept, as a percentage of the original score "
+    "(for error metrics: how much more error)."
+)
+RESULTS_TABLE = "Click a column title to sort; sizes and speeds are compared with the original model (1.00x)."
+COLUMN_RECIPE = "A short name: W = bits per weight, A = bits per activation, then how the rounding is set up."
+COLUMN_DESCRIPTION = "The recipe in words."
+COLUMN_SIZE = "The model file's size; for simulated recipes, an estimate of what a real file would weigh."
+COLUMN_SIZE_RATIO = "The size compared with the original model's, which is 1.00x."
+COLUMN_LATENCY = "Median time to answer one example, in milliseconds."
+COLUMN_LATENCY_P95 = "95% of single-example runs were at least this fast."
+COLUMN_BATCH = "Median time to answer a whole batch of examples at once, in milliseconds."
+COLUMN_SIMULATED = "No real fast code exists for this recipe: its answers were simulated at full precision."
+COLUMN_BEST = "Not beaten by any other recipe on score and size together, or on score and speed together."
+CHOOSE_RECIPE = "Pick a recipe (or click a dot in a chart) to see its details and to export it."
+FLOAT_LAYERS = "Layers left at full precision, either on purpose or because no fast shrunken version of them exists."
+PER_SLICE = "The same scores computed separately for each group of examples, to spot a group that suffers more."
+SIMULATED_DETAIL = (
+    "This recipe is simulated: the answers are what the shrunken model would give, but no fast code exists for it, "
+    "so its size is an estimate and it has no speed measurement."
+)
+NO_RECOMMENDATION_WITHOUT_REFERENCE = "Add the original model (fp32) to a sweep to get a recommendation."
+
+# --- Export ------------------------------------------------------------------------------------------------------
+
+DOWNLOAD_MODEL = "The exact model file that was measured; it runs anywhere ONNX models run."
+DOWNLOAD_RECIPE = "The settings used, as a small JSON file, so the same shrinking can be repeated later."
+DOWNLOAD_REPORT = "A short summary of this recipe's measured size, speed and scores, to share with others."
+SIMULATED_EXPORT = (
+    "This file is an fp32 simulation: it gives the answers the shrunken model would give, "
+    "but it is full precision, so it is neither smaller nor faster than the original."
+)

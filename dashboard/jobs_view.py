@@ -1,0 +1,63 @@
+"""Jobs as a user sees them: which ones are theirs to see, how each is named, and what its state means."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from dashboard.samples import SAMPLE_OWNER
+from engine.store.records import ACTIVE_STATES, JobInfo
+
+STATE_WORDS = {
+    "queued": "waiting to start",
+    "running": "running",
+    "done": "finished",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "interrupted": "interrupted (the server stopped)",
+}
+
+
+def visible_jobs(ws, owner: str) -> list[JobInfo]:
+    """The session's own jobs, newest first, then the shared sample sweeps."""
+    return ws.jobs(owner) + ws.jobs(SAMPLE_OWNER)
+
+
+def active_jobs(jobs: list[JobInfo]) -> list[JobInfo]:
+    return [job for job in jobs if job.state in ACTIVE_STATES]
+
+
+def jobs_with_results(jobs: list[JobInfo]) -> list[JobInfo]:
+    """Jobs with at least one measured recipe: finished ones, and stopped ones that got part of the way."""
+    return [job for job in jobs if job.state not in ACTIVE_STATES and job.done > 0]
+
+
+def job_label(job: JobInfo, model_names: dict[str, str], dataset_names: dict[str, str]) -> str:
+    """E.g. 'digits_cnn on digits_cnn.npz, 4 recipes, 14:02 (sample)'."""
+    started = datetime.fromtimestamp(job.created).strftime("%H:%M")
+    model = model_names.get(job.model_id, "a model no longer listed")
+    data = dataset_names.get(job.dataset_id, "data no longer listed")
+    sample = " (sample)" if job.owner == SAMPLE_OWNER else ""
+    return f"{model} on {data}, {job.total} recipes, {started}{sample}"
+
+
+def progress_text(job: JobInfo) -> str:
+    return f"{job.done} of {job.total} recipes measured — {job.message}"
+
+
+def jobs_table(jobs: list[JobInfo], model_names: dict[str, str], dataset_names: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "Started": datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M"),
+                "Model": model_names.get(job.model_id, "?"),
+                "Data": dataset_names.get(job.dataset_id, "?"),
+                "Recipes measured": f"{job.done} / {job.total}",
+                "State": STATE_WORDS.get(job.state, job.state),
+                "Note": job.error or ("shared sample" if job.owner == SAMPLE_OWNER else ""),
+            }
+            for job in jobs
+        ],
+        columns=["Started", "Model", "Data", "Recipes measured", "State", "Note"],
+    )

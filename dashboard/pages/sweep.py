@@ -1,0 +1,143 @@
+"""Sweep: choose recipes (a preset, or an Advanced grid), start them as a background job, follow its progress.
+
+Map: what to sweep (model, data) -> which recipes (goal preset, or the Advanced grid) -> start -> jobs
+(live progress with cancel, then every job in a table).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import help_text, jobs_view, state
+from dashboard.presets import PRESETS
+from dashboard.sweep_form import (
+    ACTIVATION_CHOICES,
+    GROUP_SIZE_CHOICES,
+    MAX_THREADS,
+    WEIGHT_BIT_CHOICES,
+    GridChoice,
+    activation_label,
+    weight_label,
+)
+from engine.errors import QuantscopeError
+from engine.recipe import Calibration, Granularity, Recipe
+
+PROGRESS_REFRESH_SECONDS = 1.0
+
+ws = state.workspace()
+owner = state.owner()
+model_names = {record.id: record.name for record in ws.models(owner)}
+dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
+
+
+def pick_model_and_data() -> tuple[str | None, str | None]:
+    model_column, data_column = st.columns(2)
+    with model_column:
+        model_id = state.pick(
+            "Model", list(model_names), state.CHOSEN_MODEL, format_func=model_names.get, help=help_text.MODEL_PICKER
+        )
+    datasets = {record.id: record.filename for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
+    with data_column:
+        dataset_id = state.pick(
+            "Validation data", list(datasets), state.CHOSEN_DATASET, format_func=datasets.get,
+            help=help_text.DATASET_PICKER,
+        )
+    return model_id, dataset_id
+
+
+def advanced_grid() -> tuple[GridChoice, int]:
+    """The developer's grid and the timing threads, as the Advanced form holds them."""
+    first, second, third = st.columns(3)
+    defaults = GridChoice()
+    weight_bits = first.multiselect(
+        "Weight bits", WEIGHT_BIT_CHOICES, defaults.weight_bits, format_func=weight_label, help=help_text.WEIGHT_BITS
+    )
+    activation_bits = first.multiselect(
+        "Activation bits", ACTIVATION_CHOICES, defaults.activation_bits, format_func=activation_label,
+        help=help_text.ACTIVATION_BITS,
+    )
+    granularities = second.multiselect(
+        "Granularity", list(Granularity), defaults.granularities, format_func=lambda g: g.value,
+        help=help_text.GRANULARITY,
+    )
+    calibrations = second.multiselect(
+        "Calibration", list(Calibration), defaults.calibrations, format_func=lambda c: c.value,
+        help=help_text.CALIBRATION,
+    )
+    group_size = third.select_slider("Group size", GROUP_SIZE_CHOICES, defaults.group_size, help=help_text.GROUP_SIZE)
+    threads = third.number_input("Threads for timing", 1, MAX_THREADS, 1, help=help_text.THREADS)
+    choice = GridChoice(tuple(weight_bits), tuple(granularities), group_size, tuple(activation_bits), tuple(calibrations))
+    return choice, int(threads)
+
+
+def choose_recipes() -> tuple[list[Recipe], int]:
+    """The goal's preset, unless the Advanced grid is switched on; and the threads to time with."""
+    preset_name = st.radio(
+        "Goal",
+        list(PRESETS),
+        captions=[preset.explanation for preset in PRESETS.values()],
+        help=help_text.PRESET,
+        key="preset",
+    )
+    with st.expander("Advanced: build your own grid"):
+        use_grid = st.toggle("Use this grid instead of the goal above", key="use_grid", help=help_text.USE_GRID)
+        choice, threads = advanced_grid()
+    if not use_grid:
+        return list(PRESETS[preset_name].recipes), threads
+    try:
+        return choice.recipes(), threads
+    except QuantscopeError as error:
+        st.error(str(error))
+        return [], threads
+
+
+def recipe_list(recipes: list[Recipe]) -> None:
+    st.markdown(f"**{len(recipes)} recipes** will be measured:", help=help_text.RECIPE_COUNT)
+    st.dataframe(
+        pd.DataFrame({"Recipe": [r.short_name() for r in recipes], "What it does": [r.describe() for r in recipes]}),
+        hide_index=True,
+        width="stretch",
+        height=min(38 + 35 * len(recipes), 300),  # header plus one line per recipe, scrolling beyond eight
+    )
+
+
+def jobs_section() -> None:
+    """Progress of the active jobs, with a cancel button for the session's own, then every job in a table."""
+    jobs = jobs_view.visible_jobs(ws, owner)
+    active = jobs_view.active_jobs(jobs)
+    for job in active:
+        label = jobs_view.job_label(job, model_names, dataset_names)
+        bar_column, button_column = st.columns([6, 1], vertical_alignment="bottom")
+        bar_column.progress(job.done / max(job.total, 1), text=f"**{label}**: {jobs_view.progress_text(job)}")
+        if job.owner == owner:
+            button_column.button(
+                "Cancel", key=f"cancel-{job.id}", on_click=ws.cancel, args=(job.id,), help=help_text.CANCEL
+            )
+    st.markdown("**All jobs**", help=help_text.JOB_LIST)
+    st.dataframe(jobs_view.jobs_table(jobs, model_names, dataset_names), hide_index=True, width="stretch")
+    if any(job.state == "done" for job in jobs):
+        st.caption(help_text.NEXT_TRADE_OFFS)
+    if live and not active:
+        st.rerun()  # the last job ended: one full rerun, which stops the refreshing
+
+
+st.title("Sweep")
+st.caption(help_text.SWEEP_INTRO)
+model_id, dataset_id = pick_model_and_data()
+recipes, threads = choose_recipes()
+recipe_list(recipes)
+
+if model_id is None or dataset_id is None:
+    st.info("Pick a model and its validation data on the Models & data page first.")
+ready = model_id is not None and dataset_id is not None and bool(recipes)
+if st.button("Start sweep", type="primary", disabled=not ready, help=help_text.START_SWEEP):
+    try:
+        state.choose(state.CHOSEN_JOB, ws.submit_sweep(model_id, dataset_id, recipes, owner=owner, threads=threads))
+    except QuantscopeError as error:
+        st.error(str(error))
+
+st.header("Jobs", divider="gray")
+# While a job is active the section redraws itself every second; otherwise it is drawn once.
+live = bool(jobs_view.active_jobs(jobs_view.visible_jobs(ws, owner)))
+st.fragment(jobs_section, run_every=PROGRESS_REFRESH_SECONDS if live else None)()

@@ -1,0 +1,106 @@
+"""Trade-offs: a finished sweep's recipes on charts and in a table, a recommendation, and one recipe in detail.
+
+Map: pick a sweep -> recommendation (with its tolerance slider) -> charts (a click on a dot picks a recipe)
+-> every recipe in a sortable table -> the picked recipe's detail card.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, help_text, pickers, results, state, tables
+from dashboard.results import Goal
+
+DEFAULT_TOLERANCE_PERCENT = 1.0
+
+ws = state.workspace()
+owner = state.owner()
+
+
+def show_failures(table: pd.DataFrame) -> None:
+    for _, failed in results.failed_rows(table).iterrows():
+        st.error(f"{failed['name']} could not be built: {failed['error']}")
+
+
+def recommendation(table: pd.DataFrame, reference: pd.Series | None) -> None:
+    percent = st.slider("Accepted loss (%)", 0.0, 10.0, DEFAULT_TOLERANCE_PERCENT, step=0.5, help=help_text.TOLERANCE)
+    if reference is None:
+        st.info(help_text.NO_RECOMMENDATION_WITHOUT_REFERENCE)
+        return
+    st.success(results.recommendation_text(table, percent / 100, Goal.SMALLEST), icon=":material/compress:")
+    st.info(results.recommendation_text(table, percent / 100, Goal.FASTEST), icon=":material/speed:")
+
+
+def select_from_chart(chart_key: str) -> None:
+    """A click on a dot picks that recipe (its key travels in customdata[0])."""
+    points = st.session_state[chart_key].selection.points
+    if points:
+        state.choose(state.CHOSEN_RECIPE, points[0]["customdata"][0])
+
+
+def chart_section(table: pd.DataFrame) -> None:
+    size_column, latency_column = st.columns(2, gap="large")
+    for column, figure, chart_key, caption in (
+        (size_column, charts.size_figure(table), "size_chart", help_text.SIZE_CHART),
+        (latency_column, charts.latency_figure(table), "latency_chart", help_text.LATENCY_CHART),
+    ):
+        with column:
+            st.plotly_chart(
+                figure,
+                key=chart_key,
+                on_select=lambda chart_key=chart_key: select_from_chart(chart_key),
+                selection_mode="points",
+                width="stretch",
+            )
+            st.caption(caption)
+    with st.expander("All three at once (3-D)"):
+        st.plotly_chart(charts.three_d_figure(table), key="chart_3d", width="stretch")
+        st.caption(help_text.CHART_3D)
+
+
+def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
+    st.markdown(f"**{row['name']}**: {row['description']}")
+    if row["simulated"]:
+        st.warning(help_text.SIMULATED_DETAIL, icon=":material/science:")
+    figures = results.headline(row, reference)
+    size_metric, ratio_metric, latency_metric, speed_metric = st.columns(4)
+    size_metric.metric("File size", figures.size)
+    ratio_metric.metric("Size vs original", figures.size_ratio)
+    latency_metric.metric("Time per example", figures.latency)
+    speed_metric.metric("Speed vs original", figures.speed)
+
+    st.markdown("**Scores, next to the original model**")
+    st.table(results.metric_comparison(row, reference).set_index("Score"))  # a table, not a grid: long text wraps
+    slices_column, layers_column = st.columns(2, gap="large")
+    slices = results.slice_comparison(row, reference)
+    if not slices.empty:
+        slices_column.markdown("**Per group of examples**", help=help_text.PER_SLICE)
+        slices_column.table(slices.set_index("Group"))
+    layers_column.markdown("**Layers kept at full precision**", help=help_text.FLOAT_LAYERS)
+    layers_column.markdown("\n".join(f"- `{name}`" for name in row["float_layers"]) or "none")
+
+
+st.title("Trade-offs")
+job = pickers.pick_finished_job(ws, owner)
+if job is None:
+    st.info(help_text.NO_FINISHED_SWEEP)
+    st.stop()
+table = ws.results(job.id)
+if results.measured_rows(table).empty:
+    st.warning(help_text.NOTHING_MEASURED)
+    show_failures(table)
+    st.stop()
+reference = results.reference_row(table)
+
+recommendation(table, reference)
+chart_section(table)
+
+st.subheader("Every recipe")
+st.dataframe(tables.results_view(table), column_config=tables.results_columns(table), hide_index=True, width="stretch")
+st.caption(help_text.RESULTS_TABLE)
+show_failures(table)
+
+st.subheader("One recipe in detail")
+detail_card(pickers.pick_recipe(table), reference)
+st.caption(help_text.NEXT_EXPORT)

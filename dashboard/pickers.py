@@ -1,0 +1,31 @@
+"""The two choices Trade-offs and Export share: which finished sweep, and which of its recipes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dashboard import help_text, jobs_view, results, state
+from engine.store.records import JobInfo
+
+
+def pick_finished_job(ws, owner: str) -> JobInfo | None:
+    """A selectbox of the session's sweeps with results (and the samples'); None when there are none yet."""
+    model_names = {record.id: record.name for record in ws.models(owner)}
+    dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
+    finished = {job.id: job for job in jobs_view.jobs_with_results(jobs_view.visible_jobs(ws, owner))}
+    job_id = state.pick(
+        "Sweep",
+        list(finished),
+        state.CHOSEN_JOB,
+        format_func=lambda job_id: jobs_view.job_label(finished[job_id], model_names, dataset_names),
+        help=help_text.JOB_PICKER,
+    )
+    return finished.get(job_id)
+
+
+def pick_recipe(table: pd.DataFrame) -> pd.Series:
+    """A selectbox of the sweep's measured recipes, by name; the chosen row. The table must have one."""
+    measured = results.measured_rows(table)
+    names = dict(zip(measured["recipe_key"], measured["name"]))
+    recipe_key = state.pick("Recipe", list(names), state.CHOSEN_RECIPE, format_func=names.get, help=help_text.CHOOSE_RECIPE)
+    return results.row_for(table, recipe_key)

@@ -1,0 +1,110 @@
+"""What the Export page hands out for one recipe: the measured artifact, its recipe JSON and a short report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dashboard import help_text
+from dashboard.results import LATENCY, headline, metric_comparison, slice_comparison
+from engine.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Download:
+    """Everything `st.download_button` needs for one file."""
+
+    label: str
+    data: bytes
+    file_name: str
+    mime: str
+    help: str
+
+
+def _file_stem(model_name: str, row: pd.Series) -> str:
+    stem = f"{Path(model_name).stem}-{Recipe.from_json(row['recipe']).slug()}"
+    # Say it in the name too: a simulated file is full precision, whatever its recipe says.
+    return f"{stem}-fp32-simulation" if row["simulated"] else stem
+
+
+def artifact_download(row: pd.Series, artifact: Path, model_name: str) -> Download:
+    """The exact bytes that were measured, not a rebuild."""
+    return Download(
+        label="Download model (.onnx)",
+        data=Path(artifact).read_bytes(),
+        file_name=f"{_file_stem(model_name, row)}.onnx",
+        mime="application/octet-stream",
+        help=help_text.DOWNLOAD_MODEL,
+    )
+
+
+def recipe_download(row: pd.Series, model_name: str) -> Download:
+    recipe = Recipe.from_json(row["recipe"])
+    return Download(
+        label="Download recipe (.json)",
+        data=json.dumps(recipe.to_dict(), indent=2).encode(),
+        file_name=f"{_file_stem(model_name, row)}.recipe.json",
+        mime="application/json",
+        help=help_text.DOWNLOAD_RECIPE,
+    )
+
+
+def report_download(row: pd.Series, reference: pd.Series | None, model_name: str, dataset_name: str) -> Download:
+    return Download(
+        label="Download report (.md)",
+        data=report_markdown(row, reference, model_name, dataset_name).encode(),
+        file_name=f"{_file_stem(model_name, row)}.report.md",
+        mime="text/markdown",
+        help=help_text.DOWNLOAD_REPORT,
+    )
+
+
+def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str, dataset_name: str) -> str:
+    """A short, self-contained account of one recipe's measured figures, next to the original model's."""
+    figures = headline(row, reference)
+    lines = [
+        f"# {row['name']}: {model_name}",
+        "",
+        f"**Recipe:** {row['description']}  ",
+        f"**Measured on:** {dataset_name}, with onnxruntime ({row['realiser']})",
+        "",
+    ]
+    if row["simulated"]:
+        lines += [f"> {help_text.SIMULATED_EXPORT}", ""]
+    lines += [
+        f"- File size: {figures.size}, {figures.size_ratio} the original size",
+        f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
+        *_latency_details(row),
+        f"- Layers kept at full precision: {', '.join(row['float_layers']) or 'none'}",
+        "",
+        "## Scores",
+        "",
+        _markdown_table(metric_comparison(row, reference).drop(columns=["What it means"])),
+    ]
+    slices = slice_comparison(row, reference)
+    if not slices.empty:
+        lines += ["", "## Scores per group", "", _markdown_table(slices)]
+    lines += ["", "## Recipe", "", "```json", json.dumps(json.loads(row["recipe"]), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _latency_details(row: pd.Series) -> list[str]:
+    if pd.isna(row.get(LATENCY)):
+        return []
+    batch = int(row["latency_batch"])
+    return [
+        f"- 95% of single-example runs took at most {row['latency_b1_p95_ms']:.3g} ms",
+        f"- Time per batch of {batch} (median / 95th percentile): "
+        f"{row['latency_bN_p50_ms']:.3g} / {row['latency_bN_p95_ms']:.3g} ms, {int(row['threads'])} thread(s)",
+    ]
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(str(value) for value in record) + " |" for record in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+

@@ -1,0 +1,41 @@
+"""The sample models as shared library items, each with its standard sweep submitted once and kept.
+
+`make run` (or the app itself, on start) calls `ensure_sample_sweeps`; calling it again is cheap and
+never starts a second sweep for a sample whose sweep is waiting, running or finished.
+"""
+
+from __future__ import annotations
+
+from engine.store.records import JobInfo
+from engine.sweep import default_grid
+from sample_models.catalog import SAMPLES, Sample
+
+SAMPLE_OWNER = "samples"  # owns the shared sample items and jobs; session owners are random hex, never this
+KEEP_STATES = ("queued", "running", "done")  # a sample job in one of these needs nothing more
+RESUME_STATES = ("interrupted",)  # the server stopped mid-sweep: carry on where it left off
+
+
+def ensure_sample_sweeps(ws) -> list[str]:
+    """Register every sample model and its data as shared, and make sure each has its sweep; returns the job ids."""
+    jobs = ws.jobs(SAMPLE_OWNER)
+    return [_ensure_sample_sweep(ws, sample, jobs) for sample in SAMPLES.values()]
+
+
+def _ensure_sample_sweep(ws, sample: Sample, jobs: list[JobInfo]) -> str:
+    model = ws.add_model(sample.model_path, name=sample.name, owner=SAMPLE_OWNER, shared=True)
+    dataset = ws.add_dataset(
+        sample.data_path, filename=sample.data_path.name, model_id=model.id, owner=SAMPLE_OWNER, shared=True
+    )
+    mine = [job for job in jobs if (job.model_id, job.dataset_id) == (model.id, dataset.id)]
+    if kept := [job for job in mine if job.state in KEEP_STATES]:
+        return kept[0].id
+    if stopped := [job for job in mine if job.state in RESUME_STATES]:
+        ws.resume(stopped[0].id)
+        return stopped[0].id
+    return ws.submit_sweep(model.id, dataset.id, default_grid(), owner=SAMPLE_OWNER)
+
+
+def sample_description(model_name: str, owner: str) -> str | None:
+    """The plain-English description of a sample model, or None for anything a user uploaded."""
+    sample = SAMPLES.get(model_name)
+    return sample.description if sample and owner == SAMPLE_OWNER else None

@@ -1,0 +1,38 @@
+"""What the upload widgets accept, and the column names a CSV/Parquet file offers for its label and slice pickers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import streamlit as st
+
+from engine.dataset import SUPPORTED_EXTENSIONS
+from engine.errors import DataError
+
+MODEL_TYPES = ["onnx"]
+DATASET_TYPES = [extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS]
+TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
+
+
+def upload_limit_mb() -> int:
+    """The server's upload limit, as configured in .streamlit/config.toml (server.maxUploadSize)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def is_table(filename: str) -> bool:
+    return Path(filename).suffix.lower() in TABLE_EXTENSIONS
+
+
+def table_columns(data: bytes, filename: str) -> list[str]:
+    """The column names only: the header of a CSV, the schema of a Parquet file; nothing else is parsed."""
+    try:
+        if Path(filename).suffix.lower() == ".csv":
+            return [str(name) for name in pd.read_csv(io.BytesIO(data), nrows=0).columns]
+        return [str(name) for name in pq.read_schema(io.BytesIO(data)).names]
+    except (ValueError, OSError) as error:  # pandas' and pyarrow's parse errors are ValueErrors or OSErrors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{filename} cannot be read as a table: {first_line}") from None
+

@@ -1,0 +1,239 @@
+"""The dashboard's plain functions (no Streamlit, no browser) on tables from real sweeps of small models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dashboard import charts, help_text, report, results, summaries, tables
+from dashboard.presets import PRESETS
+from dashboard.results import Goal
+from dashboard.sweep_form import GridChoice
+from engine.dataset import load_dataset
+from engine.metrics import METRICS
+from engine.model import load_model
+from engine.recipe import Recipe
+from engine.sweep import default_grid, sweep
+from sample_models.catalog import SAMPLES
+
+DIGITS = SAMPLES["digits_cnn"]
+
+
+@pytest.fixture(scope="module")
+def digits_table(tmp_path_factory) -> pd.DataFrame:
+    """The standard grid on the digits sample: real, simulated (W3, W2) and timed rows, with slices."""
+    model = load_model(DIGITS.model_path)
+    dataset = load_dataset(DIGITS.data_path, model.summary.inputs)
+    return sweep(model, dataset, default_grid(), tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="module")
+def regression_table(tmp_path_factory) -> pd.DataFrame:
+    """A one-layer linear regression model, so the primary metric (MAE) is lower-is-better."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(16, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder = tmp_path_factory.mktemp("regression")
+    onnx.save(proto, folder / "linear.onnx")
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    np.savez(folder / "linear.npz", x=x, labels=(x @ weight)[:, 0] + rng.normal(scale=0.1, size=200))
+    model = load_model(folder / "linear.onnx")
+    dataset = load_dataset(folder / "linear.npz", model.summary.inputs)
+    recipes = [Recipe.fp32(), Recipe.fp16(), *PRESETS["Fastest"].recipes[1:]]
+    return sweep(model, dataset, recipes, folder / "out")
+
+
+# --- presets and the Advanced grid -------------------------------------------------------------------------------
+
+
+def test_every_preset_starts_with_the_original_and_explains_itself():
+    assert list(PRESETS) == ["Smallest", "Fastest", "Balanced", "Everything"]
+    for preset in PRESETS.values():
+        assert preset.recipes[0] == Recipe.fp32()
+        assert preset.explanation.endswith(".") and len(preset.explanation) < 120
+        assert len({recipe.key() for recipe in preset.recipes}) == len(preset.recipes)
+
+
+def test_advanced_grid_defaults_give_the_original_plus_each_combination():
+    names = [recipe.short_name() for recipe in GridChoice().recipes()]
+    assert names == [
+        "fp32",
+        "W8 weight-only channel",
+        "W8A8 static channel minmax",
+        "W4 weight-only channel",
+        "W4A8 static channel minmax",
+    ]
+
+
+# --- recommendation ----------------------------------------------------------------------------------------------
+
+
+def test_smallest_recommendation_is_the_smallest_real_recipe_within_tolerance(digits_table):
+    reference = results.reference_row(digits_table)
+    found = results.recommend(digits_table, 0.01, Goal.SMALLEST)
+    qualifying = digits_table[
+        ~digits_table["simulated"]
+        & (digits_table["metric"] >= reference["metric"] * 0.99)
+        & (digits_table["name"] != "fp32")
+    ]
+    assert found.row["recipe_key"] == qualifying.sort_values("size_bytes").iloc[0]["recipe_key"]
+    text = results.recommendation_text(digits_table, 0.01, Goal.SMALLEST)
+    assert text.startswith(f"Smallest model within 1% of the original top-1 accuracy: {found.row['name']}")
+    assert f"{found.row['size_bytes'] / reference['size_bytes']:.2f}x the size" in text
+
+
+def test_simulated_recipes_are_never_recommended(digits_table):
+    # W2/W3 are simulated and the smallest of all; even a 100% tolerance must not pick them.
+    found = results.recommend(digits_table, 1.0, Goal.SMALLEST)
+    assert not found.row["simulated"]
+
+
+def test_fastest_recommendation_has_the_lowest_latency_within_tolerance(digits_table):
+    found = results.recommend(digits_table, 0.05, Goal.FASTEST)
+    timed = results.timed_rows(digits_table)
+    allowed = timed[results.within_tolerance(timed, results.reference_row(digits_table), 0.05)]
+    allowed = allowed[allowed["name"] != "fp32"]
+    if found is None:  # on this tiny model no quantized recipe may beat fp32's time
+        assert (allowed[results.LATENCY] >= results.reference_row(digits_table)[results.LATENCY]).all()
+    else:
+        assert found.row[results.LATENCY] == allowed[results.LATENCY].min()
+
+
+def test_lower_is_better_tolerance_is_a_relative_increase(regression_table):
+    assert regression_table["metric_name"].iloc[0] == "mae"
+    reference = results.reference_row(regression_table)
+    mask = results.within_tolerance(regression_table, reference, 0.05)
+    assert mask.equals(regression_table["metric"] <= reference["metric"] * 1.05)
+    text = results.recommendation_text(regression_table, 0.05, Goal.SMALLEST)
+    assert "with at most 5% more mean absolute error than the original" in text
+
+
+def test_no_qualifying_recipe_says_so(digits_table):
+    only_reference = digits_table[digits_table["name"] == "fp32"]
+    assert results.recommend(only_reference, 0.01, Goal.SMALLEST) is None
+    assert "no quantized recipe qualifies and is smaller than the original" in results.recommendation_text(
+        only_reference, 0.01, Goal.SMALLEST
+    )
+
+
+# --- charts ------------------------------------------------------------------------------------------------------
+
+
+def _markers(figure) -> list[str]:
+    """Recipe keys of every marker, trace by trace: each row must appear exactly once."""
+    return [point[0] for trace in figure.data if "markers" in trace.mode for point in trace.customdata]
+
+
+def test_size_chart_has_one_marker_per_measured_row(digits_table):
+    figure = charts.size_figure(digits_table)
+    assert sorted(_markers(figure)) == sorted(digits_table["recipe_key"])
+
+
+def test_size_chart_front_line_joins_the_front_in_size_order(digits_table):
+    line = next(trace for trace in charts.size_figure(digits_table).data if trace.mode == "lines")
+    assert line.name == help_text.FRONT_LEGEND
+    assert len(line.x) == digits_table["pareto_size"].sum()
+    assert list(line.x) == sorted(line.x)
+
+
+def test_simulated_rows_have_their_own_symbol_and_one_legend_entry(digits_table):
+    figure = charts.size_figure(digits_table)
+    simulated = [trace for trace in figure.data if trace.name == help_text.SIMULATED_LEGEND]
+    assert {trace.marker.symbol for trace in simulated} == {charts.SIMULATED_SYMBOL}
+    assert sum(trace.showlegend is not False for trace in simulated) == 1
+    expected = digits_table.loc[digits_table["simulated"], "recipe_key"]
+    assert sorted(point[0] for trace in simulated for point in trace.customdata) == sorted(expected)
+
+
+def test_dominated_points_are_faded(digits_table):
+    figure = charts.size_figure(digits_table)
+    dominated = next(trace for trace in figure.data if trace.name == help_text.DOMINATED_LEGEND)
+    assert dominated.marker.opacity == charts.FADED
+    keys = {point[0] for point in dominated.customdata}
+    assert not digits_table[digits_table["recipe_key"].isin(keys)]["pareto_size"].any()
+
+
+def test_latency_chart_shows_timed_rows_with_upward_p95_whiskers(digits_table):
+    figure = charts.latency_figure(digits_table)
+    timed = results.timed_rows(digits_table)
+    assert sorted(_markers(figure)) == sorted(timed["recipe_key"])
+    assert help_text.SIMULATED_LEGEND not in [trace.name for trace in figure.data]
+    for trace in figure.data:
+        if trace.mode == "markers":
+            rows = timed.set_index("recipe_key").loc[[point[0] for point in trace.customdata]]
+            assert trace.error_x.symmetric is False
+            assert np.allclose(trace.error_x.array, rows["latency_b1_p95_ms"] - rows["latency_b1_p50_ms"])
+            assert set(trace.error_x.arrayminus) == {0}
+
+
+def test_3d_chart_has_one_marker_per_timed_row(digits_table):
+    figure = charts.three_d_figure(digits_table)
+    assert sorted(_markers(figure)) == sorted(results.timed_rows(digits_table)["recipe_key"])
+
+
+def test_hover_shows_the_recipe_in_words(digits_table):
+    figure = charts.size_figure(digits_table)
+    trace = next(trace for trace in figure.data if trace.mode == "markers")
+    assert "%{customdata[2]}" in trace.hovertemplate
+    descriptions = set(digits_table["description"])
+    assert all(point[2] in descriptions for point in trace.customdata)
+
+
+# --- detail card, table and report -------------------------------------------------------------------------------
+
+
+def test_metric_comparison_lists_each_score_next_to_the_original(digits_table):
+    row = digits_table[digits_table["name"] == "W4 weight-only group32"].iloc[0]
+    comparison = results.metric_comparison(row, results.reference_row(digits_table))
+    assert comparison["Score"].iloc[0] == METRICS["top1"].label
+    assert comparison["Original model"].iloc[0] == f"{results.reference_row(digits_table)['top1']:.2%}"
+
+
+def test_slice_comparison_has_one_row_per_slice(digits_table):
+    row = digits_table.iloc[5]
+    slices = results.slice_comparison(row, results.reference_row(digits_table))
+    assert sorted(slices["Group"]) == sorted(row["per_slice"])
+    assert slices["Examples"].sum() == 540
+
+
+def test_results_view_keeps_one_sortable_row_per_recipe(digits_table):
+    view = tables.results_view(digits_table)
+    assert len(view) == len(digits_table)
+    assert view["Top-1 accuracy"].dtype.kind == "f"
+    assert set(tables.results_columns(digits_table)) >= set(view.columns) - {"Problem"}
+
+
+def test_report_of_a_simulated_recipe_says_it_is_an_fp32_simulation(digits_table):
+    row = digits_table[digits_table["simulated"]].iloc[0]
+    text = report.report_markdown(row, results.reference_row(digits_table), "digits_cnn", "digits_cnn.npz")
+    assert help_text.SIMULATED_EXPORT in text
+    assert json.loads(text.split("```json\n")[1].split("```")[0]) == json.loads(row["recipe"])
+
+
+def test_artifact_download_is_the_artifact_file_byte_for_byte(digits_table):
+    row = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
+    download = report.artifact_download(row, row["artifact"], "digits_cnn")
+    assert download.data == open(row["artifact"], "rb").read()
+    assert download.file_name.endswith(".onnx")
+
+
+def test_model_summary_tables_come_from_the_stored_summary():
+    summary = load_model(DIGITS.model_path).summary.to_dict()
+    assert list(summaries.layers_table(summary)["Layer"]) == [layer["name"] for layer in summary["layers"]]
+    assert summaries.tensors_table(summary, "inputs").iloc[0].to_dict() == {
+        "Input": "image",
+        "Shape": "? x 1 x 8 x 8",
+        "Number type": "float32",
+    }

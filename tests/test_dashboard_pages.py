@@ -1,0 +1,293 @@
+"""Each dashboard page, run headless with Streamlit's AppTest against a real workspace in a temp directory.
+
+One module-wide workspace holds a finished sweep of the digits sample (the standard grid, so it has
+simulated rows too); tests that need a different state make it themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import app_test as app_test_module
+
+from dashboard import help_text, state
+from dashboard.presets import PRESETS
+from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
+from engine.jobs import Workspace
+from engine.store.home import HOME_VARIABLE
+from sample_models.catalog import SAMPLES
+
+PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "pages"
+OWNER = "test-session"
+RUN_TIMEOUT = 60  # seconds per script run: the first one imports onnxruntime and plotly
+JOB_TIMEOUT = 180
+DIGITS = SAMPLES["digits_cnn"]
+BREAST_CANCER = SAMPLES["breast_cancer_mlp"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("quantscope-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(HOME_VARIABLE, str(root))  # what state.workspace() and the job runners read
+        yield root
+
+
+@pytest.fixture(scope="module")
+def ws(home) -> Workspace:
+    return Workspace.open(home)
+
+
+@pytest.fixture(scope="module")
+def digits(ws):
+    """The digits sample model and data, registered privately for OWNER."""
+    model = ws.add_model(DIGITS.model_path, name="digits_cnn.onnx", owner=OWNER)
+    dataset = ws.add_dataset(DIGITS.data_path, filename="digits_cnn.npz", model_id=model.id, owner=OWNER)
+    return model, dataset
+
+
+@pytest.fixture(scope="module")
+def finished_job(ws, digits) -> str:
+    model, dataset = digits
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["Everything"].recipes, owner=OWNER)
+    assert finished(ws, job_id).state == "done"
+    return job_id
+
+
+def finished(ws: Workspace, job_id: str):
+    """The job once it has ended. Polls the state rather than `ws.wait`, which may take a runner that has not
+    yet exec'd for a dead one."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not (job := ws.job(job_id)).is_finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+def page(name: str, owner: str = OWNER, **chosen) -> AppTest:
+    """A page script as one browser session (owner) would run it, with earlier choices already made."""
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=RUN_TIMEOUT)
+    at.session_state[state.OWNER] = owner
+    for key, value in chosen.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [exception.value for exception in at.exception]
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def selectbox(at: AppTest, label: str):
+    return next(s for s in at.selectbox if s.label == label)
+
+
+# --- Models & data -----------------------------------------------------------------------------------------------
+
+
+def upload(at: AppTest, key: str, path: Path, then_click: str) -> AppTest:
+    at.file_uploader(key=key).set_value((path.name, path.read_bytes(), "application/octet-stream"))
+    at.run()
+    return button(at, then_click).click().run()
+
+
+def test_uploading_a_model_and_its_data_shows_both_summaries(ws, home):
+    at = page("models_data", owner="uploader")
+    assert_no_exception(at)
+    assert at.info[0].value.startswith("No model yet")
+    assert any("200 MB" in caption.value for caption in at.caption)  # the upload limit, next to the uploader
+
+    at = upload(at, "model_file", DIGITS.model_path, "Add model")
+    assert_no_exception(at)
+    (model,) = ws.models("uploader")
+    assert (model.name, model.shared) == ("digits_cnn.onnx", False)
+    assert at.session_state[state.CHOSEN_MODEL] == model.id
+    assert [metric.value for metric in at.metric][:3] == ["154.8 KB", "38,282", "4"]
+
+    at = upload(at, "data_file", DIGITS.data_path, "Add data")
+    assert_no_exception(at)
+    (dataset,) = ws.datasets("uploader", model_id=model.id)
+    assert at.session_state[state.CHOSEN_DATASET] == dataset.id
+    assert any(metric.label == "Examples" and metric.value == "540" for metric in at.metric)
+
+
+def test_a_broken_model_is_a_one_line_error(ws):
+    at = page("models_data", owner="careless")
+    at.file_uploader(key="model_file").set_value(("broken.onnx", b"not a model", "application/octet-stream"))
+    at.run()
+    at = button(at, "Add model").click().run()
+    assert_no_exception(at)
+    assert at.error[0].value == "broken.onnx is not an ONNX model (DecodeError)"
+    assert ws.models("careless") == []
+
+
+def test_csv_data_offers_label_and_slice_column_pickers(ws):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="tabular")
+    csv = BREAST_CANCER.model_path.with_name("breast_cancer_mlp_val.csv")
+    at = page("models_data", owner="tabular", **{state.CHOSEN_MODEL: model.id})
+    at.file_uploader(key="data_file").set_value((csv.name, csv.read_bytes(), "text/csv"))
+    at.run()
+    label_picker = selectbox(at, "Label column")
+    columns = csv.read_text().splitlines()[0].split(",")
+    assert label_picker.options == ["automatic", *columns]
+    assert selectbox(at, "Slice column").options == ["automatic", *columns]
+
+    label_picker.set_value(columns[-1]).run()
+    at = button(at, "Add data").click().run()
+    assert_no_exception(at)
+    (dataset,) = ws.datasets("tabular", model_id=model.id)
+    assert dataset.label_column == columns[-1]
+
+
+def test_uploads_stay_private_until_saved_to_the_shared_library(ws):
+    alice = upload(page("models_data", owner="alice"), "model_file", BREAST_CANCER.model_path, "Add model")
+    (model,) = ws.models("alice")
+    assert model.owner == "alice" and not model.shared
+
+    bob = page("models_data", owner="bob")
+    assert not [box for box in bob.selectbox if box.label == "Model"]  # bob has no model at all
+
+    alice = button(alice, "Save this model to the shared library").click().run()
+    assert_no_exception(alice)
+    bob = page("models_data", owner="bob")
+    assert selectbox(bob, "Model").options == [f"{model.name} (shared library)"]
+
+
+# --- Sweep -------------------------------------------------------------------------------------------------------
+
+
+def test_choosing_a_preset_and_starting_creates_that_job(ws, digits, finished_job):
+    model, dataset = digits
+    at = page("sweep", **{state.CHOSEN_MODEL: model.id, state.CHOSEN_DATASET: dataset.id})
+    assert_no_exception(at)
+    at.radio(key="preset").set_value("Fastest").run()
+    assert any("4 recipes" in markdown.value for markdown in at.markdown)
+
+    before = {job.id for job in ws.jobs(OWNER)}
+    at = button(at, "Start sweep").click().run()
+    assert_no_exception(at)
+    (job,) = [job for job in ws.jobs(OWNER) if job.id not in before]
+    assert job.params["recipes"] == [recipe.to_json() for recipe in PRESETS["Fastest"].recipes]
+    assert at.session_state[state.CHOSEN_JOB] == job.id
+    # Every recipe of the preset is in the finished standard-grid sweep, so the result cache answers at once.
+    assert finished(ws, job.id).state == "done"
+
+
+def test_an_active_job_shows_progress_and_can_be_cancelled(ws):
+    wide = SAMPLES["wide_cnn"]
+    model = ws.add_model(wide.model_path, name="wide_cnn.onnx", owner="canceller")
+    dataset = ws.add_dataset(wide.data_path, filename="wide_cnn.npz", model_id=model.id, owner="canceller")
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["Everything"].recipes, owner="canceller")
+
+    at = page("sweep", owner="canceller")
+    assert_no_exception(at)
+    assert any("wide_cnn.onnx on wide_cnn.npz" in bar.proto.text for bar in at.get("progress"))
+    at = at.button(key=f"cancel-{job_id}").click().run()
+    assert_no_exception(at)
+    assert ws.job(job_id).state == "cancelled"
+
+
+def test_the_advanced_grid_replaces_the_preset(digits):
+    model, dataset = digits
+    at = page("sweep", **{state.CHOSEN_MODEL: model.id, state.CHOSEN_DATASET: dataset.id})
+    at.toggle(key="use_grid").set_value(True).run()
+    assert_no_exception(at)
+    assert any("5 recipes" in markdown.value for markdown in at.markdown)
+
+
+# --- Trade-offs --------------------------------------------------------------------------------------------------
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def marker_keys(figure: dict) -> list[str]:
+    return [point[0] for trace in figure["data"] if "markers" in trace["mode"] for point in trace["customdata"]]
+
+
+def test_charts_have_one_point_per_row(ws, finished_job):
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
+    assert_no_exception(at)
+    table = ws.results(finished_job)
+    size, latency, three_d = figures(at)
+    assert sorted(marker_keys(size)) == sorted(table["recipe_key"])
+    timed = table[table["latency_b1_p50_ms"].notna()]
+    assert sorted(marker_keys(latency)) == sorted(timed["recipe_key"])
+    assert sorted(marker_keys(three_d)) == sorted(timed["recipe_key"])
+    assert help_text.SIMULATED_LEGEND in [trace["name"] for trace in size["data"]]
+
+
+def test_recommendation_follows_the_tolerance_slider(finished_job):
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
+    assert at.success[0].value.startswith("Smallest model within 1% of the original top-1 accuracy:")
+    at.slider[0].set_value(5.0).run()
+    assert at.success[0].value.startswith("Smallest model within 5% of the original top-1 accuracy:")
+
+
+def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
+    table = ws.results(finished_job)
+    simulated = table[table["simulated"]].iloc[0]
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
+    selectbox(at, "Recipe").set_value(simulated["recipe_key"]).run()
+    assert_no_exception(at)
+    assert at.warning[0].value == help_text.SIMULATED_DETAIL
+    assert any(metric.label == "Time per example" and metric.value == "not timed" for metric in at.metric)
+    assert at.session_state[state.CHOSEN_RECIPE] == simulated["recipe_key"]
+
+
+# --- Export ------------------------------------------------------------------------------------------------------
+
+
+class RecordingStorage(MemoryMediaFileStorage):
+    """AppTest's in-memory media storage, remembered so a test can read what a download button would serve."""
+
+    latest: RecordingStorage | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        RecordingStorage.latest = self
+
+
+def served_bytes(download_button) -> bytes:
+    return RecordingStorage.latest.get_file(download_button.proto.url.rsplit("/", 1)[-1]).content
+
+
+def test_download_button_serves_the_artifact_bytes(ws, finished_job, monkeypatch):
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", RecordingStorage)
+    table = ws.results(finished_job)
+    row = table[table["name"] == "W8A8 static channel minmax"].iloc[0]
+    at = page("export", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: row["recipe_key"]})
+    assert_no_exception(at)
+    model_button, recipe_button, report_button = at.download_button
+    assert served_bytes(model_button) == ws.artifact_path(finished_job, row["recipe_key"]).read_bytes()
+    assert json.loads(served_bytes(recipe_button)) == json.loads(row["recipe"])
+    assert row["description"] in served_bytes(report_button).decode()
+    assert not at.warning
+
+
+def test_exporting_a_simulated_recipe_says_it_is_an_fp32_simulation(ws, finished_job):
+    table = ws.results(finished_job)
+    row = table[table["simulated"]].iloc[0]
+    at = page("export", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: row["recipe_key"]})
+    assert at.warning[0].value == help_text.SIMULATED_EXPORT
+
+
+# --- samples -----------------------------------------------------------------------------------------------------
+
+
+def test_sample_sweeps_are_submitted_once_and_shared(ws):
+    job_ids = ensure_sample_sweeps(ws)
+    assert len(job_ids) == len(SAMPLES)
+    assert ensure_sample_sweeps(ws) == job_ids  # submitted or finished: never a second time
+    shared_names = {model.name for model in ws.models("anyone") if model.owner == SAMPLE_OWNER}
+    assert shared_names == set(SAMPLES)
+    for job_id in job_ids:
+        ws.cancel(job_id)  # the test has what it needs; spare the CPU

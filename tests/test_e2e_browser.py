@@ -1,0 +1,277 @@
+"""The dashboard end to end in a real browser: upload, sweep, trade-off chart, export.
+
+Starts `streamlit run dashboard/app.py` on a free loopback port with a fresh workspace, drives Debian's
+Chromium through Playwright, and writes a full-page screenshot of each page to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dashboard.samples import SAMPLE_OWNER
+from engine.jobs import Workspace
+from engine.store.home import HOME_VARIABLE
+from sample_models.catalog import SAMPLES
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+SERVER_START_SECONDS = 60
+UI_TIMEOUT_MS = 60_000  # one Streamlit rerun; the first one imports onnxruntime and plotly
+SWEEP_TIMEOUT_MS = 240_000  # the sample sweeps started by the app share the two cores with ours
+PRESET = "Smallest"
+EXPORTED_RECIPE = "W8A8 static channel minmax"  # in the Smallest preset, real (not simulated)
+DIGITS = SAMPLES["digits_cnn"]
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    home: Path
+    ws: Workspace  # opened before any job exists: opening a workspace also recovers (and stops) lost jobs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {SERVER_START_SECONDS}s")
+
+
+def stop_jobs(home: Path) -> None:
+    """Job runners are detached so they outlive the server; cancel the ones this test's app started."""
+    ws = Workspace.open(home)
+    for job in ws.jobs():
+        if not job.is_finished:
+            ws.cancel(job.id)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("quantscope-home")
+    port = free_port()
+    log = open(home / "streamlit.log", "wb")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+            "--server.address", "127.0.0.1",
+            "--server.port", str(port),
+            "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
+        ],
+        cwd=REPO,
+        env={**os.environ, HOME_VARIABLE: str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so stopping it cannot touch pytest
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process)
+        yield Server(url, home, Workspace.open(home))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+        stop_jobs(home)
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+# --- helpers: Streamlit as a browser sees it ---------------------------------------------------------------------
+
+
+def wait_for_rerun(page) -> None:
+    """Until Streamlit has finished running the script (its status widget says 'Running...' meanwhile)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')"
+        " || !document.querySelector('[data-testid=stStatusWidget]').innerText.includes('Running')"
+    )
+    page.wait_for_timeout(300)
+
+
+def open_page(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, level=1).wait_for()
+    wait_for_rerun(page)
+
+
+def upload(page, uploader_label: str, path: Path, button: str) -> None:
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text=uploader_label)
+    uploader.locator("input[type=file]").set_input_files(path)
+    uploader.get_by_text(path.name).wait_for()
+    add = page.get_by_role("button", name=button)
+    add.wait_for()
+    page.wait_for_function(f"() => [...document.querySelectorAll('button')].some(b => b.innerText === '{button}' && !b.disabled)")
+    add.click()
+    page.get_by_text(f"Added {path.name}").wait_for()
+    wait_for_rerun(page)
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main area, so grow the viewport to the content first."""
+    page.mouse.move(0, 0)  # no tooltip left open by the last click...
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # ...and no focus ring
+    height = 0
+    while (content := page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")) > height:
+        height = content  # charts re-lay themselves out for the new size, which can change the height again
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height)})
+        page.wait_for_timeout(800)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def click_point(page, chart_index: int, recipe_name: str) -> None:
+    """Click the marker of one recipe, found through the figure Plotly keeps on its element (customdata[1] = name)."""
+    trace, point = page.evaluate(
+        """([chartIndex, name]) => {
+            const figure = document.querySelectorAll('.js-plotly-plot')[chartIndex];
+            for (let t = 0; t < figure.data.length; t++) {
+                const points = figure.data[t].customdata || [];
+                for (let i = 0; i < points.length; i++) if (points[i][1] === name) return [t, i];
+            }
+            return null;
+        }""",
+        [chart_index, recipe_name],
+    )
+    marker = page.locator(".js-plotly-plot").nth(chart_index).locator(".scatterlayer .trace").nth(trace)
+    box = marker.locator(".point").nth(point).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_for_rerun(page)
+
+
+def selected(page, label: str) -> str:
+    return page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).get_by_role("combobox").input_value()
+
+
+def chart_points(page, index: int) -> int:
+    """Markers Plotly drew in the index-th chart; the Pareto line and the whiskers draw none."""
+    return page.locator(".js-plotly-plot").nth(index).locator(".scatterlayer .point").count()
+
+
+def submitted_job(ws: Workspace):
+    """The one job a user (not the sample set-up) submitted, once the click's rerun has recorded it."""
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        if jobs := [job for job in ws.jobs() if job.owner != SAMPLE_OWNER]:
+            (job,) = jobs
+            return job
+        time.sleep(0.2)
+    raise TimeoutError("no job was submitted")
+
+
+def finished(ws: Workspace, job_id: str):
+    """The job once it has ended. Polls the state rather than `ws.wait`, which may take a runner that has not
+    yet exec'd for a dead one."""
+    deadline = time.monotonic() + SWEEP_TIMEOUT_MS / 1000
+    while not (job := ws.job(job_id)).is_finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+# --- the test ----------------------------------------------------------------------------------------------------
+
+
+def test_upload_sweep_chart_and_export(server, page, tmp_path):
+    page.goto(server.url)
+    page.get_by_role("heading", name="Models & data", level=1).wait_for()
+    wait_for_rerun(page)
+
+    # Models & data: the digits sample, uploaded as a user would.
+    upload(page, "ONNX model", DIGITS.model_path, "Add model")
+    upload(page, "Validation data", DIGITS.data_path, "Add data")
+    page.get_by_text("540", exact=True).wait_for()  # the dataset summary: rows
+    screenshot(page, "models_data")
+
+    # Sweep: a preset of four recipes, as a background job.
+    open_page(page, "Sweep")
+    page.get_by_test_id("stRadio").get_by_text(PRESET, exact=True).click()
+    wait_for_rerun(page)
+    page.get_by_role("button", name="Start sweep").click()
+    ws = server.ws
+    job = finished(ws, submitted_job(ws).id)
+    assert job.state == "done", job.error
+    page.get_by_test_id("stDataFrame").filter(has_text="Recipes measured").wait_for()
+    page.wait_for_timeout(2500)  # the progress fragment notices within a second and reruns the page
+    wait_for_rerun(page)
+    screenshot(page, "sweep")
+
+    # Trade-offs: one marker per measured recipe on each chart.
+    table = ws.results(job.id)
+    open_page(page, "Trade-offs")
+    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for()
+    assert chart_points(page, 0) == len(table)
+    assert chart_points(page, 1) == int(table["latency_b1_p50_ms"].notna().sum())
+    page.get_by_text("Smallest model within 1% of the original").wait_for()
+    click_point(page, 0, EXPORTED_RECIPE)  # a click on a dot picks that recipe for the detail card
+    page.get_by_text(f"{EXPORTED_RECIPE}:").first.wait_for()
+    assert selected(page, "Recipe") == EXPORTED_RECIPE
+    page.get_by_text("All three at once (3-D)").click()
+    page.locator(".js-plotly-plot").nth(2).wait_for()
+    screenshot(page, "tradeoffs")
+
+    # Export: the downloaded model is the measured artifact, byte for byte.
+    open_page(page, "Export")
+    page.get_by_text(f"{EXPORTED_RECIPE}:").first.wait_for()  # the choice carried over from Trade-offs
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download model (.onnx)").click()
+    saved = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(saved)
+    row = table[table["name"] == EXPORTED_RECIPE].iloc[0]
+    assert saved.read_bytes() == ws.artifact_path(job.id, row["recipe_key"]).read_bytes()
+    screenshot(page, "export")
