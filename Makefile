@@ -19,8 +19,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The dashboard on http://$(HOST):$(PORT); on first start it submits the sample models' default sweeps once.
 run: $(VENV)/.installed
-	$(BIN)/quantscope demo
+	$(BIN)/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
 
 # Browser tests drive Debian's chromium; install it when missing (CI runs as root).
 test: $(VENV)/.installed-dev
@@ -34,6 +36,7 @@ samples: | $(BIN)/python
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/int8_latency.py
+	$(BIN)/python bench/sweep_throughput.py
 
 clean:
 	rm -rf $(VENV) workspace
