@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
+import streamlit as st
 
 from dashboard import help_text, jobs_view, results, state
 from engine.store.records import JobInfo
@@ -21,6 +24,20 @@ def pick_finished_job(ws, owner: str) -> JobInfo | None:
         help=help_text.JOB_PICKER,
     )
     return finished.get(job_id)
+
+
+def measured_sweep(job: JobInfo | None, ws, on_nothing_measured: Callable[[pd.DataFrame], None] | None = None):
+    """The picked sweep's results table; stops the page with a message when there is no sweep or no measured row."""
+    if job is None:
+        st.info(help_text.NO_FINISHED_SWEEP)
+        st.stop()
+    table = ws.results(job.id)
+    if results.measured_rows(table).empty:
+        st.warning(help_text.NOTHING_MEASURED)
+        if on_nothing_measured:
+            on_nothing_measured(table)
+        st.stop()
+    return table
 
 
 def pick_recipe(table: pd.DataFrame) -> pd.Series:

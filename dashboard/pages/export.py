@@ -15,13 +15,7 @@ st.caption(help_text.EXPORT_INTRO)
 job_column, recipe_column = st.columns(2)
 with job_column:
     job = pickers.pick_finished_job(ws, owner)
-if job is None:
-    st.info(help_text.NO_FINISHED_SWEEP)
-    st.stop()
-table = ws.results(job.id)
-if results.measured_rows(table).empty:
-    st.warning(help_text.NOTHING_MEASURED)
-    st.stop()
+table = pickers.measured_sweep(job, ws)
 with recipe_column:
     row = pickers.pick_recipe(table)
 

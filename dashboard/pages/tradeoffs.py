@@ -83,14 +83,7 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
 
 st.title("Trade-offs")
 job = pickers.pick_finished_job(ws, owner)
-if job is None:
-    st.info(help_text.NO_FINISHED_SWEEP)
-    st.stop()
-table = ws.results(job.id)
-if results.measured_rows(table).empty:
-    st.warning(help_text.NOTHING_MEASURED)
-    show_failures(table)
-    st.stop()
+table = pickers.measured_sweep(job, ws, on_nothing_measured=show_failures)
 reference = results.reference_row(table)
 
 recommendation(table, reference)
