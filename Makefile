@@ -21,6 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 # The dashboard on http://$(HOST):$(PORT); on first start it submits the sample models' default sweeps once.
 run: $(VENV)/.installed
+	$(BIN)/python -m dashboard.samples
 	$(BIN)/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 

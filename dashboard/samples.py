@@ -39,3 +39,9 @@ def sample_description(model_name: str, owner: str) -> str | None:
     """The plain-English description of a sample model, or None for anything a user uploaded."""
     sample = SAMPLES.get(model_name)
     return sample.description if sample and owner == SAMPLE_OWNER else None
+
+
+if __name__ == "__main__":  # `make run` submits the sample sweeps before the server starts, so they are under way
+    from engine.jobs import Workspace
+
+    ensure_sample_sweeps(Workspace.open())
