@@ -1,6 +1,7 @@
 """The quantscope dashboard: `streamlit run dashboard/app.py` from the repository root.
 
-This script only sets the page up and routes to the four pages in `dashboard/pages/`; each page is a thin
+This script only sets the page up and routes to the four pages in `dashboard/views/` (not `pages/`, which
+Streamlit would also serve directly, bypassing this script); each page is a thin
 script over small functions in the other `dashboard` modules, which are thin over the engine.
 """
 
@@ -17,7 +18,7 @@ import streamlit as st  # noqa: E402
 from dashboard import help_text, state  # noqa: E402
 from dashboard.samples import ensure_sample_sweeps  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 
 
 @st.cache_resource(show_spinner="Preparing the sample models...")

@@ -22,7 +22,7 @@ from engine.jobs import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
 
-PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "views"
 OWNER = "test-session"
 RUN_TIMEOUT = 60  # seconds per script run: the first one imports onnxruntime and plotly
 JOB_TIMEOUT = 180
