@@ -15,12 +15,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from engine.dataset import load_dataset
 from engine.errors import QuantscopeError
 from engine.jobs import Workspace
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
-from engine.sweep import DEFAULT_LATENCY_BATCH, default_grid, grid, sweep, write_results
+from engine.sweep import DEFAULT_LATENCY_BATCH, default_grid, grid, write_results
 
 EXIT_BAD_INPUT = 2
 
@@ -76,8 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
                          ("resume", "finish an interrupted, failed or cancelled job")):
         jobs_actions.add_parser(action, help=text).add_argument("job_id")
 
-    demo = commands.add_parser("demo", help="sweep the sample models with the default grid and print the tables")
-    demo.add_argument("--out", type=Path, default=Path("workspace/demo"))
     return parser
 
 
@@ -86,18 +83,6 @@ def recipes_from(args: argparse.Namespace) -> list[Recipe]:
     if args.weights:
         recipes = grid(args.weights, args.granularity, args.activations, args.calibration, args.group_size) + recipes
     return recipes or default_grid()
-
-
-def _progress_bar(total_label: str):
-    bar = tqdm(total=1, desc=total_label, unit="config", file=sys.stderr, leave=False)
-
-    def update(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    return bar, update
 
 
 TABLE_COLUMNS = {
@@ -130,21 +115,6 @@ def format_table(table: pd.DataFrame) -> str:
     return f"{text}\nmetric = {table['metric_name'].iloc[0]}; latency: {latency}; * = on the 3-D Pareto front"
 
 
-def run_sweep(model_path: Path, data_path: Path, out: Path, recipes: list[Recipe], **options) -> pd.DataFrame:
-    model = load_model(model_path)
-    dataset = load_dataset(
-        data_path,
-        model.summary.inputs,
-        label_column=options.pop("label_column", None),
-        slice_column=options.pop("slice_column", None),
-    )
-    bar, update = _progress_bar(model_path.name)
-    with bar:
-        table = sweep(model, dataset, recipes, out, progress=update, **options)
-    write_results(table, out)
-    return table
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -155,12 +125,6 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_as_job(args)
         elif args.command == "jobs":
             return jobs_command(args)
-        elif args.command == "demo":
-            from sample_models.catalog import SAMPLES
-
-            for sample in SAMPLES.values():
-                table = run_sweep(sample.model_path, sample.data_path, args.out / sample.name, default_grid())
-                print(f"\n== {sample.name}: {sample.description}\n{format_table(table)}")
     except QuantscopeError as error:
         print(f"quantscope: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -11,7 +11,7 @@ import pytest
 
 import engine.realise.native as native
 from engine.cli import format_table
-from engine.dataset import load_dataset
+from engine.dataset import Dataset, load_dataset
 from engine.measure import open_session, predict
 from engine.metrics import evaluate
 from engine.model import load_model
@@ -173,3 +173,14 @@ def test_a_recipe_that_onnxruntime_cannot_build_becomes_an_error_row(tmp_path, m
     rows = json.loads((tmp_path / "results.json").read_text())
     assert rows[1]["artifact"] is None and rows[0]["artifact"] == "artifacts/" + Path(rows[0]["artifact"]).name
     assert "onnxruntime could not quantize this graph" in format_table(table)
+
+
+def test_without_labels_fidelity_to_fp32_is_the_metric(tmp_path, digits):
+    model, data = digits
+    unlabelled = Dataset(inputs=data.inputs, labels=None, slices=None, source="no labels")
+    recipes = [r for r in default_grid() if r.short_name() in ("fp32", "W2 weight-only channel")]
+    table = sweep(model, unlabelled, recipes, tmp_path).set_index("name")
+    assert set(table["task"]) == {"fidelity"} and set(table["metric_name"]) == {"top1_agreement"}
+    assert table.loc["fp32", "metric"] == 1.0
+    assert 0.3 < table.loc["W2 weight-only channel", "metric"] < 1.0
+    assert "top1" not in table.columns  # no labels, no task metrics
