@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 
@@ -17,6 +18,7 @@ from engine.metrics import evaluate
 from engine.model import load_model
 from engine.sweep import default_grid, sweep, write_results
 from sample_models.catalog import SAMPLES
+from tests.builders import gemm_model
 
 CLI = [sys.executable, "-m", "engine.cli"]
 
@@ -184,3 +186,18 @@ def test_without_labels_fidelity_to_fp32_is_the_metric(tmp_path, digits):
     assert table.loc["fp32", "metric"] == 1.0
     assert 0.3 < table.loc["W2 weight-only channel", "metric"] < 1.0
     assert "top1" not in table.columns  # no labels, no task metrics
+
+
+def test_a_model_with_external_data_in_its_own_directory_sweeps_from_the_cli(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    onnx.save(gemm_model(), model_dir / "m.onnx", save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
+    result = run_cli("sweep", model_dir / "m.onnx", data, "--out", tmp_path / "out", "--weights", "8",
+                     "--activations", "8")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["name"] for row in rows] == ["fp32", "W8A8 static channel minmax"]
+    assert rows[0]["metric"] == 1.0 and rows[1]["metric_name"] == "top1_agreement"

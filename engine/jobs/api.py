@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.dataset import load_dataset
-from engine.errors import DataError, ModelError, QuantscopeError
+from engine.errors import DataError, QuantscopeError
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
 from engine.recipe import Recipe
@@ -63,8 +63,12 @@ class Workspace:
     # -- the library ------------------------------------------------------------------------------------------
 
     def add_model(self, source: Path | bytes, name: str, owner: str, shared: bool = False) -> ModelRecord:
-        data = source if isinstance(source, bytes) else _read_upload(Path(source), ModelError("no model file at"))
-        model = load_model(data, name=name)  # raises ModelError for anything unusable
+        """Validate and store a model. A file with external data (read only from its own directory) is stored
+        as one self-contained model with that data inlined, so the blob needs nothing beside it."""
+        model = load_model(source, name=name)  # raises ModelError for anything unusable
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        if len(data) != model.summary.bytes:  # the file had external data
+            data = model.serialized()
         model_id = self.store.blobs.put_bytes(data)
         with self.store.connect() as conn:
             return library.save_model(conn, model_id, owner, name, _jsonable(model.summary.to_dict()), len(data),
