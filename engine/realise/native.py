@@ -12,7 +12,6 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, q
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from engine.dataset import Dataset
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
 from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
 from engine.realise.calibration import ORT_METHOD, activation_ranges, reader_for
