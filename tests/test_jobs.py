@@ -227,6 +227,14 @@ def test_two_sweeps_at_once_both_finish_with_the_right_rows(workspace, tmp_path)
         expected = sweep(model, load_dataset(sample.data_path, model.summary.inputs), recipes, tmp_path / name)
         pd.testing.assert_frame_equal(comparable(workspace.results(job_id)), comparable(expected))
     assert_store_is_consistent(workspace)
+    # one job computes at a time, so neither job's timings ran beside the other's builds
+    spans = sorted((min(times), max(times)) for times in (row_times(workspace, digits), row_times(workspace, mlp)))
+    assert spans[0][1] <= spans[1][0]
+
+
+def row_times(workspace, job_id: str) -> list[float]:
+    with workspace.store.connect() as conn:
+        return [created for (created,) in conn.execute("SELECT created FROM results WHERE job_id = ?", (job_id,))]
 
 
 def test_the_cache_means_a_configuration_is_computed_once(workspace):

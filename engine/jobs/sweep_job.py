@@ -6,16 +6,21 @@ The order of work:
   3. builds (quantize + evaluate) run in parallel; each artifact moves into the workspace's store;
   4. timings run one at a time. While one runs, at most (cores - threads) builds run beside it, so the
      timed session has its cores to itself, as in the one-after-another loop of engine.sweep.sweep.
+Only one job computes at a time in a workspace (steps 2-4): another job's builds beside a timing would
+disturb it, and each job already keeps every core busy, so two at once would finish no sooner.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sqlite3
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.jobs.executor import DaskBuilds, Outcome, TaskProcesses, WorkerDied, cpu_count
 from engine.jobs.tasks import JobInputs, build, compute_reference, time_row
@@ -26,6 +31,7 @@ from engine.store.db import transaction
 from engine.sweep import Reference, failed_row
 
 HEARTBEAT_SECONDS = 1.0
+TURN_POLL_SECONDS = 0.1
 REMOTE_POLL_SECONDS = 0.1
 
 
@@ -68,7 +74,8 @@ class SweepRun:
             self._find_inputs()
             pending = self._copy_cached(self._missing())
             if pending:
-                self._compute(pending)
+                with self._turn_to_compute():
+                    self._compute(pending)
             summary = ", ".join(f"{count} {what}" for what, count in self.counts.items())
             jobs.finish(self.conn, self.job_id, self.pid, "done", f"done: {summary}")
         except JobLost:
@@ -136,6 +143,22 @@ class SweepRun:
                 finished += self.remote.collect()
             for tag, outcome in finished:
                 self._handle(tag, outcome)
+
+    @contextmanager
+    def _turn_to_compute(self) -> Iterator[None]:
+        """Wait, beating, until no other job of the workspace computes; the kernel frees the turn if we die."""
+        with open(self.store.compute_lock, "a") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self._beat("waiting for another sweep to finish: timings need the machine to themselves")
+                    time.sleep(TURN_POLL_SECONDS)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _wait_for_reference(self) -> Outcome:
         while True:

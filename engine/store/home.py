@@ -60,6 +60,11 @@ class Store:
     def latency_lock(self) -> Path:
         return self.root / "latency.lock"
 
+    @property
+    def compute_lock(self) -> Path:
+        """Held by the runner of the one job that computes at a time in this workspace."""
+        return self.root / "compute.lock"
+
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
 
