@@ -8,7 +8,7 @@ Latency protocol: one session per artifact with a stated intra-op thread count (
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,6 @@ class Latency:
     runs: int
     p50_ms: float
     p95_ms: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def open_session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
