@@ -41,6 +41,10 @@ def save_dataset(conn: sqlite3.Connection, record: DatasetRecord) -> DatasetReco
     return DatasetRecord.from_row(row)
 
 
+# Who may see a row, given the owner parameter twice: the owner (or everyone when None) and the shared library.
+VISIBLE_TO_OWNER = "(? IS NULL OR owner = ? OR shared = 1)"
+
+
 def _visible(rows: list[sqlite3.Row], owner: str | None) -> list[sqlite3.Row]:
     """One row per item: the owner's own row when they have one, else the shared one. Owner None: every row."""
     if owner is None:
@@ -55,14 +59,14 @@ def _visible(rows: list[sqlite3.Row], owner: str | None) -> list[sqlite3.Row]:
 def list_models(conn: sqlite3.Connection, owner: str | None) -> list[ModelRecord]:
     """Newest first: the owner's models and the shared ones (owner None: all)."""
     rows = conn.execute(
-        "SELECT * FROM models WHERE ? IS NULL OR owner = ? OR shared = 1 ORDER BY created DESC", (owner, owner)
+        f"SELECT * FROM models WHERE {VISIBLE_TO_OWNER} ORDER BY created DESC", (owner, owner)
     ).fetchall()
     return [ModelRecord.from_row(row) for row in _visible(rows, owner)]
 
 
 def list_datasets(conn: sqlite3.Connection, owner: str | None, model_id: str | None = None) -> list[DatasetRecord]:
     rows = conn.execute(
-        """SELECT * FROM datasets WHERE (? IS NULL OR owner = ? OR shared = 1) AND (? IS NULL OR model_id = ?)
+        f"""SELECT * FROM datasets WHERE {VISIBLE_TO_OWNER} AND (? IS NULL OR model_id = ?)
            ORDER BY created DESC""",
         (owner, owner, model_id, model_id),
     ).fetchall()
@@ -71,21 +75,23 @@ def list_datasets(conn: sqlite3.Connection, owner: str | None, model_id: str | N
 
 def find_model(conn: sqlite3.Connection, model_id: str, owner: str | None = None) -> ModelRecord | None:
     """The model if the owner may use it: their own or a shared one (owner None: anyone's)."""
-    row = conn.execute(
-        """SELECT * FROM models WHERE id = ? AND (? IS NULL OR owner = ? OR shared = 1)
-           ORDER BY owner = ? DESC LIMIT 1""",
-        (model_id, owner, owner, owner),
-    ).fetchone()
+    row = _find(conn, "models", model_id, owner)
     return None if row is None else ModelRecord.from_row(row)
 
 
 def find_dataset(conn: sqlite3.Connection, dataset_id: str, owner: str | None = None) -> DatasetRecord | None:
-    row = conn.execute(
-        """SELECT * FROM datasets WHERE id = ? AND (? IS NULL OR owner = ? OR shared = 1)
-           ORDER BY owner = ? DESC LIMIT 1""",
-        (dataset_id, owner, owner, owner),
-    ).fetchone()
+    """The dataset if the owner may use it, as for find_model."""
+    row = _find(conn, "datasets", dataset_id, owner)
     return None if row is None else DatasetRecord.from_row(row)
+
+
+def _find(conn: sqlite3.Connection, table: str, item_id: str, owner: str | None) -> sqlite3.Row | None:
+    """The owner's own row of the item when they have one, else a shared one."""
+    assert table in ("models", "datasets")
+    return conn.execute(
+        f"SELECT * FROM {table} WHERE id = ? AND {VISIBLE_TO_OWNER} ORDER BY owner = ? DESC LIMIT 1",
+        (item_id, owner, owner, owner),
+    ).fetchone()
 
 
 def share(conn: sqlite3.Connection, table: str, item_id: str) -> bool:
