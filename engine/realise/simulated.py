@@ -40,7 +40,8 @@ class Simulated(Realiser):
     def realise(self, model, recipe, calibration, out):
         proto = model.copy()
         nodes = {node.name: node for node in proto.graph.node}
-        quantized = [layer for layer in model.summary.layers if layer.name not in kept_fp32(recipe)]
+        kept = set(kept_fp32(recipe))
+        quantized = [layer for layer in model.summary.layers if layer.name not in kept]
         estimate = model.summary.bytes
         estimate += _fake_quantize_weights(proto, recipe, quantized, nodes)
         activation_inputs = sorted({nodes[layer.name].input[0] for layer in quantized if layer.op_type != "Gather"})
