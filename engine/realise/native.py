@@ -8,14 +8,14 @@ import logging
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
 from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
-from engine.realise.calibration import ORT_METHOD, activation_ranges, reader_for
-from engine.recipe import Calibration, Granularity, Mode, Recipe
+from engine.realise.calibration import HISTOGRAM_METHODS, ORT_METHOD, activation_ranges, reader_for
+from engine.recipe import Granularity, Mode, Recipe
 
 # (bits, symmetric) -> onnxruntime's integer type
 WEIGHT_TYPES = {
@@ -102,13 +102,15 @@ class OrtStaticQDQ(Realiser):
             for name, o in recipe.overrides.items()
             if o.weights is not None
         }
-        if act.calibration is Calibration.MSE:
+        own_method = ORT_METHOD[act.calibration]
+        if act.calibration in HISTOGRAM_METHODS:
             ranges = activation_ranges(
                 model.copy(), calibration, act.calibration, act.calibration_samples, _batch_dynamic(model), act.bits
             )
             for tensor, (low, high) in ranges.items():
                 # onnxruntime's scale computation expects float32 numpy scalars here
                 overrides.setdefault(tensor, [{"rmin": np.float32(low), "rmax": np.float32(high)}])
+            own_method = CalibrationMethod.MinMax  # the cheapest pass: every range it finds is overridden
         with _quiet():
             quantize_static(
                 model.copy(),
@@ -119,7 +121,7 @@ class OrtStaticQDQ(Realiser):
                 activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                 weight_type=weight_type,
                 nodes_to_exclude=kept_fp32(recipe),
-                calibrate_method=ORT_METHOD[act.calibration],
+                calibrate_method=own_method,
                 extra_options={
                     "ActivationSymmetric": act.symmetric,
                     "WeightSymmetric": recipe.weights.symmetric,

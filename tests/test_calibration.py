@@ -1,0 +1,88 @@
+"""Calibration: our entropy search is onnxruntime's KL-divergence search, fast, and really clips."""
+
+import contextlib
+import io
+
+import numpy as np
+import onnx
+import pytest
+from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
+
+from engine.realise import quantize
+from engine.realise.calibration import ENTROPY_MAX_BINS, entropy_range, reader_for
+from engine.recipe import ActivationSpec, Granularity, Mode, Recipe, WeightSpec
+
+
+def _onnxruntime_threshold(histogram) -> tuple[float, float]:
+    collector = HistogramCollector("entropy", False, 2048, 128, None, None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        low, high = collector.get_entropy_threshold(histogram, 128)
+    return float(low), float(high)
+
+
+def _histogram(values: np.ndarray, bins: int = 2048):
+    """A histogram as onnxruntime's collector keeps it: symmetric about zero, plus the observed extremes."""
+    threshold = np.abs(values).max()
+    counts, edges = np.histogram(values, bins, range=(-threshold, threshold))
+    return counts, edges, values.min(), values.max(), threshold
+
+
+@pytest.fixture(scope="module")
+def digits_histograms(digits, tmp_path_factory):
+    """The histograms onnxruntime's entropy calibrator collects on the digits CNN, one per activation."""
+    model, data = digits
+    folder = tmp_path_factory.mktemp("calibration")
+    onnx.save(model.copy(), folder / "model.onnx")
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(folder / "model.onnx", augmented_model_path=str(folder / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": 2048})
+        calibrator.collect_data(reader_for(data, 128, batch_dynamic=True))
+    return calibrator.collector.histogram_dict
+
+
+def test_entropy_range_is_onnxruntimes_threshold_on_real_activations(digits_histograms):
+    assert len(digits_histograms) >= 5
+    for name, histogram in digits_histograms.items():
+        assert entropy_range(*histogram[:4], bits=8) == _onnxruntime_threshold(histogram), name
+
+
+@pytest.mark.parametrize("values", [
+    np.concatenate([np.random.default_rng(0).normal(size=50_000), [40.0, -25.0]]),  # outliers worth clipping
+    np.maximum(np.random.default_rng(1).normal(size=50_000), 0),  # after a ReLU: the negative half is empty
+    np.random.default_rng(2).integers(0, 5, size=2_000).astype(np.float32),  # sparse: most bins empty
+], ids=["outliers", "relu", "sparse"])
+def test_entropy_range_is_onnxruntimes_threshold_on_shaped_data(values):
+    histogram = _histogram(values)
+    assert entropy_range(*histogram[:4], bits=8) == _onnxruntime_threshold(histogram)
+
+
+def test_entropy_range_clips_outliers_and_keeps_16_bits_unclipped():
+    values = np.concatenate([np.random.default_rng(0).normal(size=50_000), [40.0, -25.0]])
+    low, high = entropy_range(*_histogram(values)[:4], bits=8)
+    assert -10 < low < -2 and 2 < high < 10
+    assert entropy_range(*_histogram(values)[:4], bits=16) == (-25.0, 40.0)
+
+
+def test_a_histogram_widened_past_the_limit_is_merged_not_searched_bin_by_bin():
+    values = np.concatenate([np.random.default_rng(0).normal(size=50_000), [40.0, -25.0]])
+    wide = _histogram(values, bins=ENTROPY_MAX_BINS * 4)
+    low, high = entropy_range(*wide[:4], bits=8)
+    reference_low, reference_high = entropy_range(*_histogram(values)[:4], bits=8)
+    assert low == pytest.approx(reference_low, rel=0.1) and high == pytest.approx(reference_high, rel=0.1)
+
+
+def test_entropy_calibration_gives_other_activation_ranges_than_minmax(digits, tmp_path):
+    """onnxruntime's quantize_static on its own turns "entropy" into exactly the minmax model."""
+    model, data = digits
+
+    def activation_scales(calibration: str) -> dict[str, float]:
+        recipe = Recipe(WeightSpec(8, Granularity.CHANNEL), ActivationSpec(8, calibration), Mode.STATIC)
+        artifact = onnx.load(quantize(model, recipe, tmp_path / f"{calibration}.onnx", calibration=data).path)
+        initializers = {t.name: onnx.numpy_helper.to_array(t) for t in artifact.graph.initializer}
+        return {node.input[0]: float(initializers[node.input[1]]) for node in artifact.graph.node
+                if node.op_type == "QuantizeLinear" and initializers[node.input[1]].size == 1}
+
+    minmax, entropy = activation_scales("minmax"), activation_scales("entropy")
+    assert minmax.keys() == entropy.keys()
+    assert all(entropy[name] <= minmax[name] * (1 + 1e-6) for name in minmax)
+    assert any(entropy[name] < minmax[name] * 0.99 for name in minmax)
