@@ -102,7 +102,8 @@ def build_and_evaluate(
 ) -> dict:
     """Realise the recipe and score its artifact on the whole validation set: every column but latency."""
     artifact = quantize(model, recipe, artifact_path, calibration=dataset)
-    output = predict(open_session(artifact.path), dataset)
+    # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
+    output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
     evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, task=reference.task)
     scores = {**evaluation.metrics, **evaluation.fidelity}
     return {
