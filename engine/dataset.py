@@ -182,8 +182,10 @@ class _Parsed:
 
 
 def _parse_npz(request: _Request) -> _Parsed:
-    # An .npz is a zip: refuse bombs before numpy decompresses anything.
-    _open_zip(request).close()
+    # An .npz is a zip: refuse bombs, and arrays larger than their member, before numpy allocates anything.
+    with _open_zip(request) as archive:
+        for info in archive.infolist():
+            _check_npy_header(archive, info, request.source)
     try:
         archive = np.load(io.BytesIO(request.data), allow_pickle=False)
     except ValueError as exc:  # bytes before the zip header look like a pickle to numpy
@@ -196,6 +198,30 @@ def _parse_npz(request: _Request) -> _Parsed:
         labels=arrays.get(_NPZ_LABELS),
         slices=arrays.get(_NPZ_SLICES),
     )
+
+
+def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> None:
+    """numpy allocates the array its header declares before reading the data: the data must be there."""
+    name = info.filename.removesuffix(".npy")
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+        except ValueError:
+            return  # not an .npy member: numpy's loader names the problem
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:
+            raise DataError(f"array '{name}' in {source} uses .npy format {version}; save it with numpy.savez")
+        try:
+            shape, _, dtype = read_header(member)
+        except ValueError as exc:
+            raise DataError(f"array '{name}' in {source} has a malformed header: {_first_line(exc)}") from exc
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size:
+        raise DataError(f"array '{name}' in {source} declares {_size_text(declared)} of data "
+                        f"but its member holds {_size_text(info.file_size)}")
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _check_npz_keys(keys: list[str], request: _Request) -> None:
@@ -232,7 +258,25 @@ def _parse_csv(request: _Request) -> _Parsed:
 
 
 def _parse_parquet(request: _Request) -> _Parsed:
+    _check_parquet_size(request)
     return _parse_table(_read_frame(pd.read_parquet, "Parquet", request), request)
+
+
+def _check_parquet_size(request: _Request) -> None:
+    """Parquet's run-length and dictionary encodings pack repetitive columns into a few bytes: bound the
+    decoded table, from the footer, before reading it (8 bytes a cell, a value or a pointer, plus the data)."""
+    import pyarrow.parquet  # only Parquet uploads pay for importing pyarrow
+
+    try:
+        metadata = pyarrow.parquet.ParquetFile(io.BytesIO(request.data)).metadata
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{request.source} cannot be read as Parquet: {_first_line(exc)}") from exc
+    cells = metadata.num_rows * metadata.num_columns
+    unpacked = 8 * cells + sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked > request.max_bytes:
+        raise DataError(
+            f"{request.source} would unpack to {_size_text(unpacked)}, over the {_size_text(request.max_bytes)} limit"
+        )
 
 
 def _read_frame(reader: Callable[[io.BytesIO], pd.DataFrame], kind: str, request: _Request) -> pd.DataFrame:

@@ -233,6 +233,38 @@ def test_npz_bomb_is_refused_before_decompressing():
         load_dataset(bomb, [spec()], filename="data.npz", max_bytes=5_000)
 
 
+def npz_with_header(header: dict, data: bytes, version: tuple[int, int] = (1, 0)) -> bytes:
+    """An .npz whose member x.npy carries the given header over the given data bytes."""
+    member = io.BytesIO()
+    writer = {(1, 0): np.lib.format.write_array_header_1_0, (2, 0): np.lib.format.write_array_header_2_0}
+    if version in writer:
+        writer[version](member, header)
+    else:
+        member.write(np.lib.format.magic(*version) + b"\x10\x00" + b" " * 15 + b"\n")
+    member.write(data)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", member.getvalue())
+    return buffer.getvalue()
+
+
+def test_npz_header_declaring_more_data_than_it_holds_is_refused_before_allocating(monkeypatch):
+    huge = {"descr": "<f4", "fortran_order": False, "shape": (1_000_000, 1_000_000)}
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: pytest.fail("numpy read the array"))
+    with raises(r"array 'x' in data\.npz declares 3725 GiB of data but its member holds 144 bytes"):
+        load_dataset(npz_with_header(huge, bytes(16)), [spec()], filename="data.npz")
+    with raises(r"array 'x' in data\.npz declares .* but its member holds"):
+        load_dataset(npz_with_header(huge, bytes(16), version=(2, 0)), [spec()], filename="data.npz")
+    with raises(r"array 'x' in data\.npz uses \.npy format \(3, 0\); save it with numpy\.savez"):
+        load_dataset(npz_with_header(huge, bytes(16), version=(3, 0)), [spec()], filename="data.npz")
+
+
+def test_npz_header_matching_its_data_loads():
+    header = {"descr": "<f4", "fortran_order": False, "shape": (2, 4)}
+    data = load_dataset(npz_with_header(header, np.arange(8, dtype="<f4").tobytes()), [spec()], filename="data.npz")
+    assert data.inputs["x"].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
 # --- CSV and Parquet -----------------------------------------------------------------------
 
 FORMATS = ["csv", "parquet"]
@@ -569,6 +601,14 @@ def test_oversized_file_and_bytes_state_the_limit(tmp_path):
         load_dataset(path, [spec(shape=(None, 1))], max_bytes=1000)
     with raises(r"up\.csv is 1\.955 KiB, over the 100 bytes limit"):
         load_dataset(path.read_bytes(), [spec(shape=(None, 1))], filename="up.csv", max_bytes=100)
+
+
+def test_parquet_that_decompresses_past_the_limit_is_refused_before_reading():
+    buffer = io.BytesIO()
+    pd.DataFrame({"x": np.zeros(100_000)}).to_parquet(buffer, compression="gzip")
+    assert len(buffer.getvalue()) < 20_000
+    with raises(r"data\.parquet would unpack to .* over the 19\.53 KiB limit"):
+        load_dataset(buffer.getvalue(), [spec(shape=(None, 1))], filename="data.parquet", max_bytes=20_000)
 
 
 def test_missing_path(tmp_path):
