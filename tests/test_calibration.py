@@ -9,7 +9,8 @@ import pytest
 from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
 
 from engine.realise import quantize
-from engine.realise.calibration import ENTROPY_MAX_BINS, entropy_range, reader_for
+from engine.realise import calibration as calibration_module
+from engine.realise.calibration import ENTROPY_MAX_BINS, CalibrationSet, calibration_key, entropy_range, reader_for
 from engine.recipe import ActivationSpec, Granularity, Mode, Recipe, WeightSpec
 
 
@@ -86,3 +87,28 @@ def test_entropy_calibration_gives_other_activation_ranges_than_minmax(digits, t
     assert minmax.keys() == entropy.keys()
     assert all(entropy[name] <= minmax[name] * (1 + 1e-6) for name in minmax)
     assert any(entropy[name] < minmax[name] * 0.99 for name in minmax)
+
+
+def test_a_calibration_set_computes_each_key_once_and_shared_ranges_build_the_same_bytes(digits, tmp_path, monkeypatch):
+    model, data = digits
+    a8_minmax, a8_mse, a16_mse = ActivationSpec(8), ActivationSpec(8, "mse"), ActivationSpec(16, "mse")
+    recipes = [
+        Recipe(WeightSpec(8, Granularity.TENSOR), a8_minmax, Mode.STATIC),
+        Recipe(WeightSpec(4, Granularity.CHANNEL), a8_minmax, Mode.STATIC),
+        Recipe(WeightSpec(3, Granularity.CHANNEL), a8_minmax, Mode.STATIC),  # simulated, same ranges
+        Recipe(WeightSpec(8, Granularity.CHANNEL), a8_mse, Mode.STATIC),
+        Recipe(WeightSpec(8, Granularity.CHANNEL), a16_mse, Mode.STATIC),  # mse weighs rounding: 16 bits differ
+    ]
+    alone = [quantize(model, r, tmp_path / f"alone-{i}.onnx", calibration=data).path.read_bytes()
+             for i, r in enumerate(recipes)]
+
+    computed = []
+    original = calibration_module.activation_ranges
+    monkeypatch.setattr(calibration_module, "activation_ranges",
+                        lambda *args: computed.append(args[2:]) or original(*args))
+    shared = CalibrationSet(data)
+    together = [quantize(model, r, tmp_path / f"shared-{i}.onnx", calibration=shared).path.read_bytes()
+                for i, r in enumerate(recipes)]
+    assert together == alone
+    assert [(method.value, bits) for method, _, _, bits in computed] == [("minmax", 8), ("mse", 8), ("mse", 16)]
+    assert calibration_key(recipes[0]) == calibration_key(recipes[1]) != calibration_key(recipes[3])

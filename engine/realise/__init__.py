@@ -17,6 +17,7 @@ from engine.errors import RecipeError
 from engine.model import LoadedModel
 from engine.recipe import Mode, Recipe
 from engine.realise.base import Realiser
+from engine.realise.calibration import CalibrationSet
 from engine.realise.native import Float16, Float32, MatMulNBits, OrtDynamic, OrtStaticQDQ
 from engine.realise.simulated import Simulated
 
@@ -38,10 +39,15 @@ def choose_realiser(model: LoadedModel, recipe: Recipe) -> Realiser:
     return next(r for r in REALISERS if r.supports(model, recipe))
 
 
-def quantize(model: LoadedModel, recipe: Recipe, out_path: Path, calibration: Dataset | None = None) -> Artifact:
-    """Build the artifact for `recipe` at `out_path`. Static recipes need calibration data."""
+def quantize(
+    model: LoadedModel, recipe: Recipe, out_path: Path, calibration: Dataset | CalibrationSet | None = None
+) -> Artifact:
+    """Build the artifact for `recipe` at `out_path`. Static recipes need calibration data; pass one
+    CalibrationSet to many calls and recipes that calibrate alike compute their activation ranges once."""
     if recipe.mode is Mode.STATIC and calibration is None:
         raise RecipeError("static quantization needs calibration data")
+    if isinstance(calibration, Dataset):
+        calibration = CalibrationSet(calibration)
     unknown = set(recipe.overrides) - {layer.name for layer in model.summary.layers}
     if unknown:
         raise RecipeError(f"overrides name layers the model does not have: {', '.join(sorted(unknown))}")

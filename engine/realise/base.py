@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from engine.dataset import Dataset
 from engine.model import LoadedModel
+from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 
 
@@ -21,7 +21,7 @@ class Realiser:
     def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
         raise NotImplementedError
 
-    def realise(self, model: LoadedModel, recipe: Recipe, calibration: Dataset | None, out: Path) -> int | None:
+    def realise(self, model: LoadedModel, recipe: Recipe, calibration: CalibrationSet | None, out: Path) -> int | None:
         """Write the artifact to `out`; return an estimated size in bytes when the file's own size is not it."""
         raise NotImplementedError
 

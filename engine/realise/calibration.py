@@ -1,5 +1,8 @@
 """Activation ranges from calibration data, using onnxruntime's calibrators.
 
+Ranges depend on the model, the data and the recipe's `calibration_key` only, so a CalibrationSet
+computes each key's once and every recipe sharing it (W8A8 and W4A8 minmax, say) reuses them.
+
 minmax and percentile are onnxruntime's own, end to end. entropy and mse pick each tensor's range from
 the 2048-bin value histograms onnxruntime's entropy calibrator collects:
 - entropy is TensorRT's KL-divergence search, the algorithm of onnxruntime's own `get_entropy_threshold`,
@@ -15,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
-from onnxruntime.quantization.calibrate import create_calibrator
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
 from engine.dataset import Dataset
-from engine.recipe import Calibration
+from engine.model import LoadedModel
+from engine.recipe import Calibration, Mode, Recipe
 
 CALIBRATION_BATCH = 32
 HISTOGRAM_BINS = 2048
@@ -40,6 +45,39 @@ ORT_METHOD = {
     Calibration.MSE: CalibrationMethod.Entropy,
 }
 HISTOGRAM_METHODS = (Calibration.ENTROPY, Calibration.MSE)  # ranges picked here from collected histograms
+PERCENTILE = 99.999
+
+Ranges = dict[str, tuple[float, float]]  # activation tensor -> (low, high)
+CalibrationKey = tuple[str, int, int | None]
+
+
+def calibration_key(recipe: Recipe) -> CalibrationKey | None:
+    """What a static recipe's activation ranges depend on besides the model and the data; None: no ranges.
+
+    The histogram searches weigh clipping against rounding, so their ranges depend on the bits too."""
+    act = recipe.activations
+    if recipe.mode is not Mode.STATIC or act is None:
+        return None
+    return act.calibration.value, act.calibration_samples, act.bits if act.calibration in HISTOGRAM_METHODS else None
+
+
+@dataclass
+class CalibrationSet:
+    """Calibration data, and the ranges already computed from it for each calibration key."""
+
+    dataset: Dataset
+    known: dict[CalibrationKey, Ranges] = field(default_factory=dict)
+
+    def ranges(self, model: LoadedModel, recipe: Recipe) -> Ranges:
+        key = calibration_key(recipe)
+        if key is None:
+            raise ValueError(f"{recipe.short_name()} has no calibrated activations")
+        if key not in self.known:
+            act = recipe.activations
+            batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
+            self.known[key] = activation_ranges(model.copy(), self.dataset, act.calibration, act.calibration_samples,
+                                                batch_dynamic, act.bits)
+        return self.known[key]
 
 
 class DatasetReader(CalibrationDataReader):
@@ -68,9 +106,8 @@ def activation_ranges(
     samples: int,
     batch_dynamic: bool,
     bits: int,
-    tensors: set[str] | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Range (low, high) of each float activation tensor (or only `tensors`) over `samples` rows."""
+) -> Ranges:
+    """Range (low, high) of each float activation tensor over `samples` rows."""
     with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp:
         model_path = Path(tmp) / "model.onnx"
         onnx.save(model, model_path)
@@ -80,17 +117,24 @@ def activation_ranges(
                 model_path,
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=ORT_METHOD[method],
-                extra_options={"num_bins": HISTOGRAM_BINS, "symmetric": False},
+                # percentile of |x| for both tails: what quantize_static's own percentile calibration does
+                extra_options={"num_bins": HISTOGRAM_BINS, "percentile": PERCENTILE,
+                               "symmetric": method is Calibration.PERCENTILE},
             )
             calibrator.collect_data(reader_for(dataset, samples, batch_dynamic))
             if method in HISTOGRAM_METHODS:
-                histograms = {name: h for name, h in calibrator.collector.histogram_dict.items()
-                              if tensors is None or name in tensors}
+                histograms = calibrator.collector.histogram_dict
                 if method is Calibration.MSE:
                     return {name: mse_range(h[0], h[1], bits) for name, h in histograms.items()}
                 return {name: entropy_range(*h[:4], bits) for name, h in histograms.items()}
             computed = calibrator.compute_data()
-    return {name: _as_range(*computed[name].range_value) for name in computed if tensors is None or name in tensors}
+    return {name: _as_range(*computed[name].range_value) for name in computed}
+
+
+def save_for_quantize_static(ranges: Ranges, path: Path) -> None:
+    """Write ranges as onnxruntime's calibration cache, which quantize_static then uses instead of calibrating."""
+    data = {name: (np.float32(low), np.float32(high)) for name, (low, high) in ranges.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
 
 
 def _as_range(low, high) -> tuple[float, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,7 +16,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
 from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
-from engine.realise.calibration import HISTOGRAM_METHODS, ORT_METHOD, activation_ranges, reader_for
+from engine.realise.calibration import save_for_quantize_static
 from engine.recipe import Granularity, Mode, Recipe
 
 # (bits, symmetric) -> onnxruntime's integer type
@@ -30,7 +32,6 @@ ACTIVATION_TYPES = {
     (16, True): QuantType.QInt16,
     (16, False): QuantType.QUInt16,
 }
-PERCENTILE = 99.999
 
 
 @contextlib.contextmanager
@@ -44,10 +45,6 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
-
-
-def _batch_dynamic(model: LoadedModel) -> bool:
-    return all(spec.batch_is_dynamic for spec in model.summary.inputs)
 
 
 class Float32(Realiser):
@@ -95,40 +92,33 @@ class OrtStaticQDQ(Realiser):
 
     def realise(self, model, recipe, calibration, out):
         act = recipe.activations
-        weight_type = WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)]
         weights_by_layer = {layer.name: layer.weight for layer in model.summary.layers}
         overrides = {
             weights_by_layer[name]: [{"quant_type": WEIGHT_TYPES[(o.weights.bits, o.weights.symmetric)]}]
             for name, o in recipe.overrides.items()
             if o.weights is not None
         }
-        own_method = ORT_METHOD[act.calibration]
-        if act.calibration in HISTOGRAM_METHODS:
-            ranges = activation_ranges(
-                model.copy(), calibration, act.calibration, act.calibration_samples, _batch_dynamic(model), act.bits
-            )
-            for tensor, (low, high) in ranges.items():
-                # onnxruntime's scale computation expects float32 numpy scalars here
-                overrides.setdefault(tensor, [{"rmin": np.float32(low), "rmax": np.float32(high)}])
-            own_method = CalibrationMethod.MinMax  # the cheapest pass: every range it finds is overridden
-        with _quiet():
-            quantize_static(
-                model.copy(),
-                out,
-                reader_for(calibration, act.calibration_samples, _batch_dynamic(model)),
-                quant_format=QuantFormat.QDQ,
-                per_channel=recipe.weights.granularity is Granularity.CHANNEL,
-                activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
-                weight_type=weight_type,
-                nodes_to_exclude=kept_fp32(recipe),
-                calibrate_method=own_method,
-                extra_options={
-                    "ActivationSymmetric": act.symmetric,
-                    "WeightSymmetric": recipe.weights.symmetric,
-                    "CalibPercentile": PERCENTILE,
-                    "TensorQuantOverrides": overrides,
-                },
-            )
+        with tempfile.TemporaryDirectory(prefix="quantscope-qdq-") as scratch:
+            ranges_file = Path(scratch) / "ranges.json"
+            save_for_quantize_static(calibration.ranges(model, recipe), ranges_file)
+            with _quiet():
+                quantize_static(
+                    model.copy(),
+                    out,
+                    calibration_data_reader=None,
+                    calibration_cache_path=ranges_file,
+                    calibrate_method=CalibrationMethod.MinMax,  # the cache's format, whatever method found the ranges
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.weights.granularity is Granularity.CHANNEL,
+                    activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
+                    weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
+                    nodes_to_exclude=kept_fp32(recipe),
+                    extra_options={
+                        "ActivationSymmetric": act.symmetric,
+                        "WeightSymmetric": recipe.weights.symmetric,
+                        "TensorQuantOverrides": overrides,
+                    },
+                )
         return None
 
 

@@ -15,7 +15,6 @@ from onnx import helper, numpy_helper
 
 from engine.model import LoadedModel, topological_sort
 from engine.realise.base import Realiser, kept_fp32
-from engine.realise.calibration import activation_ranges
 from engine.realise.fake_quant import CHANNEL_AXIS, integer_range, packed_size, quantize_dequantize
 from engine.recipe import Mode, Recipe, WeightSpec
 
@@ -47,11 +46,8 @@ class Simulated(Realiser):
         activation_inputs = sorted({nodes[layer.name].input[0] for layer in quantized if layer.op_type != "Gather"})
         if recipe.mode is Mode.STATIC:
             act = recipe.activations
-            batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
-            ranges = activation_ranges(
-                model.copy(), calibration, act.calibration, act.calibration_samples, batch_dynamic, act.bits,
-                tensors=set(activation_inputs),
-            )
+            known = calibration.ranges(model, recipe)
+            ranges = {tensor: known[tensor] for tensor in activation_inputs if tensor in known}
             _insert_static_fake_quant(proto, ranges, act.bits, act.symmetric, {layer.name for layer in quantized})
         elif recipe.mode is Mode.DYNAMIC:
             _insert_dynamic_fake_quant(proto, activation_inputs, {layer.name for layer in quantized})
