@@ -24,6 +24,7 @@ from engine.metrics import METRICS, Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
 from engine.pareto import pareto_flags
 from engine.realise import quantize
+from engine.realise.calibration import CalibrationSet
 from engine.recipe import ActivationSpec, Calibration, Granularity, Mode, Recipe, WeightSpec
 
 DEFAULT_LATENCY_BATCH = 32
@@ -98,10 +99,17 @@ def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path) -> Refere
 
 
 def build_and_evaluate(
-    model: LoadedModel, dataset: Dataset, recipe: Recipe, artifact_path: Path, reference: Reference
+    model: LoadedModel,
+    dataset: Dataset,
+    recipe: Recipe,
+    artifact_path: Path,
+    reference: Reference,
+    calibration: CalibrationSet | None = None,
 ) -> dict:
-    """Realise the recipe and score its artifact on the whole validation set: every column but latency."""
-    artifact = quantize(model, recipe, artifact_path, calibration=dataset)
+    """Realise the recipe and score its artifact on the whole validation set: every column but latency.
+
+    Calibration comes from `calibration` (ranges shared with other recipes), else from the dataset."""
+    artifact = quantize(model, recipe, artifact_path, calibration=calibration or dataset)
     # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
     output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
     evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, task=reference.task)
@@ -150,10 +158,11 @@ def measure_recipe(
     reference: Reference,
     threads: int = 1,
     batch: int = DEFAULT_LATENCY_BATCH,
+    calibration: CalibrationSet | None = None,
 ) -> dict:
     """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed)."""
     artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
-    row = build_and_evaluate(model, dataset, recipe, artifact_path, reference)
+    row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration)
     if not row["simulated"]:
         row.update(time_artifact(artifact_path, dataset, threads, batch))
     return row
@@ -168,15 +177,18 @@ def sweep(
     batch: int = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Measure every recipe, one after another, in this process. The job system runs the same steps in workers."""
+    """Measure every recipe, one after another, in this process. The job system runs the same steps in workers.
+
+    Recipes that calibrate alike share their activation ranges, computed once."""
     out_dir = Path(out_dir)
     reference = reference_for(model, dataset, out_dir)
+    calibration = CalibrationSet(dataset)
     rows = []
     for done, recipe in enumerate(recipes):
         if progress:
             progress(done, len(recipes), recipe.short_name())
         try:
-            rows.append(measure_recipe(model, dataset, recipe, out_dir, reference, threads, batch))
+            rows.append(measure_recipe(model, dataset, recipe, out_dir, reference, threads, batch, calibration))
         except QuantscopeError:
             raise
         except Exception as error:  # one recipe onnxruntime cannot build must not sink the others

@@ -24,6 +24,7 @@ from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
 from engine.model import load_model
 from engine.dataset import load_dataset
+from engine.recipe import ActivationSpec, Recipe
 from engine.store import jobs as job_rows
 from engine.sweep import default_grid, sweep
 from sample_models.catalog import SAMPLES
@@ -121,6 +122,20 @@ def test_a_job_gives_the_rows_of_the_in_process_sweep_with_artifacts_in_the_work
     assert [j.id for j in workspace.jobs(OWNER)] == [job_id] and workspace.jobs("someone else") == []
     pid = runner_pid(workspace, job_id)  # the runner and its processes exit when the job ends
     wait_until(lambda: not live_group_members(pid), timeout=5, what="the runner to exit")
+
+
+def test_static_recipes_that_calibrate_alike_share_one_calibration(workspace, tmp_path):
+    minmax = [recipe for recipe in default_grid() if recipe.mode.value == "static"]
+    percentile = Recipe(W8_STATIC.weights, ActivationSpec(8, "percentile"), W8_STATIC.mode)
+    recipes = [*minmax, percentile]
+    job_id = run_sweep(workspace, recipes)
+    assert len(minmax) == 3
+    assert workspace.job(job_id).message == "done: 4 computed, 0 from the cache, 0 failed; 2 calibrations for 4 static recipes"
+
+    sample = SAMPLES["digits_cnn"]
+    model = load_model(sample.model_path)
+    expected = sweep(model, load_dataset(sample.data_path, model.summary.inputs), recipes, tmp_path / "naive")
+    pd.testing.assert_frame_equal(comparable(workspace.results(job_id)), comparable(expected))
 
 
 # -- failures ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Where a job's work runs: task processes on this machine, or a Dask cluster for the builds.
+"""Where a job's work runs: task processes on this machine, or a Dask cluster for calibrations and builds.
 
 Local: every task (the reference, each build, each timing) runs in a process of its own, forked from a
 forkserver that has already imported the engine, so starting one costs milliseconds. A segfault or an
@@ -124,7 +124,7 @@ class TaskProcesses:
 
 
 class DaskBuilds:
-    """Builds on a Dask cluster: `distributed.Client(address)`, one `client.submit` per configuration."""
+    """Builds (and calibrations) on a Dask cluster: `distributed.Client(address)`, one `client.submit` each."""
 
     def __init__(self, address: str, inputs: tasks.JobInputs, reference, job_id: str) -> None:
         from distributed import Client  # only jobs with a scheduler pay for importing distributed
@@ -135,10 +135,15 @@ class DaskBuilds:
         self._job_id = job_id
         self._futures: list[tuple[Any, Any]] = []  # (tag, distributed.Future)
 
-    def submit(self, tag: Any, recipe_json: str) -> None:
-        key = f"quantscope-build-{self._job_id}-{uuid.uuid4().hex[:8]}"
-        future = self._client.submit(tasks.build_remote, self._inputs, recipe_json, self._reference, key=key)
-        self._futures.append((tag, future))
+    def build(self, tag: Any, recipe_json: str, ranges) -> None:
+        self._submit(tag, tasks.build_remote, recipe_json, self._reference, ranges)
+
+    def calibrate(self, tag: Any, recipe_json: str) -> None:
+        self._submit(tag, tasks.calibrate, recipe_json)
+
+    def _submit(self, tag: Any, function, *args) -> None:
+        key = f"quantscope-{tag[0]}-{self._job_id}-{uuid.uuid4().hex[:8]}"
+        self._futures.append((tag, self._client.submit(function, self._inputs, *args, key=key)))
 
     def count(self) -> int:
         return len(self._futures)

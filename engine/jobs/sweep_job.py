@@ -3,7 +3,8 @@
 The order of work:
   1. rows already committed (a resumed job) are skipped; rows in the result cache are copied, not computed;
   2. the fp32 reference is computed once, in a task process, and handed to every build;
-  3. builds (quantize + evaluate) run in parallel; each artifact moves into the workspace's store;
+  3. builds (quantize + evaluate) run in parallel; each artifact moves into the workspace's store. Static
+     recipes that calibrate alike (same calibration_key) wait for one calibration task and share its ranges;
   4. timings run one at a time. While one runs, at most (cores - threads) builds run beside it, so the
      timed session has its cores to itself, as in the one-after-another loop of engine.sweep.sweep.
 Only one job computes at a time in a workspace (steps 2-4): another job's builds beside a timing would
@@ -23,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.jobs.executor import DaskBuilds, Outcome, TaskProcesses, WorkerDied, cpu_count
-from engine.jobs.tasks import JobInputs, build, compute_reference, time_row
+from engine.jobs.tasks import JobInputs, build, calibrate, compute_reference, time_row
+from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.store import Store
 from engine.store import cache, jobs, library
@@ -63,6 +65,8 @@ class SweepRun:
         self.remote: DaskBuilds | None = None
         self.reference: Reference | None = None
         self.to_build: deque[tuple[int, Recipe]] = deque()
+        self.ranges: dict[CalibrationKey, Ranges] = {}  # computed by calibration tasks
+        self.calibrating: set[CalibrationKey] = set()
         self.to_time: deque[tuple[int, Recipe, dict, str]] = deque()
         self.counts = {"computed": 0, "from the cache": 0, "failed": 0}
         self.last_beat, self.last_message = 0.0, ""
@@ -77,6 +81,10 @@ class SweepRun:
                 with self._turn_to_compute():
                     self._compute(pending)
             summary = ", ".join(f"{count} {what}" for what, count in self.counts.items())
+            calibrated = [recipe for _, recipe in pending if calibration_key(recipe) is not None]
+            if calibrated:
+                runs = len(self.ranges)
+                summary += f"; {runs} calibration{'s' * (runs != 1)} for {len(calibrated)} static recipes"
             jobs.finish(self.conn, self.job_id, self.pid, "done", f"done: {summary}")
         except JobLost:
             pass
@@ -167,20 +175,22 @@ class SweepRun:
             self._beat()
 
     def _in_flight(self) -> int:
-        local = self.processes.tags("build") + self.processes.tags("time")
+        local = self.processes.tags("build") + self.processes.tags("time") + self.processes.tags("calibrate")
         return len(local) + (self.remote.count() if self.remote else 0)
 
     def _status(self) -> str:
         """What the job is doing now, in words, e.g. "timing fp16; building W4 weight-only group32"."""
         timing = [tag[2].short_name() for tag in self.processes.tags("time")]
         building = [tag[2].short_name() for tag in self.processes.tags("build")]
+        calibrating = [f"{tag[1][0]} on {tag[1][1]} samples" for tag in self.processes.tags("calibrate")]
         parts = [f"timing {', '.join(timing)}"] if timing else []
+        parts += [f"calibrating {', '.join(calibrating)}"] if calibrating else []
         parts += [f"building {', '.join(building)}"] if building else []
         parts += [f"building {self.remote.count()} on the Dask cluster"] if self.remote and self.remote.count() else []
         return "; ".join(parts) or "finishing"
 
     def _start_ready_work(self) -> None:
-        local_builds = len(self.processes.tags("build"))
+        local_builds = len(self.processes.tags("build")) + len(self.processes.tags("calibrate"))
         timing = bool(self.processes.tags("time"))
         if self.to_time and not timing and (self.remote or local_builds <= self.builds_beside_timing):
             position, recipe, row, artifact_sha = self.to_time.popleft()
@@ -188,19 +198,41 @@ class SweepRun:
                                  self.store.artifacts.path(artifact_sha), self.threads, self.batch,
                                  self.store.latency_lock, self.reference)
             timing = True
-        if self.remote is not None:
-            while self.to_build:
-                position, recipe = self.to_build.popleft()
-                self.remote.submit(("build", position, recipe), recipe.to_json())
-            return
         limit = self.builds_beside_timing if (timing or self.to_time) else self.workers
-        while self.to_build and local_builds < limit:
-            position, recipe = self.to_build.popleft()
-            self.processes.start(("build", position, recipe), build, self.inputs, recipe.to_json(),
-                                 self.scratch / f"{recipe.slug()}.onnx", self.reference)
+        while (self.remote is not None or local_builds < limit) and (task := self._next_build()):
+            kind, subject, recipe = task
+            if kind == "calibrate":
+                tag = ("calibrate", subject, recipe)
+                if self.remote is not None:
+                    self.remote.calibrate(tag, recipe.to_json())
+                else:
+                    self.processes.start(tag, calibrate, self.inputs, recipe.to_json())
+            else:
+                tag, ranges = ("build", subject, recipe), self.ranges.get(calibration_key(recipe))
+                if self.remote is not None:
+                    self.remote.build(tag, recipe.to_json(), ranges)
+                else:
+                    self.processes.start(tag, build, self.inputs, recipe.to_json(),
+                                         self.scratch / f"{recipe.slug()}.onnx", self.reference, ranges)
             local_builds += 1
 
+    def _next_build(self) -> tuple[str, object, Recipe] | None:
+        """The first recipe whose ranges are known (or that needs none): ("build", position, recipe); else the
+        calibration the first waiting recipe needs: ("calibrate", key, recipe); None while calibrations run."""
+        for index, (position, recipe) in enumerate(self.to_build):
+            key = calibration_key(recipe)
+            if key is None or key in self.ranges:
+                del self.to_build[index]
+                return "build", position, recipe
+            if key not in self.calibrating:
+                self.calibrating.add(key)
+                return "calibrate", key, recipe
+        return None
+
     def _handle(self, tag: tuple, outcome: Outcome) -> None:
+        if tag[0] == "calibrate":
+            self._calibrated(tag[1], outcome)
+            return
         kind, position, recipe = tag[:3]
         if outcome.error is not None:
             error = outcome.error
@@ -224,6 +256,20 @@ class SweepRun:
         else:
             row, detail = outcome.value
             self._commit(position, recipe, row, tag[3] if detail is None else None, detail)
+
+    def _calibrated(self, key: CalibrationKey, outcome: Outcome) -> None:
+        """Keep the ranges for the builds waiting on them; if calibration failed, so does each of those recipes."""
+        self.calibrating.discard(key)
+        if outcome.error is None:
+            self.ranges[key] = outcome.value
+            return
+        error = outcome.error
+        if isinstance(error, WorkerDied):
+            error = WorkerDied(f"{error} while calibrating")
+        waiting = [(position, recipe) for position, recipe in self.to_build if calibration_key(recipe) == key]
+        for position, recipe in waiting:
+            self.to_build.remove((position, recipe))
+            self._commit(position, recipe, failed_row(recipe, self.reference, error), None, outcome.detail)
 
     def _commit(self, position: int, recipe: Recipe, row: dict, artifact_sha: str | None,
                 detail: str | None = None) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine.dataset import Dataset, load_dataset
 from engine.model import LoadedModel, load_model
+from engine.realise.calibration import CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.sweep import Reference, build_and_evaluate, failed_row, reference_for, time_artifact
 
@@ -64,25 +65,36 @@ def compute_reference(inputs: JobInputs, workdir: Path) -> Reference:
     return reference_for(model, dataset, workdir)
 
 
-def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: Reference) -> Built:
-    """Quantize and evaluate one recipe: its row without latency, the artifact written at artifact_path."""
+def calibrate(inputs: JobInputs, recipe_json: str) -> Ranges:
+    """The activation ranges of the recipe's calibration key, for every build that shares the key."""
+    model, dataset = inputs.load()
+    return CalibrationSet(dataset).ranges(model, Recipe.from_json(recipe_json))
+
+
+def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: Reference,
+          ranges: Ranges | None = None) -> Built:
+    """Quantize and evaluate one recipe: its row without latency, the artifact written at artifact_path.
+    `ranges`: its activation ranges, computed by `calibrate`, when it has calibrated activations."""
     recipe = Recipe.from_json(recipe_json)
     if os.environ.get(CRASH_VARIABLE) == recipe.key():
         os.kill(os.getpid(), signal.SIGKILL)
     try:
         model, dataset = inputs.load()
-        return build_and_evaluate(model, dataset, recipe, Path(artifact_path), reference), None
+        known = {calibration_key(recipe): ranges} if ranges is not None else {}
+        calibration = CalibrationSet(dataset, known)
+        return build_and_evaluate(model, dataset, recipe, Path(artifact_path), reference, calibration), None
     except Exception as error:
         # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
         # override naming a missing layer): one bad recipe must not end a long job.
         return failed_row(recipe, reference, error), traceback.format_exc()
 
 
-def build_remote(inputs: JobInputs, recipe_json: str, reference: Reference) -> tuple[dict, str | None, bytes | None]:
+def build_remote(inputs: JobInputs, recipe_json: str, reference: Reference,
+                 ranges: Ranges | None) -> tuple[dict, str | None, bytes | None]:
     """`build` on a Dask worker, which shares no disk with the runner: the artifact comes back as bytes."""
     with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:
         artifact_path = Path(scratch) / "artifact.onnx"
-        row, detail = build(inputs, recipe_json, artifact_path, reference)
+        row, detail = build(inputs, recipe_json, artifact_path, reference, ranges)
         return row, detail, artifact_path.read_bytes() if detail is None else None
 
 
