@@ -1,9 +1,10 @@
 """Activation ranges from calibration data, using onnxruntime's calibrators.
 
 Ranges depend on the model, the data and the recipe's `calibration_key` only, so a CalibrationSet
-computes each key's once and every recipe sharing it (W8A8 and W4A8 minmax, say) reuses them.
+computes each key's once and every recipe sharing it (W8A8 and W4A8 minmax, say) reuses them. They reach
+quantize_static as its own calibration cache file, so it runs no calibration pass of its own.
 
-minmax and percentile are onnxruntime's own, end to end. entropy and mse pick each tensor's range from
+minmax and percentile ranges are onnxruntime's calibrators' own. entropy and mse pick each tensor's range from
 the 2048-bin value histograms onnxruntime's entropy calibrator collects:
 - entropy is TensorRT's KL-divergence search, the algorithm of onnxruntime's own `get_entropy_threshold`,
   vectorised. Inside quantize_static onnxruntime runs it on 128 bins for 128 levels, where the only
