@@ -25,6 +25,7 @@ class Layer:
     weight: str  # initializer name
     weight_shape: tuple[int, ...]
     weight_bytes: int
+    channel_axis: int  # the weight's axis that indexes output channels: per-channel scales run along it
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ QUANTIZABLE_OPS = {
     "MatMul": _weight_input(1),
     "Gather": _weight_input(0),  # an embedding table
 }
+# op type -> the axis of its weight that indexes output channels, in ONNX's layouts (Gemm: see _channel_axis)
+CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "Gather": 0}
+
+
+def _channel_axis(node: onnx.NodeProto) -> int:
+    if node.op_type == "Gemm":
+        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return CHANNEL_AXIS[node.op_type]
 
 
 def load_model(source: str | Path | bytes, *, name: str | None = None) -> LoadedModel:
@@ -173,7 +183,7 @@ def quantizable_layers(proto: onnx.ModelProto) -> list[Layer]:
             continue
         shape = tuple(int(d) for d in tensor.dims)
         itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-        layers.append(Layer(node.name, node.op_type, weight, shape, int(np.prod(shape)) * itemsize))
+        layers.append(Layer(node.name, node.op_type, weight, shape, int(np.prod(shape)) * itemsize, _channel_axis(node)))
     return layers
 
 

@@ -82,6 +82,12 @@ class WeightSpec:
         return f"{self.bits}-bit weights {where} ({kind})"
 
 
+def calibration_applies(activation_bits: int | None, calibration: Calibration | str) -> bool:
+    """Entropy calibration clips by comparing 2^(bits-1) levels with a 2048-bin histogram: at 16 bits no
+    clipped range is a candidate, so it would be minmax under another name."""
+    return not (activation_bits == 16 and Calibration(calibration) is Calibration.ENTROPY)
+
+
 @dataclass(frozen=True)
 class ActivationSpec:
     bits: int | None = None
@@ -95,6 +101,9 @@ class ActivationSpec:
             raise RecipeError(f"activation bits must be none, 8 or 16; got {self.bits!r}")
         if not isinstance(self.calibration_samples, int) or not 1 <= self.calibration_samples <= 100_000:
             raise RecipeError(f"calibration samples must be 1-100000; got {self.calibration_samples!r}")
+        if not calibration_applies(self.bits, self.calibration):
+            raise RecipeError("entropy calibration is for 8-bit activations: at 16 bits it keeps the full range, "
+                              "which is minmax")
 
     def describe(self, mode: Mode) -> str:
         if self.bits is None:

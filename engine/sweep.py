@@ -25,7 +25,7 @@ from engine.model import LoadedModel
 from engine.pareto import pareto_flags
 from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
-from engine.recipe import ActivationSpec, Calibration, Granularity, Mode, Recipe, WeightSpec
+from engine.recipe import ActivationSpec, Calibration, Granularity, Mode, Recipe, WeightSpec, calibration_applies
 
 DEFAULT_LATENCY_BATCH = 32
 PARETO_FRONTS = {
@@ -63,7 +63,8 @@ def grid(
     group_size: int = 128,
     include_reference: bool = True,
 ) -> list[Recipe]:
-    """Every consistent combination: no activation bits -> weight-only, otherwise static."""
+    """Every consistent combination: no activation bits -> weight-only, otherwise static. A calibration
+    that does not apply to an activation width (entropy at 16 bits) is left out of that width."""
     recipes = [Recipe.fp32()] if include_reference else []
     for bits, granularity, act_bits, calibration in itertools.product(
         weight_bits, granularities, activation_bits, calibrations
@@ -72,8 +73,10 @@ def grid(
             recipe = Recipe(WeightSpec(bits))
         elif act_bits is None:
             recipe = Recipe(WeightSpec(bits, granularity, group_size), mode=Mode.WEIGHT_ONLY)
-        else:
+        elif calibration_applies(act_bits, calibration):
             recipe = Recipe(WeightSpec(bits, granularity, group_size), ActivationSpec(act_bits, calibration), Mode.STATIC)
+        else:
+            continue
         if recipe not in recipes:
             recipes.append(recipe)
     return recipes
@@ -137,10 +140,15 @@ def build_and_evaluate(
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int) -> dict:
     """Latency columns at batch 1 and at `batch`; run these one at a time so timings do not disturb each other.
 
-    A model with a fixed batch size is timed at that size only; its batch-N columns stay empty.
+    A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
+    (with latency_batch saying N), leaving the other columns empty.
     """
     session = open_session(artifact_path, threads)
-    sizes = {"b1": 1, "bN": batch} if batch_is_dynamic(session) else {"b1": session.get_inputs()[0].shape[0]}
+    if batch_is_dynamic(session):
+        sizes = {"b1": 1, "bN": batch}
+    else:
+        fixed = session.get_inputs()[0].shape[0]
+        sizes = {"b1": 1} if fixed == 1 else {"bN": fixed}
     columns = {"threads": threads, "latency_batch": sizes.get("bN")}
     for label, size in sizes.items():
         latency = measure_latency(session, latency_feed(dataset, size), threads)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine.dataset import Dataset
+from engine.dataset import Dataset, load_dataset
 from engine.errors import RecipeError
 from engine.measure import open_session, predict
 from engine.model import load_model
@@ -29,7 +29,14 @@ A8 = ActivationSpec(8)
         (Recipe(WeightSpec(4), ActivationSpec(16), Mode.STATIC), "onnxruntime quantize_static (QDQ)", False),
         (Recipe(WeightSpec(8), A8, Mode.DYNAMIC), "onnxruntime quantize_dynamic", False),
         (Recipe(WeightSpec(4, Granularity.GROUP, 32)), "onnxruntime MatMulNBitsQuantizer", False),
-        (Recipe(WeightSpec(8, Granularity.CHANNEL)), "onnxruntime MatMulNBitsQuantizer", False),
+        (Recipe(WeightSpec(4, Granularity.CHANNEL)), "onnxruntime MatMulNBitsQuantizer", False),
+        # onnxruntime's quantizer writes no per-channel 8-bit weights: it would return the fp32 model
+        (Recipe(WeightSpec(8, Granularity.CHANNEL)), "simulation (quantize-dequantize in fp32)", True),
+        # onnxruntime makes per-channel weights symmetric whatever it is asked; u8 weights with s8 activations it refuses
+        (Recipe(WeightSpec(8, Granularity.CHANNEL, symmetric=False), A8, Mode.STATIC),
+         "simulation (quantize-dequantize in fp32)", True),
+        (Recipe(WeightSpec(8, Granularity.TENSOR, symmetric=False), ActivationSpec(8, symmetric=True), Mode.STATIC),
+         "simulation (quantize-dequantize in fp32)", True),
         (Recipe(WeightSpec(2, Granularity.GROUP, 16)), "onnxruntime MatMulNBitsQuantizer", False),
         (Recipe(WeightSpec(3, Granularity.CHANNEL)), "simulation (quantize-dequantize in fp32)", True),
         (Recipe(WeightSpec(8, Granularity.TENSOR)), "simulation (quantize-dequantize in fp32)", True),
@@ -118,6 +125,51 @@ def test_transformer_weight_only_and_dynamic_quantize_every_matmul(tmp_path):
         assert artifact.size_bytes < 0.6 * model.summary.bytes
 
 
+def test_transformer_per_channel_int4_weight_only_is_a_valid_model_that_quantizes_every_matmul(tmp_path):
+    """The int4 DequantizeLinear needs opset 21: the model is converted (ReduceMean's axes become an input)."""
+    model = load_model(SAMPLES["tiny_transformer"].model_path)
+    artifact = quantize(model, Recipe(WeightSpec(4, Granularity.CHANNEL)), tmp_path / "a.onnx")
+    assert not artifact.simulated and artifact.float_layers == ()
+    data = load_dataset(SAMPLES["tiny_transformer"].data_path, model.summary.inputs)
+    assert predict(open_session(artifact.path), data).shape[0] == len(data)
+
+
+def _quantized_weights(path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Quantized initializer -> (its integer type, the shape of its scale)."""
+    proto = onnx.load(path)
+    initializers = {t.name: t for t in proto.graph.initializer}
+    quantized = {}
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            tensor = initializers[node.input[0]]
+            quantized[node.input[0].removesuffix("_quantized")] = (
+                onnx.TensorProto.DataType.Name(tensor.data_type), tuple(initializers[node.input[1]].dims))
+    return quantized
+
+
+def test_a_layer_override_in_a_per_channel_recipe_stays_per_channel(digits, tmp_path):
+    model, data = digits
+    head = model.summary.layers[-1]
+    recipe = Recipe(WeightSpec(8, Granularity.CHANNEL), A8, Mode.STATIC,
+                    overrides={head.name: LayerOverride(weights=WeightSpec(4, Granularity.CHANNEL))})
+    weights = _quantized_weights(quantize(model, recipe, tmp_path / "a.onnx", calibration=data).path)
+    channels = head.weight_shape[head.channel_axis]
+    assert weights[head.weight] == ("INT4", (channels,))
+    assert all(weights[layer.weight][0] == "INT8" for layer in model.summary.layers[:-1])
+
+
+def test_static_int4_quantizes_layer_weights_only_and_leaves_normalisation_parameters_float(tmp_path):
+    model = load_model(SAMPLES["tiny_transformer"].model_path)
+    data = load_dataset(SAMPLES["tiny_transformer"].data_path, model.summary.inputs)
+    recipe = Recipe(WeightSpec(4, Granularity.CHANNEL), A8, Mode.STATIC)
+    weights = _quantized_weights(quantize(model, recipe, tmp_path / "a.onnx", calibration=data).path)
+    layer_weights = {layer.weight for layer in model.summary.layers}
+    assert {name for name, (kind, _) in weights.items() if kind == "INT4"} == layer_weights
+    norm_parameters = {name for node in model.copy().graph.node if node.op_type == "LayerNormalization"
+                       for name in node.input[1:]}
+    assert norm_parameters and not norm_parameters & weights.keys()
+
+
 def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_path):
     proto = gemm_model()
     for value_info in (*proto.graph.input, *proto.graph.output):
@@ -129,3 +181,15 @@ def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_
     row = measure_recipe(model, data, Recipe(WeightSpec(8), A8, Mode.STATIC), tmp_path, reference)
     assert row["metric_name"] == "top1_agreement" and row["metric"] >= 0.9 and row["cosine"] > 0.99
     assert row["latency_b1_p50_ms"] > 0 and row["latency_batch"] is None and "latency_bN_p50_ms" not in row
+
+
+def test_a_model_with_a_fixed_batch_of_four_is_timed_as_batch_four_not_as_one_example(tmp_path):
+    proto = gemm_model()
+    for value_info in (*proto.graph.input, *proto.graph.output):
+        value_info.type.tensor_type.shape.dim[0].dim_value = 4
+    model = load_model(proto.SerializeToString())
+    x = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
+    data = Dataset(inputs={"x": x}, labels=None, slices=None, source="fixed")
+    reference = reference_for(model, data, tmp_path)
+    row = measure_recipe(model, data, Recipe.fp32(), tmp_path, reference)
+    assert row["latency_batch"] == 4 and row["latency_bN_p50_ms"] > 0 and "latency_b1_p50_ms" not in row

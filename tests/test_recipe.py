@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from engine.errors import RecipeError
 from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
+from engine.sweep import grid
 
 
 def test_defaults_are_a_valid_weight_only_recipe():
@@ -23,6 +24,7 @@ def test_defaults_are_a_valid_weight_only_recipe():
         (lambda: ActivationSpec(bits=4), "activation bits must be none, 8 or 16"),
         (lambda: ActivationSpec(bits=8, calibration="median"), "calibration must be one of"),
         (lambda: ActivationSpec(bits=8, calibration_samples=0), "calibration samples"),
+        (lambda: ActivationSpec(16, "entropy"), "entropy calibration is for 8-bit activations"),
         (lambda: Recipe(WeightSpec(8), ActivationSpec(8), Mode.WEIGHT_ONLY), "weight-only mode keeps activations"),
         (lambda: Recipe(WeightSpec(8), ActivationSpec(None), Mode.STATIC), "static mode quantizes activations"),
         (lambda: Recipe(WeightSpec(8), ActivationSpec(16), Mode.DYNAMIC), "dynamic mode"),
@@ -53,7 +55,7 @@ def recipes(draw):
     bits = {Mode.WEIGHT_ONLY: None, Mode.DYNAMIC: 8, Mode.STATIC: draw(st.sampled_from([8, 16]))}[mode]
     activations = ActivationSpec(
         bits=bits,
-        calibration=draw(st.sampled_from(list(Calibration))),
+        calibration=draw(st.sampled_from([c for c in Calibration if (bits, c) != (16, Calibration.ENTROPY)])),
         calibration_samples=draw(st.integers(1, 1000)),
         symmetric=draw(st.booleans()),
     )
@@ -106,3 +108,9 @@ def test_descriptions_are_plain_words():
     static = Recipe(WeightSpec(8, Granularity.TENSOR), ActivationSpec(8, "entropy", 64), Mode.STATIC)
     assert static.short_name() == "W8A8 static tensor entropy"
     assert "entropy calibration on 64 samples" in static.describe()
+
+
+def test_grids_leave_out_combinations_a_recipe_refuses():
+    recipes = grid([8], ["channel"], [8, 16], ["minmax", "entropy"], include_reference=False)
+    assert [(r.activations.bits, r.activations.calibration.value) for r in recipes] == [
+        (8, "minmax"), (8, "entropy"), (16, "minmax")]

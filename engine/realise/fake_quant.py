@@ -13,8 +13,6 @@ import numpy as np
 
 from engine.recipe import Granularity, WeightSpec
 
-# op type -> axis of its weight that indexes output channels (ONNX weight layouts; Gemm with transB is 0)
-CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "Gather": 0}
 SCALE_BYTES = 4  # scales are stored as float32
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
@@ -76,6 +78,10 @@ class OrtStaticQDQ(Realiser):
     """onnxruntime quantize_static, QDQ format: 8/4-bit weights, 8/16-bit calibrated activations."""
 
     name = "onnxruntime quantize_static (QDQ)"
+    # Every op onnxruntime can quantize, but normalisations: their scale and shift are no layer's weights,
+    # and onnxruntime would store them at the recipe's weight bits (a LayerNorm scale in int4 under W4).
+    OP_TYPES = sorted((set(QLinearOpsRegistry) | set(QDQRegistry))
+                      - {"LayerNormalization", "InstanceNormalization", "BatchNormalization", "GroupNormalization"})
 
     def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
         weights = recipe.weights
@@ -83,6 +89,10 @@ class OrtStaticQDQ(Realiser):
             return False
         if (weights.bits, weights.symmetric) not in WEIGHT_TYPES:
             return False
+        if weights.granularity is Granularity.CHANNEL and not weights.symmetric:
+            return False  # onnxruntime makes every per-channel weight symmetric, whatever it is asked
+        if (weights.bits, weights.symmetric, recipe.activations.bits, recipe.activations.symmetric) == (8, False, 8, True):
+            return False  # u8 weights with s8 activations: onnxruntime refuses the combination
         return all(
             o.keep_fp32
             or (o.weights.bits in (4, 8) and o.weights.granularity is weights.granularity
@@ -92,12 +102,15 @@ class OrtStaticQDQ(Realiser):
 
     def realise(self, model, recipe, calibration, out):
         act = recipe.activations
-        weights_by_layer = {layer.name: layer.weight for layer in model.summary.layers}
-        overrides = {
-            weights_by_layer[name]: [{"quant_type": WEIGHT_TYPES[(o.weights.bits, o.weights.symmetric)]}]
-            for name, o in recipe.overrides.items()
-            if o.weights is not None
-        }
+        per_channel = recipe.weights.granularity is Granularity.CHANNEL
+        layers = {layer.name: layer for layer in model.summary.layers}
+        overrides = {}
+        for name, override in recipe.overrides.items():
+            if override.weights is not None:
+                layer_override = {"quant_type": WEIGHT_TYPES[(override.weights.bits, override.weights.symmetric)]}
+                if per_channel:  # without an axis onnxruntime takes the override to be per-tensor
+                    layer_override["axis"] = layers[name].channel_axis
+                overrides[layers[name].weight] = [layer_override]
         with tempfile.TemporaryDirectory(prefix="quantscope-qdq-") as scratch:
             ranges_file = Path(scratch) / "ranges.json"
             save_for_quantize_static(calibration.ranges(model, recipe), ranges_file)
@@ -109,7 +122,8 @@ class OrtStaticQDQ(Realiser):
                     calibration_cache_path=ranges_file,
                     calibrate_method=CalibrationMethod.MinMax,  # the cache's format, whatever method found the ranges
                     quant_format=QuantFormat.QDQ,
-                    per_channel=recipe.weights.granularity is Granularity.CHANNEL,
+                    op_types_to_quantize=self.OP_TYPES,
+                    per_channel=per_channel,
                     activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                     weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
                     nodes_to_exclude=kept_fp32(recipe),
@@ -157,26 +171,33 @@ class OrtDynamic(Realiser):
 class MatMulNBits(Realiser):
     """onnxruntime's MatMulNBitsQuantizer: 2/4/8-bit block-wise weights for MatMul (Gemm is rewritten first).
 
-    Group granularity becomes MatMulNBits with that block size; channel granularity becomes a per-channel
+    Group granularity becomes MatMulNBits with that block size; 4-bit channel granularity becomes a per-channel
     DequantizeLinear (QDQ) in front of the MatMul. Conv stays fp32: the quantizer only handles MatMul.
     """
 
     name = "onnxruntime MatMulNBitsQuantizer"
     BITS = (2, 4, 8)
+    QDQ_INT4_OPSET = 21
 
     def supports(self, model: LoadedModel, recipe: Recipe) -> bool:
         return (
             recipe.mode is Mode.WEIGHT_ONLY
             and recipe.weights.bits in self.BITS
             and recipe.weights.granularity is not Granularity.TENSOR
-            and (recipe.weights.granularity is Granularity.GROUP or recipe.weights.bits in (4, 8))
+            # per channel it writes QDQ, which it does for 4 bits only (8 bits would leave every MatMul fp32)
+            and (recipe.weights.granularity is Granularity.GROUP or recipe.weights.bits == 4)
             and only_keep_fp32_overrides(recipe)
         )
 
     def realise(self, model, recipe, calibration, out):
         per_channel = recipe.weights.granularity is Granularity.CHANNEL
+        proto = gemm_to_matmul(model.copy())
+        if per_channel and model.summary.opset < self.QDQ_INT4_OPSET:
+            # Its int4 DequantizeLinear needs opset 21; convert the whole model first, as merely restamping
+            # the opset (what the quantizer does) leaves older ops' attributes invalid, e.g. ReduceMean's axes.
+            proto = version_converter.convert_version(proto, self.QDQ_INT4_OPSET)
         quantizer = MatMulNBitsQuantizer(
-            gemm_to_matmul(model.copy()),
+            proto,
             bits=recipe.weights.bits,
             block_size=recipe.weights.group_size,
             is_symmetric=recipe.weights.symmetric,

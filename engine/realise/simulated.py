@@ -15,15 +15,8 @@ from onnx import helper, numpy_helper
 
 from engine.model import LoadedModel, topological_sort
 from engine.realise.base import Realiser, kept_fp32
-from engine.realise.fake_quant import CHANNEL_AXIS, integer_range, packed_size, quantize_dequantize
+from engine.realise.fake_quant import integer_range, packed_size, quantize_dequantize
 from engine.recipe import Mode, Recipe, WeightSpec
-
-
-def channel_axis(node: onnx.NodeProto) -> int:
-    if node.op_type == "Gemm":
-        trans_b = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return CHANNEL_AXIS[node.op_type]
 
 
 class Simulated(Realiser):
@@ -42,7 +35,7 @@ class Simulated(Realiser):
         kept = set(kept_fp32(recipe))
         quantized = [layer for layer in model.summary.layers if layer.name not in kept]
         estimate = model.summary.bytes
-        estimate += _fake_quantize_weights(proto, recipe, quantized, nodes)
+        estimate += _fake_quantize_weights(proto, recipe, quantized)
         activation_inputs = sorted({nodes[layer.name].input[0] for layer in quantized if layer.op_type != "Gather"})
         if recipe.mode is Mode.STATIC:
             act = recipe.activations
@@ -55,7 +48,7 @@ class Simulated(Realiser):
         return estimate
 
 
-def _fake_quantize_weights(proto: onnx.ModelProto, recipe: Recipe, layers, nodes) -> int:
+def _fake_quantize_weights(proto: onnx.ModelProto, recipe: Recipe, layers) -> int:
     """Round each layer's weight in place; return the change in bytes had they been stored packed."""
     initializers = {t.name: t for t in proto.graph.initializer}
     saved = 0
@@ -66,11 +59,10 @@ def _fake_quantize_weights(proto: onnx.ModelProto, recipe: Recipe, layers, nodes
         done.add(layer.weight)
         override = recipe.overrides.get(layer.name)
         spec: WeightSpec = override.weights if override is not None else recipe.weights
-        axis = channel_axis(nodes[layer.name])
         tensor = initializers[layer.weight]
-        rounded = quantize_dequantize(numpy_helper.to_array(tensor), spec, axis)
+        rounded = quantize_dequantize(numpy_helper.to_array(tensor), spec, layer.channel_axis)
         tensor.CopyFrom(numpy_helper.from_array(rounded, tensor.name))
-        saved += packed_size(layer.weight_shape, spec, axis).total - layer.weight_bytes
+        saved += packed_size(layer.weight_shape, spec, layer.channel_axis).total - layer.weight_bytes
     return saved
 
 
