@@ -87,6 +87,10 @@ LATENCY_CHART = (
     "Time to answer one example (median); the whisker reaches the slowest 5% of runs. "
     "Simulated recipes have no real fast code to time, so they are not on this chart."
 )
+FIXED_BATCH_LATENCY = (
+    "This model only takes batches of exactly {batch} examples, so it cannot be timed one example at a time: "
+    "its times per batch of {batch} are in the table below."
+)
 CHART_3D = "All three at once: drag to rotate; bright dots are the recipes no other recipe beats on all three."
 SIMULATED_LEGEND = "simulated (no real kernel; size estimated)"
 FRONT_LEGEND = "best trade-offs (Pareto front)"

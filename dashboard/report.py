@@ -92,14 +92,15 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
 
 
 def _latency_details(row: pd.Series) -> list[str]:
-    if pd.isna(row.get(LATENCY)):
-        return []
-    batch = int(row["latency_batch"])
-    return [
-        f"- 95% of single-example runs took at most {row['latency_b1_p95_ms']:.3g} ms",
-        f"- Time per batch of {batch} (median / 95th percentile): "
-        f"{row['latency_bN_p50_ms']:.3g} / {row['latency_bN_p95_ms']:.3g} ms, {int(row['threads'])} thread(s)",
-    ]
+    """What was timed: single examples, batches, or both (a model with a fixed batch size allows one)."""
+    lines = []
+    if not pd.isna(row.get(LATENCY)):
+        lines.append(f"- 95% of single-example runs took at most {row['latency_b1_p95_ms']:.3g} ms, "
+                     f"{int(row['threads'])} thread(s)")
+    if not pd.isna(row.get("latency_batch")):
+        lines.append(f"- Time per batch of {int(row['latency_batch'])} (median / 95th percentile): "
+                     f"{row['latency_bN_p50_ms']:.3g} / {row['latency_bN_p95_ms']:.3g} ms, {int(row['threads'])} thread(s)")
+    return lines
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -222,6 +222,20 @@ def test_report_of_a_simulated_recipe_says_it_is_an_fp32_simulation(digits_table
     assert json.loads(text.split("```json\n")[1].split("```")[0]) == json.loads(row["recipe"])
 
 
+def test_report_states_what_a_fixed_batch_model_was_timed_at(digits_table):
+    reference = results.reference_row(digits_table)
+    timed = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
+    batch_of_one = timed.copy()  # a model fixed at batch 1: single examples only
+    batch_of_one[["latency_batch", "latency_bN_p50_ms", "latency_bN_p95_ms"]] = np.nan
+    batch_of_four = timed.copy()  # fixed at batch 4: batches only
+    batch_of_four[["latency_batch", "latency_b1_p50_ms", "latency_b1_p95_ms"]] = [4, np.nan, np.nan]
+
+    one = report.report_markdown(batch_of_one, reference, "m", "d.npz")
+    assert "single-example runs" in one and "Time per batch" not in one
+    four = report.report_markdown(batch_of_four, reference, "m", "d.npz")
+    assert "Time per batch of 4" in four and "single-example runs" not in four
+
+
 def test_artifact_download_is_the_artifact_file_byte_for_byte(digits_table):
     row = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
     download = report.artifact_download(row, row["artifact"], "digits_cnn")

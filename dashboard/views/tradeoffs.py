@@ -54,6 +54,10 @@ def chart_section(table: pd.DataFrame) -> None:
                 width="stretch",
             )
             st.caption(caption)
+    fixed_batches = results.measured_rows(table)["latency_batch"].dropna()
+    if results.timed_rows(table).empty and not fixed_batches.empty:
+        with latency_column:
+            st.info(help_text.FIXED_BATCH_LATENCY.format(batch=int(fixed_batches.iloc[0])))
     with st.expander("All three at once (3-D)"):
         st.plotly_chart(charts.three_d_figure(table), key="chart_3d", width="stretch")
         st.caption(help_text.CHART_3D)
