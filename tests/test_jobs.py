@@ -155,6 +155,19 @@ def test_a_worker_killed_mid_sweep_fails_its_row_and_the_job_goes_on(workspace, 
     assert "1 failed" in workspace.job(job_id).message
 
 
+def test_a_calibration_killed_mid_sweep_fails_the_recipes_waiting_for_it_and_the_job_goes_on(workspace, monkeypatch):
+    w8_tensor = GRID["W8A8 static tensor minmax"]
+    monkeypatch.setenv(CRASH_VARIABLE, w8_tensor.key())  # the calibration started for it SIGKILLs itself
+    recipes = [W3, w8_tensor, W8_STATIC]
+    job_id = run_sweep(workspace, recipes)
+    table = workspace.results(job_id).set_index("name")
+    for name in ("W8A8 static tensor minmax", "W8A8 static channel minmax"):
+        assert table.loc[name, "error"] == "WorkerDied: worker process killed by SIGKILL while calibrating"
+    assert pd.isna(table.loc["W3 weight-only channel", "error"])
+    assert_store_is_consistent(workspace)
+    assert workspace.job(job_id).message.startswith("done: 1 computed, 0 from the cache, 2 failed")
+
+
 def test_a_job_that_cannot_read_its_data_fails_with_one_line_and_the_traceback(workspace):
     model_id, dataset_id = add_sample(workspace)
     dataset = next(d for d in workspace.datasets(OWNER) if d.id == dataset_id)

@@ -26,8 +26,8 @@ from engine.realise.calibration import CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.sweep import Reference, build_and_evaluate, failed_row, reference_for, time_artifact
 
-# Tests only: when set to a recipe key, the task building that recipe kills its own process with SIGKILL,
-# standing in for a segfault or the OOM killer inside onnxruntime.
+# Tests only: when set to a recipe key, the task building that recipe (or calibrating for it) kills its own
+# process with SIGKILL, standing in for a segfault or the OOM killer inside onnxruntime.
 CRASH_VARIABLE = "QUANTSCOPE_TEST_CRASH_ON"
 
 Built = tuple[dict, str | None]  # (row, traceback when the row is a failed row)
@@ -67,8 +67,10 @@ def compute_reference(inputs: JobInputs, workdir: Path) -> Reference:
 
 def calibrate(inputs: JobInputs, recipe_json: str) -> Ranges:
     """The activation ranges of the recipe's calibration key, for every build that shares the key."""
+    recipe = Recipe.from_json(recipe_json)
+    _crash_if_asked(recipe)
     model, dataset = inputs.load()
-    return CalibrationSet(dataset).ranges(model, Recipe.from_json(recipe_json))
+    return CalibrationSet(dataset).ranges(model, recipe)
 
 
 def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: Reference,
@@ -76,8 +78,7 @@ def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: R
     """Quantize and evaluate one recipe: its row without latency, the artifact written at artifact_path.
     `ranges`: its activation ranges, computed by `calibrate`, when it has calibrated activations."""
     recipe = Recipe.from_json(recipe_json)
-    if os.environ.get(CRASH_VARIABLE) == recipe.key():
-        os.kill(os.getpid(), signal.SIGKILL)
+    _crash_if_asked(recipe)
     try:
         model, dataset = inputs.load()
         known = {calibration_key(recipe): ranges} if ranges is not None else {}
@@ -87,6 +88,11 @@ def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: R
         # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
         # override naming a missing layer): one bad recipe must not end a long job.
         return failed_row(recipe, reference, error), traceback.format_exc()
+
+
+def _crash_if_asked(recipe: Recipe) -> None:
+    if os.environ.get(CRASH_VARIABLE) == recipe.key():
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def build_remote(inputs: JobInputs, recipe_json: str, reference: Reference,
