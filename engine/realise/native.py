@@ -8,7 +8,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnx import version_converter
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
