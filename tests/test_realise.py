@@ -170,26 +170,23 @@ def test_static_int4_quantizes_layer_weights_only_and_leaves_normalisation_param
     assert norm_parameters and not norm_parameters & weights.keys()
 
 
-def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_path):
+def measured_with_fixed_batch(tmp_path, batch: int, rows: int, recipe: Recipe) -> dict:
+    """The row of `recipe` on the test Gemm model with its batch fixed at `batch`, over `rows` random examples."""
     proto = gemm_model()
     for value_info in (*proto.graph.input, *proto.graph.output):
-        value_info.type.tensor_type.shape.dim[0].dim_value = 1
+        value_info.type.tensor_type.shape.dim[0].dim_value = batch
     model = load_model(proto.SerializeToString())
-    x = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
+    x = np.random.default_rng(3).normal(size=(rows, 6)).astype(np.float32)
     data = Dataset(inputs={"x": x}, labels=None, slices=None, source="fixed")
-    reference = reference_for(model, data, tmp_path)
-    row = measure_recipe(model, data, Recipe(WeightSpec(8), A8, Mode.STATIC), tmp_path, reference)
+    return measure_recipe(model, data, recipe, tmp_path, reference_for(model, data, tmp_path))
+
+
+def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_path):
+    row = measured_with_fixed_batch(tmp_path, 1, 10, Recipe(WeightSpec(8), A8, Mode.STATIC))
     assert row["metric_name"] == "top1_agreement" and row["metric"] >= 0.9 and row["cosine"] > 0.99
     assert row["latency_b1_p50_ms"] > 0 and row["latency_batch"] is None and "latency_bN_p50_ms" not in row
 
 
 def test_a_model_with_a_fixed_batch_of_four_is_timed_as_batch_four_not_as_one_example(tmp_path):
-    proto = gemm_model()
-    for value_info in (*proto.graph.input, *proto.graph.output):
-        value_info.type.tensor_type.shape.dim[0].dim_value = 4
-    model = load_model(proto.SerializeToString())
-    x = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
-    data = Dataset(inputs={"x": x}, labels=None, slices=None, source="fixed")
-    reference = reference_for(model, data, tmp_path)
-    row = measure_recipe(model, data, Recipe.fp32(), tmp_path, reference)
+    row = measured_with_fixed_batch(tmp_path, 4, 8, Recipe.fp32())
     assert row["latency_batch"] == 4 and row["latency_bN_p50_ms"] > 0 and "latency_b1_p50_ms" not in row
