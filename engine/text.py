@@ -1,0 +1,42 @@
+"""How the engine writes a few recurring things in words: an error's first line, a byte count, a shape.
+
+One home for each, so an error message, a CLI table and the dashboard say them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+KB, MB, GB = 1000, 1000**2, 1000**3  # decimal units, as file managers and browsers show sizes
+
+
+def first_line(error: BaseException) -> str:
+    """The error's message up to its first line break; its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def error_line(error: BaseException) -> str:
+    """'TypeName: first line of the message', the one line a failed row or job shows."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def size_unit(largest_bytes: float) -> tuple[str, int]:
+    """(label, bytes per unit) that keeps sizes up to `largest_bytes` readable: KB below a megabyte, MB below a
+    gigabyte, else GB."""
+    for label, unit in (("GB", GB), ("MB", MB)):
+        if largest_bytes >= unit:
+            return label, unit
+    return "KB", KB
+
+
+def size_text(n_bytes: float) -> str:
+    """E.g. '1.6 MB', '7.5 KB'."""
+    label, unit = size_unit(n_bytes)
+    return f"{n_bytes / unit:,.1f} {label}"
+
+
+def shape_text(dims: Sequence[object]) -> str:
+    """'[?, 1, 8, 8]': '?' marks a size left open (a named or unknown dimension, such as the batch)."""
+    return "[" + ", ".join(str(dim) if isinstance(dim, int) else "?" for dim in dims) + "]"
