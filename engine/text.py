@@ -32,7 +32,9 @@ def size_unit(largest_bytes: float) -> tuple[str, int]:
 
 
 def size_text(n_bytes: float) -> str:
-    """E.g. '1.6 MB', '7.5 KB'."""
+    """E.g. '1.6 MB', '7.5 KB', '144 bytes' (a count under a kilobyte is exact)."""
+    if n_bytes < KB:
+        return f"{n_bytes:,.0f} bytes"
     label, unit = size_unit(n_bytes)
     return f"{n_bytes / unit:,.1f} {label}"
 
