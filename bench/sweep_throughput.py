@@ -27,12 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sample_models is not an installed package
 
 from engine.dataset import load_dataset  # noqa: E402
-from engine.jobs import Workspace  # noqa: E402
+from engine.workspace import JobState, Workspace  # noqa: E402
 from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import MIN_RUNS, MIN_SECONDS  # noqa: E402
 from engine.model import load_model  # noqa: E402
 from engine.recipe import ActivationSpec, Granularity, Mode, Recipe, WeightSpec  # noqa: E402
-from engine.sweep import default_grid, measure_recipe, reference_for, results_table  # noqa: E402
+from engine.results import BATCH_N, LATENCY, METRIC, SINGLE_EXAMPLE, results_table  # noqa: E402
+from engine.sweep import default_grid, measure_recipe, reference_for  # noqa: E402
 from sample_models.catalog import SAMPLES  # noqa: E402
 
 
@@ -59,18 +60,16 @@ def through_jobs(model_path: Path, data_path: Path, home: Path):
     dataset = workspace.add_dataset(data_path, data_path.name, model.id, owner="bench")
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes(), owner="bench")
     job = workspace.wait(job_id, timeout=1800)
-    if job.state != "done":
+    if job.state is not JobState.DONE:
         raise SystemExit(f"the job ended {job.state}: {job.error}")
     table = workspace.results(job_id)
-    with workspace.store.connect() as conn:
-        first_row = conn.execute("SELECT min(created) FROM results WHERE job_id = ?", (job_id,)).fetchone()[0]
-    return time.perf_counter() - started, table, first_row - started_at
+    return time.perf_counter() - started, table, workspace.result_times(job_id)[0] - started_at
 
 
 def timed_seconds(table) -> float:
     """Time spent in the timed runs of the latency protocol: serial on both sides, so a floor for both."""
     return sum(
-        (table[f"latency_{size}_runs"] * table[f"latency_{size}_p50_ms"]).sum() / 1000 for size in ("b1", "bN")
+        (table[columns.runs] * table[columns.p50]).sum() / 1000 for columns in (SINGLE_EXAMPLE, BATCH_N)
     )
 
 
@@ -100,11 +99,11 @@ def main() -> None:
         print(f"  where the time goes: timed latency runs {timed_seconds(naive_table):.2f} s (naive) and "
               f"{timed_seconds(job_table):.2f} s (jobs), one artifact at a time on both sides; the job's first row "
               f"came {first_row:.2f} s after submitting (runner and forkserver start-up, fp32 reference, first build)")
-        same_metrics = naive_table["metric"].equals(job_table["metric"])
-        timed = naive_table["latency_b1_p50_ms"].notna()
+        same_metrics = naive_table[METRIC].equals(job_table[METRIC])
+        timed = naive_table[LATENCY].notna()
         latency_ratio = statistics.median(
             job_table.loc[timed, column].iloc[i] / naive_table.loc[timed, column].iloc[i]
-            for column in ("latency_b1_p50_ms", "latency_bN_p50_ms") for i in range(int(timed.sum()))
+            for column in (SINGLE_EXAMPLE.p50, BATCH_N.p50) for i in range(int(timed.sum()))
         )
         print(f"  same metrics: {same_metrics}; latency p50, jobs / naive (median over rows): {latency_ratio:.2f}")
         print(f"  ceiling for any executor doing the naive loop's work here: naive / max(timed runs, naive / "

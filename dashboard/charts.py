@@ -13,8 +13,11 @@ import plotly.graph_objects as go
 
 from dashboard import help_text
 from dashboard.formatting import RATE_METRICS, metric_axis_title, size_unit
-from dashboard.results import LATENCY, measured_rows, metric_name, timed_rows
 from engine.metrics import METRICS
+from engine.results import (
+    LATENCY, METRIC, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,
+    SINGLE_EXAMPLE, measured_rows, metric_name, single_example_rows,
+)
 
 FADED = 0.3  # opacity of recipes that another recipe beats on both axes
 FRONT_COLOR = "#1f77b4"
@@ -38,25 +41,25 @@ class Axis:
 
 
 def size_axis(table: pd.DataFrame) -> tuple[Axis, int]:
-    label, unit = size_unit(table["size_bytes"].max())
-    return Axis("size_bytes", "pareto_size", f"File size ({label})", f"Size: %{{x:,.1f}} {label}"), unit
+    label, unit = size_unit(table[SIZE_BYTES].max())
+    return Axis(SIZE_BYTES, PARETO_SIZE, f"File size ({label})", f"Size: %{{x:,.1f}} {label}"), unit
 
 
 LATENCY_AXIS = Axis(
     LATENCY,
-    "pareto_latency",
+    PARETO_LATENCY,
     "Time per example (ms, median, batch of 1)",
     "Time: %{x:.3g} ms (95% of runs within %{customdata[3]:.3g} ms)",
 )
 
 
 def _customdata(rows: pd.DataFrame) -> list[list]:
-    return rows[["recipe_key", "name", "description", "latency_b1_p95_ms"]].values.tolist()
+    return rows[[RECIPE_KEY, NAME, DESCRIPTION, SINGLE_EXAMPLE.p95]].values.tolist()
 
 
 def _metric_values(rows: pd.DataFrame, metric: str) -> list[float]:
     """Rates are drawn as percentages (0-100), so Plotly labels ticks with just as many decimals as they need."""
-    return (rows["metric"] * (100 if metric in RATE_METRICS else 1)).tolist()
+    return (rows[METRIC] * (100 if metric in RATE_METRICS else 1)).tolist()
 
 
 def _metric_hover(metric: str, axis_letter: str) -> str:
@@ -73,7 +76,7 @@ def _latency_whiskers(rows: pd.DataFrame) -> dict:
     return dict(
         type="data",
         symmetric=False,
-        array=(rows["latency_b1_p95_ms"] - rows[LATENCY]).clip(lower=0).tolist(),
+        array=(rows[SINGLE_EXAMPLE.p95] - rows[LATENCY]).clip(lower=0).tolist(),
         arrayminus=[0] * len(rows),
         thickness=1,
         width=3,
@@ -131,7 +134,7 @@ def trade_off_figure(rows: pd.DataFrame, axis: Axis, scale: float, metric: str) 
     )
     in_legend = set()
     for simulated, on_front in ((False, True), (False, False), (True, True), (True, False)):  # legend order
-        group = rows[(rows["simulated"].astype(bool) == simulated) & (rows[axis.front].astype(bool) == on_front)]
+        group = rows[(rows[SIMULATED].astype(bool) == simulated) & (rows[axis.front].astype(bool) == on_front)]
         if group.empty:  # an empty trace would still show up in the legend
             continue
         style = _marker_style(simulated, on_front)
@@ -151,15 +154,15 @@ def size_figure(table: pd.DataFrame) -> go.Figure:
 
 def latency_figure(table: pd.DataFrame) -> go.Figure:
     """Metric against batch-1 latency for every timed recipe; whiskers reach the 95th percentile."""
-    return trade_off_figure(timed_rows(table), LATENCY_AXIS, 1, metric_name(table))
+    return trade_off_figure(single_example_rows(table), LATENCY_AXIS, 1, metric_name(table))
 
 
 def three_d_figure(table: pd.DataFrame) -> go.Figure:
     """Metric, size and latency at once, for the timed recipes; the 3-D Pareto front in full colour."""
-    rows = timed_rows(table)
+    rows = single_example_rows(table)
     metric = metric_name(table)
-    label, unit = size_unit(table["size_bytes"].max())
-    on_front = rows["pareto_3d"].astype(bool)
+    label, unit = size_unit(table[SIZE_BYTES].max())
+    on_front = rows[PARETO_3D].astype(bool)
     figure = go.Figure()
     for mask, name, opacity in ((on_front, help_text.ON_FRONT_LEGEND, 1.0), (~on_front, help_text.DOMINATED_LEGEND, FADED)):
         part = rows[mask]
@@ -167,7 +170,7 @@ def three_d_figure(table: pd.DataFrame) -> go.Figure:
             continue
         figure.add_trace(
             go.Scatter3d(
-                x=(part["size_bytes"] / unit).tolist(),
+                x=(part[SIZE_BYTES] / unit).tolist(),
                 y=part[LATENCY].tolist(),
                 z=_metric_values(part, metric),
                 mode="markers",

@@ -1,7 +1,7 @@
 """Every sentence of help the dashboard shows, in one place, for someone who has never heard of quantization.
 
 Metric explanations live with the metrics themselves (`engine.metrics.METRICS[...].help`); preset
-explanations live with the presets (`dashboard.presets`). Everything else a user reads as help is here.
+explanations live with the presets (`engine.sweep.grids`). Everything else a user reads as help is here.
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@ from datetime import datetime
 import pandas as pd
 
 from dashboard.samples import SAMPLE_OWNER
-from engine.store.records import ACTIVE_STATES, JobInfo
+from engine.workspace import JobInfo, JobState
 
 STATE_WORDS = {
-    "queued": "waiting to start",
-    "running": "running",
-    "done": "finished",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "interrupted": "interrupted (the server stopped)",
+    JobState.QUEUED: "waiting to start",
+    JobState.RUNNING: "running",
+    JobState.DONE: "finished",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+    JobState.INTERRUPTED: "interrupted (the server stopped)",
 }
 
 
@@ -25,12 +25,12 @@ def visible_jobs(ws, owner: str) -> list[JobInfo]:
 
 
 def active_jobs(jobs: list[JobInfo]) -> list[JobInfo]:
-    return [job for job in jobs if job.state in ACTIVE_STATES]
+    return [job for job in jobs if job.state.is_active]
 
 
 def jobs_with_results(jobs: list[JobInfo]) -> list[JobInfo]:
     """Jobs with at least one measured recipe: finished ones, and stopped ones that got part of the way."""
-    return [job for job in jobs if job.state not in ACTIVE_STATES and job.done > 0]
+    return [job for job in jobs if job.state.is_terminal and job.done > 0]
 
 
 def job_label(job: JobInfo, model_names: dict[str, str], dataset_names: dict[str, str]) -> str:
@@ -54,7 +54,7 @@ def jobs_table(jobs: list[JobInfo], model_names: dict[str, str], dataset_names: 
                 "Model": model_names.get(job.model_id, "?"),
                 "Data": dataset_names.get(job.dataset_id, "?"),
                 "Recipes measured": f"{job.done} / {job.total}",
-                "State": STATE_WORDS.get(job.state, job.state),
+                "State": STATE_WORDS[job.state],
                 "Note": job.error or ("shared sample" if job.owner == SAMPLE_OWNER else ""),
             }
             for job in jobs

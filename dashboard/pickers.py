@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
-from dashboard import help_text, jobs_view, results, state
-from engine.store.records import JobInfo
+from dashboard import help_text, jobs_view, state
+from engine import results
+from engine.workspace import JobInfo
 
 
 def pick_finished_job(ws, owner: str) -> JobInfo | None:
@@ -43,6 +44,6 @@ def measured_sweep(job: JobInfo | None, ws, on_nothing_measured: Callable[[pd.Da
 def pick_recipe(table: pd.DataFrame) -> pd.Series:
     """A selectbox of the sweep's measured recipes, by name; the chosen row. The table must have one."""
     measured = results.measured_rows(table)
-    names = dict(zip(measured["recipe_key"], measured["name"]))
+    names = dict(zip(measured[results.RECIPE_KEY], measured[results.NAME]))
     recipe_key = state.pick("Recipe", list(names), state.CHOSEN_RECIPE, format_func=names.get, help=help_text.CHOOSE_RECIPE)
     return results.row_for(table, recipe_key)

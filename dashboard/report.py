@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from dashboard import help_text
-from dashboard.results import LATENCY, headline, metric_comparison, slice_comparison
+from dashboard.comparisons import headline, metric_comparison, slice_comparison
+from engine import results
 from engine.recipe import Recipe
 
 
@@ -25,9 +26,9 @@ class Download:
 
 
 def _file_stem(model_name: str, row: pd.Series) -> str:
-    stem = f"{Path(model_name).stem}-{Recipe.from_json(row['recipe']).slug()}"
+    stem = f"{Path(model_name).stem}-{Recipe.from_json(row[results.RECIPE]).slug()}"
     # Say it in the name too: a simulated file is full precision, whatever its recipe says.
-    return f"{stem}-fp32-simulation" if row["simulated"] else stem
+    return f"{stem}-fp32-simulation" if row[results.SIMULATED] else stem
 
 
 def artifact_download(row: pd.Series, artifact: Path, model_name: str) -> Download:
@@ -42,7 +43,7 @@ def artifact_download(row: pd.Series, artifact: Path, model_name: str) -> Downlo
 
 
 def recipe_download(row: pd.Series, model_name: str) -> Download:
-    recipe = Recipe.from_json(row["recipe"])
+    recipe = Recipe.from_json(row[results.RECIPE])
     return Download(
         label="Download recipe (.json)",
         data=json.dumps(recipe.to_dict(), indent=2).encode(),
@@ -66,19 +67,19 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
     """A short, self-contained account of one recipe's measured figures, next to the original model's."""
     figures = headline(row, reference)
     lines = [
-        f"# {row['name']}: {model_name}",
+        f"# {row[results.NAME]}: {model_name}",
         "",
-        f"**Recipe:** {row['description']}  ",
-        f"**Measured on:** {dataset_name}, with onnxruntime ({row['realiser']})",
+        f"**Recipe:** {row[results.DESCRIPTION]}  ",
+        f"**Measured on:** {dataset_name}, with onnxruntime ({row[results.REALISER]})",
         "",
     ]
-    if row["simulated"]:
+    if row[results.SIMULATED]:
         lines += [f"> {help_text.SIMULATED_EXPORT}", ""]
     lines += [
         f"- File size: {figures.size}, {figures.size_ratio} the original size",
         f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
         *_latency_details(row),
-        f"- Layers kept at full precision: {', '.join(row['float_layers']) or 'none'}",
+        f"- Layers kept at full precision: {', '.join(row[results.FLOAT_LAYERS]) or 'none'}",
         "",
         "## Scores",
         "",
@@ -87,19 +88,20 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
     slices = slice_comparison(row, reference)
     if not slices.empty:
         lines += ["", "## Scores per group", "", _markdown_table(slices)]
-    lines += ["", "## Recipe", "", "```json", json.dumps(json.loads(row["recipe"]), indent=2), "```", ""]
+    lines += ["", "## Recipe", "", "```json", json.dumps(json.loads(row[results.RECIPE]), indent=2), "```", ""]
     return "\n".join(lines)
 
 
 def _latency_details(row: pd.Series) -> list[str]:
     """What was timed: single examples, batches, or both (a model with a fixed batch size allows one)."""
     lines = []
-    if not pd.isna(row.get(LATENCY)):
-        lines.append(f"- 95% of single-example runs took at most {row['latency_b1_p95_ms']:.3g} ms, "
-                     f"{int(row['threads'])} thread(s)")
-    if not pd.isna(row.get("latency_batch")):
-        lines.append(f"- Time per batch of {int(row['latency_batch'])} (median / 95th percentile): "
-                     f"{row['latency_bN_p50_ms']:.3g} / {row['latency_bN_p95_ms']:.3g} ms, {int(row['threads'])} thread(s)")
+    threads = row.get(results.THREADS)
+    if not pd.isna(row.get(results.LATENCY)):
+        lines.append(f"- 95% of single-example runs took at most {row[results.SINGLE_EXAMPLE.p95]:.3g} ms, "
+                     f"{int(threads)} thread(s)")
+    if not pd.isna(row.get(results.LATENCY_BATCH)):
+        lines.append(f"- Time per batch of {int(row[results.LATENCY_BATCH])} (median / 95th percentile): "
+                     f"{row[results.BATCH_N.p50]:.3g} / {row[results.BATCH_N.p95]:.3g} ms, {int(threads)} thread(s)")
     return lines
 
 

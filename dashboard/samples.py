@@ -6,13 +6,13 @@ never starts a second sweep for a sample whose sweep is waiting, running or fini
 
 from __future__ import annotations
 
-from engine.store.records import JobInfo
 from engine.sweep import default_grid
+from engine.workspace import JobInfo, JobState
 from sample_models.catalog import SAMPLES, Sample
 
 SAMPLE_OWNER = "samples"  # owns the shared sample items and jobs; session owners are random hex, never this
-KEEP_STATES = ("queued", "running", "done")  # a sample job in one of these needs nothing more
-RESUME_STATES = ("interrupted",)  # the server stopped mid-sweep: carry on where it left off
+KEEP_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)  # a sample job in one of these needs nothing more
+RESUME_STATES = (JobState.INTERRUPTED,)  # the server stopped mid-sweep: carry on where it left off
 
 
 def ensure_sample_sweeps(ws) -> list[str]:
@@ -42,6 +42,6 @@ def sample_description(model_name: str, owner: str) -> str | None:
 
 
 if __name__ == "__main__":  # `make run` submits the sample sweeps before the server starts, so they are under way
-    from engine.jobs import Workspace
+    from engine.workspace import Workspace
 
     ensure_sample_sweeps(Workspace.open())

@@ -13,8 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from engine.jobs import Workspace
-from engine.store.home import workspace_root
+from engine.workspace import Workspace, workspace_root
 
 OWNER = "owner"
 CHOSEN_MODEL = "chosen_model"

@@ -7,16 +7,16 @@ import streamlit as st
 
 from dashboard import help_text
 from dashboard.formatting import RATE_METRICS, size_unit
-from dashboard.results import LATENCY
+from engine import results
 from engine.metrics import METRICS
 
 
 def _size_title(table: pd.DataFrame) -> str:
-    return f"Size ({size_unit(table['size_bytes'].max())[0]})"
+    return f"Size ({size_unit(table[results.SIZE_BYTES].max())[0]})"
 
 
 def _batch_title(table: pd.DataFrame) -> str:
-    batches = table["latency_batch"].dropna()
+    batches = table[results.LATENCY_BATCH].dropna()
     return f"Batch of {int(batches.iloc[0])} (ms)" if not batches.empty else "Batch (ms)"
 
 
@@ -26,19 +26,19 @@ def _metrics_in(table: pd.DataFrame) -> list[str]:
 
 def results_view(table: pd.DataFrame) -> pd.DataFrame:
     """One row per recipe, numbers kept numeric so every column sorts correctly."""
-    _, unit = size_unit(table["size_bytes"].max())
-    view = pd.DataFrame({"Recipe": table["name"], "What it does": table["description"]})
+    _, unit = size_unit(table[results.SIZE_BYTES].max())
+    view = pd.DataFrame({"Recipe": table[results.NAME], "What it does": table[results.DESCRIPTION]})
     for name in _metrics_in(table):
         view[METRICS[name].label] = table[name]
-    view[_size_title(table)] = table["size_bytes"] / unit
-    view["Size vs original"] = table["size_ratio"]
-    view["1 example (ms)"] = table[LATENCY]
-    view["Slowest 5% (ms)"] = table["latency_b1_p95_ms"]
-    view[_batch_title(table)] = table["latency_bN_p50_ms"]
-    view["Simulated"] = table["simulated"].fillna(False).astype(bool)
-    view["Best trade-off"] = table[["pareto_size", "pareto_latency", "pareto_3d"]].fillna(False).astype(bool).any(axis=1)
-    if "error" in table:
-        view["Problem"] = table["error"]
+    view[_size_title(table)] = table[results.SIZE_BYTES] / unit
+    view["Size vs original"] = table[results.SIZE_RATIO]
+    view["1 example (ms)"] = table[results.SINGLE_EXAMPLE.p50]
+    view["Slowest 5% (ms)"] = table[results.SINGLE_EXAMPLE.p95]
+    view[_batch_title(table)] = table[results.BATCH_N.p50]
+    view["Simulated"] = table[results.SIMULATED].fillna(False).astype(bool)
+    view["Best trade-off"] = table[list(results.PARETO_FRONTS)].fillna(False).astype(bool).any(axis=1)
+    if results.ERROR in table:
+        view["Problem"] = table[results.ERROR]
     return view
 
 

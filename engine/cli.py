@@ -8,18 +8,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from engine import results
 from engine.errors import QuantscopeError
-from engine.jobs import Workspace
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
-from engine.sweep import DEFAULT_LATENCY_BATCH, default_grid, grid, write_results
+from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
+from engine.workspace import JobState, Workspace
 
 EXIT_BAD_INPUT = 2
 
@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
     run.add_argument("--out", type=Path, help="directory for results.json, results.csv, artifacts/ when the job ends")
     grid_options = run.add_argument_group("grid (default: the standard grid of 10 recipes)")
-    grid_options.add_argument("--weights", type=_csv(int), help="weight bits, e.g. 8,4,3 (16 = fp16)")
+    chosen_by = grid_options.add_mutually_exclusive_group()
+    chosen_by.add_argument("--preset", choices=list(PRESETS),
+                           help="the recipes of a goal, as on the dashboard's Sweep page, instead of a grid")
+    chosen_by.add_argument("--weights", type=_csv(int), help="weight bits, e.g. 8,4,3 (16 = fp16)")
     grid_options.add_argument("--granularity", type=_csv(Granularity), default=[Granularity.CHANNEL],
                               help="tensor, channel and/or group (default channel)")
     grid_options.add_argument("--activations", type=_csv(_activation_bits), default=[None],
@@ -79,40 +82,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def recipes_from(args: argparse.Namespace) -> list[Recipe]:
+    """--preset, else the --weights grid, plus any --recipe files; the default grid when none is given."""
     recipes = [Recipe.from_json(path.read_text()) for path in args.recipe]
-    if args.weights:
+    if args.preset:
+        recipes = list(PRESETS[args.preset].recipes) + recipes
+    elif args.weights:
         recipes = grid(args.weights, args.granularity, args.activations, args.calibration, args.group_size) + recipes
     return recipes or default_grid()
 
 
 TABLE_COLUMNS = {
-    "name": "recipe",
-    "metric": "metric",
-    "size_bytes": "bytes",
-    "size_ratio": "x fp32",
-    "latency_b1_p50_ms": "b1 p50 ms",
-    "latency_b1_p95_ms": "b1 p95 ms",
-    "latency_bN_p50_ms": "bN p50 ms",
-    "simulated": "simulated",
-    "pareto_3d": "pareto",
-    "error": "error",
+    results.NAME: "recipe",
+    results.METRIC: "metric",
+    results.SIZE_BYTES: "bytes",
+    results.SIZE_RATIO: "x fp32",
+    results.SINGLE_EXAMPLE.p50: "b1 p50 ms",
+    results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
+    results.BATCH_N.p50: "bN p50 ms",
+    results.SIMULATED: "simulated",
+    results.PARETO_3D: "pareto",
+    results.ERROR: "error",
 }
 
 
 def format_table(table: pd.DataFrame) -> str:
-    columns = [c for c in TABLE_COLUMNS if c != "error" or table["error"].notna().any()]
+    columns = [c for c in TABLE_COLUMNS if c != results.ERROR or not results.failed_rows(table).empty]
     shown = table[columns].rename(columns=TABLE_COLUMNS)
     shown["simulated"] = shown["simulated"].map({True: "simulated"}).fillna("")
     shown["pareto"] = shown["pareto"].map({True: "*"}).fillna("")
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
-    timed = table.dropna(subset=["threads"])
-    if timed.empty:
+    threads, batch = results.timed_batch_sizes(table)
+    if threads is None:
         latency = "no row was timed"
     else:
-        batch = timed["latency_batch"].dropna()
-        latency = f"onnxruntime, {int(timed['threads'].iloc[0])} thread(s)"
-        latency += f", bN = batch {int(batch.iloc[0])}" if not batch.empty else ""
-    return f"{text}\nmetric = {table['metric_name'].iloc[0]}; latency: {latency}; * = on the 3-D Pareto front"
+        latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
+    return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}; * = on the 3-D Pareto front"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,13 +162,13 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if job.state != "done":
+    if job.state is not JobState.DONE:
         print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
         return EXIT_JOB_DID_NOT_FINISH
     table = workspace.results(job_id)
     print(format_table(table))
     if args.out:
-        export_results(table, workspace.store.blobs.path(model.id), args.out)
+        results.export_results(table, workspace.model_file(model.id), args.out)
         print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}")
     print(f"job {job_id}")
     return 0
@@ -179,20 +183,6 @@ def follow(workspace, job_id: str, label: str):
             bar.set_postfix_str(job.message)
             if job.is_finished:
                 return job
-
-
-def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
-    """The out directory a sweep has always written: reference.onnx, artifacts/<slug>.onnx, results.json/.csv."""
-    (out / "artifacts").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, out / "reference.onnx")
-    exported = []
-    for artifact, recipe in zip(table["artifact"], table["recipe"]):
-        if isinstance(artifact, str):
-            target = out / "artifacts" / f"{Recipe.from_json(recipe).slug()}.onnx"
-            shutil.copyfile(artifact, target)
-            artifact = str(target)
-        exported.append(artifact)
-    write_results(table.assign(artifact=exported), out)
 
 
 def jobs_command(args: argparse.Namespace) -> int:

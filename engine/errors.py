@@ -15,3 +15,8 @@ class DataError(QuantscopeError):
 
 class RecipeError(QuantscopeError):
     """A quantization recipe is inconsistent."""
+
+
+class WorkspaceError(QuantscopeError):
+    """A workspace request that cannot be carried out: an unknown model, dataset or job, a job in the wrong
+    state, bad job parameters."""

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dashboard import charts, help_text, report, results, summaries, tables
-from dashboard.presets import PRESETS
-from dashboard.results import Goal
+from dashboard import charts, comparisons, help_text, report, summaries, tables
 from dashboard.sweep_form import GridChoice
 from engine.dataset import load_dataset
 from engine.metrics import METRICS
 from engine.model import load_model
+from engine import results
 from engine.recipe import Recipe
-from engine.sweep import default_grid, sweep
+from engine.results import Goal
+from engine.sweep import PRESETS, default_grid, sweep
 from sample_models.catalog import SAMPLES
 
 DIGITS = SAMPLES["digits_cnn"]
@@ -51,7 +51,7 @@ def regression_table(tmp_path_factory) -> pd.DataFrame:
     np.savez(folder / "linear.npz", x=x, labels=(x @ weight)[:, 0] + rng.normal(scale=0.1, size=200))
     model = load_model(folder / "linear.onnx")
     dataset = load_dataset(folder / "linear.npz", model.summary.inputs)
-    recipes = [Recipe.fp32(), Recipe.fp16(), *PRESETS["Fastest"].recipes[1:]]
+    recipes = [Recipe.fp32(), Recipe.fp16(), *PRESETS["fastest"].recipes[1:]]
     return sweep(model, dataset, recipes, folder / "out")
 
 
@@ -59,7 +59,8 @@ def regression_table(tmp_path_factory) -> pd.DataFrame:
 
 
 def test_every_preset_starts_with_the_original_and_explains_itself():
-    assert list(PRESETS) == ["Smallest", "Fastest", "Balanced", "Everything"]
+    assert [preset.title for preset in PRESETS.values()] == ["Smallest", "Fastest", "Balanced", "Everything"]
+    assert list(PRESETS) == ["smallest", "fastest", "balanced", "everything"]  # what `sweep --preset` takes
     for preset in PRESETS.values():
         assert preset.recipes[0] == Recipe.fp32()
         assert preset.explanation.endswith(".") and len(preset.explanation) < 120
@@ -89,7 +90,7 @@ def test_smallest_recommendation_is_the_smallest_real_recipe_within_tolerance(di
         & (digits_table["name"] != "fp32")
     ]
     assert found.row["recipe_key"] == qualifying.sort_values("size_bytes").iloc[0]["recipe_key"]
-    text = results.recommendation_text(digits_table, 0.01, Goal.SMALLEST)
+    text = comparisons.recommendation_text(digits_table, 0.01, Goal.SMALLEST)
     assert text.startswith(f"Smallest model within 1% of the original top-1 accuracy: {found.row['name']}")
     assert f"{found.row['size_bytes'] / reference['size_bytes']:.2f}x the size" in text
 
@@ -102,7 +103,7 @@ def test_simulated_recipes_are_never_recommended(digits_table):
 
 def test_fastest_recommendation_has_the_lowest_latency_within_tolerance(digits_table):
     found = results.recommend(digits_table, 0.05, Goal.FASTEST)
-    timed = results.timed_rows(digits_table)
+    timed = results.single_example_rows(digits_table)
     allowed = timed[results.within_tolerance(timed, results.reference_row(digits_table), 0.05)]
     allowed = allowed[allowed["name"] != "fp32"]
     if found is None:  # on this tiny model no quantized recipe may beat fp32's time
@@ -116,14 +117,14 @@ def test_lower_is_better_tolerance_is_a_relative_increase(regression_table):
     reference = results.reference_row(regression_table)
     mask = results.within_tolerance(regression_table, reference, 0.05)
     assert mask.equals(regression_table["metric"] <= reference["metric"] * 1.05)
-    text = results.recommendation_text(regression_table, 0.05, Goal.SMALLEST)
+    text = comparisons.recommendation_text(regression_table, 0.05, Goal.SMALLEST)
     assert "with at most 5% more mean absolute error than the original" in text
 
 
 def test_no_qualifying_recipe_says_so(digits_table):
     only_reference = digits_table[digits_table["name"] == "fp32"]
     assert results.recommend(only_reference, 0.01, Goal.SMALLEST) is None
-    assert "no quantized recipe qualifies and is smaller than the original" in results.recommendation_text(
+    assert "no quantized recipe qualifies and is smaller than the original" in comparisons.recommendation_text(
         only_reference, 0.01, Goal.SMALLEST
     )
 
@@ -167,7 +168,7 @@ def test_dominated_points_are_faded(digits_table):
 
 def test_latency_chart_shows_timed_rows_with_upward_p95_whiskers(digits_table):
     figure = charts.latency_figure(digits_table)
-    timed = results.timed_rows(digits_table)
+    timed = results.single_example_rows(digits_table)
     assert sorted(_markers(figure)) == sorted(timed["recipe_key"])
     assert help_text.SIMULATED_LEGEND not in [trace.name for trace in figure.data]
     for trace in figure.data:
@@ -180,7 +181,7 @@ def test_latency_chart_shows_timed_rows_with_upward_p95_whiskers(digits_table):
 
 def test_3d_chart_has_one_marker_per_timed_row(digits_table):
     figure = charts.three_d_figure(digits_table)
-    assert sorted(_markers(figure)) == sorted(results.timed_rows(digits_table)["recipe_key"])
+    assert sorted(_markers(figure)) == sorted(results.single_example_rows(digits_table)["recipe_key"])
 
 
 def test_hover_shows_the_recipe_in_words(digits_table):
@@ -196,14 +197,14 @@ def test_hover_shows_the_recipe_in_words(digits_table):
 
 def test_metric_comparison_lists_each_score_next_to_the_original(digits_table):
     row = digits_table[digits_table["name"] == "W4 weight-only group32"].iloc[0]
-    comparison = results.metric_comparison(row, results.reference_row(digits_table))
+    comparison = comparisons.metric_comparison(row, results.reference_row(digits_table))
     assert comparison["Score"].iloc[0] == METRICS["top1"].label
     assert comparison["Original model"].iloc[0] == f"{results.reference_row(digits_table)['top1']:.2%}"
 
 
 def test_slice_comparison_has_one_row_per_slice(digits_table):
     row = digits_table.iloc[5]
-    slices = results.slice_comparison(row, results.reference_row(digits_table))
+    slices = comparisons.slice_comparison(row, results.reference_row(digits_table))
     assert sorted(slices["Group"]) == sorted(row["per_slice"])
     assert slices["Examples"].sum() == 540
 

@@ -16,9 +16,9 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 from dashboard import help_text, state
-from dashboard.presets import PRESETS
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
-from engine.jobs import Workspace
+from engine.sweep import PRESETS
+from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
 
@@ -54,7 +54,7 @@ def digits(ws):
 @pytest.fixture(scope="module")
 def finished_job(ws, digits) -> str:
     model, dataset = digits
-    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["Everything"].recipes, owner=OWNER)
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["everything"].recipes, owner=OWNER)
     assert finished(ws, job_id).state == "done"
     return job_id
 
@@ -167,14 +167,14 @@ def test_choosing_a_preset_and_starting_creates_that_job(ws, digits, finished_jo
     model, dataset = digits
     at = page("sweep", **{state.CHOSEN_MODEL: model.id, state.CHOSEN_DATASET: dataset.id})
     assert_no_exception(at)
-    at.radio(key="preset").set_value("Fastest").run()
+    at.radio(key="preset").set_value("fastest").run()
     assert any("4 recipes" in markdown.value for markdown in at.markdown)
 
     before = {job.id for job in ws.jobs(OWNER)}
     at = button(at, "Start sweep").click().run()
     assert_no_exception(at)
     (job,) = [job for job in ws.jobs(OWNER) if job.id not in before]
-    assert job.params["recipes"] == [recipe.to_json() for recipe in PRESETS["Fastest"].recipes]
+    assert job.params["recipes"] == [recipe.to_json() for recipe in PRESETS["fastest"].recipes]
     assert at.session_state[state.CHOSEN_JOB] == job.id
     # Every recipe of the preset is in the finished standard-grid sweep, so the result cache answers at once.
     assert finished(ws, job.id).state == "done"
@@ -184,7 +184,7 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(ws):
     wide = SAMPLES["wide_cnn"]
     model = ws.add_model(wide.model_path, name="wide_cnn.onnx", owner="canceller")
     dataset = ws.add_dataset(wide.data_path, filename="wide_cnn.npz", model_id=model.id, owner="canceller")
-    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["Everything"].recipes, owner="canceller")
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["everything"].recipes, owner="canceller")
 
     at = page("sweep", owner="canceller")
     assert_no_exception(at)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.samples import SAMPLE_OWNER
-from engine.jobs import Workspace
+from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.jobs import JobError, Workspace
 from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
 from engine.model import load_model
@@ -27,6 +26,7 @@ from engine.dataset import load_dataset
 from engine.recipe import ActivationSpec, Recipe
 from engine.store import jobs as job_rows
 from engine.sweep import default_grid, sweep
+from engine.workspace import Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
 
 GRID = {recipe.short_name(): recipe for recipe in default_grid()}
@@ -223,21 +223,21 @@ def test_cancel_stops_the_job_and_its_processes_within_two_seconds(workspace):
     assert workspace.job(job_id).state == "cancelled"
 
 
-def test_requests_that_cannot_be_carried_out_raise_job_errors(workspace):
+def test_requests_that_cannot_be_carried_out_raise_workspace_errors(workspace):
     model_id, dataset_id = add_sample(workspace)
     other_model, _ = add_sample(workspace, "breast_cancer_mlp")
-    with pytest.raises(JobError, match="another model"):
+    with pytest.raises(WorkspaceError, match="another model"):
         workspace.submit_sweep(other_model, dataset_id, [FP32], OWNER)
-    with pytest.raises(JobError, match="at least one recipe"):
+    with pytest.raises(WorkspaceError, match="at least one recipe"):
         workspace.submit_sweep(model_id, dataset_id, [], OWNER)
-    with pytest.raises(JobError, match="tcp://host:8786"):
+    with pytest.raises(WorkspaceError, match="tcp://host:8786"):
         workspace.submit_sweep(model_id, dataset_id, [FP32], OWNER, scheduler="localhost")
-    with pytest.raises(JobError, match="no model"):
+    with pytest.raises(WorkspaceError, match="no model"):
         workspace.submit_sweep(model_id, dataset_id, [FP32], "a stranger")
-    with pytest.raises(JobError, match="no job"):
+    with pytest.raises(WorkspaceError, match="no job"):
         workspace.job("missing")
     job_id = run_sweep(workspace, [W3])
-    with pytest.raises(JobError, match="is done"):
+    with pytest.raises(WorkspaceError, match="is done"):
         workspace.resume(job_id)
 
 

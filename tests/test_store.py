@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine.errors import DataError, ModelError
-from engine.jobs import Workspace
+from engine.workspace import Workspace
 from engine.jobs.tasks import exclusive
 from engine.store import Store
 from engine.store.blobs import BlobStore, sha256_bytes

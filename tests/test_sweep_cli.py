@@ -16,7 +16,8 @@ from engine.dataset import Dataset, load_dataset
 from engine.measure import open_session, predict
 from engine.metrics import evaluate
 from engine.model import load_model
-from engine.sweep import default_grid, sweep, write_results
+from engine.results import write_results
+from engine.sweep import default_grid, sweep
 from sample_models.catalog import SAMPLES
 from tests.builders import gemm_model
 

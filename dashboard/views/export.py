@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import help_text, pickers, report, results, state
+from dashboard import help_text, pickers, report, state
+from engine import results
 
 ws = state.workspace()
 owner = state.owner()
@@ -22,12 +23,12 @@ with recipe_column:
 reference = results.reference_row(table)
 model_name = {record.id: record.name for record in ws.models(owner)}.get(job.model_id, "model")
 dataset_name = {record.id: record.filename for record in ws.datasets(owner)}.get(job.dataset_id, "validation data")
-st.markdown(f"**{row['name']}**: {row['description']}")
-if row["simulated"]:
+st.markdown(f"**{row[results.NAME]}**: {row[results.DESCRIPTION]}")
+if row[results.SIMULATED]:
     st.warning(help_text.SIMULATED_EXPORT, icon=":material/science:")
 
 downloads = (
-    report.artifact_download(row, ws.artifact_path(job.id, row["recipe_key"]), model_name),
+    report.artifact_download(row, ws.artifact_path(job.id, row[results.RECIPE_KEY]), model_name),
     report.recipe_download(row, model_name),
     report.report_download(row, reference, model_name, dataset_name),
 )

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text, jobs_view, state
-from dashboard.presets import PRESETS
 from dashboard.sweep_form import (
     ACTIVATION_CHOICES,
     GROUP_SIZE_CHOICES,
@@ -22,6 +21,8 @@ from dashboard.sweep_form import (
 )
 from engine.errors import QuantscopeError
 from engine.recipe import Calibration, Granularity, Recipe
+from engine.sweep import PRESETS
+from engine.workspace import JobState
 
 PROGRESS_REFRESH_SECONDS = 1.0
 
@@ -76,6 +77,7 @@ def choose_recipes() -> tuple[list[Recipe], int]:
     preset_name = st.radio(
         "Goal",
         list(PRESETS),
+        format_func=lambda name: PRESETS[name].title,
         captions=[preset.explanation for preset in PRESETS.values()],
         help=help_text.PRESET,
         key="preset",
@@ -116,7 +118,7 @@ def jobs_section() -> None:
             )
     st.markdown("**All jobs**", help=help_text.JOB_LIST)
     st.dataframe(jobs_view.jobs_table(jobs, model_names, dataset_names), hide_index=True, width="stretch")
-    if any(job.state == "done" for job in jobs):
+    if any(job.state is JobState.DONE for job in jobs):
         st.caption(help_text.NEXT_TRADE_OFFS)
     if live and not active:
         st.rerun()  # the last job ended: one full rerun, which stops the refreshing

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, help_text, pickers, results, state, tables
-from dashboard.results import Goal
+from dashboard import charts, comparisons, help_text, pickers, state, tables
+from engine import results
+from engine.results import Goal
 
 DEFAULT_TOLERANCE_PERCENT = 1.0
 
@@ -20,7 +21,7 @@ owner = state.owner()
 
 def show_failures(table: pd.DataFrame) -> None:
     for _, failed in results.failed_rows(table).iterrows():
-        st.error(f"{failed['name']} could not be built: {failed['error']}")
+        st.error(f"{failed[results.NAME]} could not be built: {failed[results.ERROR]}")
 
 
 def recommendation(table: pd.DataFrame, reference: pd.Series | None) -> None:
@@ -28,8 +29,8 @@ def recommendation(table: pd.DataFrame, reference: pd.Series | None) -> None:
     if reference is None:
         st.info(help_text.NO_RECOMMENDATION_WITHOUT_REFERENCE)
         return
-    st.success(results.recommendation_text(table, percent / 100, Goal.SMALLEST), icon=":material/compress:")
-    st.info(results.recommendation_text(table, percent / 100, Goal.FASTEST), icon=":material/speed:")
+    st.success(comparisons.recommendation_text(table, percent / 100, Goal.SMALLEST), icon=":material/compress:")
+    st.info(comparisons.recommendation_text(table, percent / 100, Goal.FASTEST), icon=":material/speed:")
 
 
 def select_from_chart(chart_key: str) -> None:
@@ -54,8 +55,8 @@ def chart_section(table: pd.DataFrame) -> None:
                 width="stretch",
             )
             st.caption(caption)
-    fixed_batches = results.measured_rows(table)["latency_batch"].dropna()
-    if results.timed_rows(table).empty and not fixed_batches.empty:
+    fixed_batches = results.timed_rows(table)[results.LATENCY_BATCH].dropna()
+    if results.single_example_rows(table).empty and not fixed_batches.empty:
         with latency_column:
             st.info(help_text.FIXED_BATCH_LATENCY.format(batch=int(fixed_batches.iloc[0])))
     with st.expander("All three at once (3-D)"):
@@ -64,10 +65,10 @@ def chart_section(table: pd.DataFrame) -> None:
 
 
 def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
-    st.markdown(f"**{row['name']}**: {row['description']}")
-    if row["simulated"]:
+    st.markdown(f"**{row[results.NAME]}**: {row[results.DESCRIPTION]}")
+    if row[results.SIMULATED]:
         st.warning(help_text.SIMULATED_DETAIL, icon=":material/science:")
-    figures = results.headline(row, reference)
+    figures = comparisons.headline(row, reference)
     size_metric, ratio_metric, latency_metric, speed_metric = st.columns(4)
     size_metric.metric("File size", figures.size)
     ratio_metric.metric("Size vs original", figures.size_ratio)
@@ -75,14 +76,14 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
     speed_metric.metric("Speed vs original", figures.speed)
 
     st.markdown("**Scores, next to the original model**")
-    st.table(results.metric_comparison(row, reference).set_index("Score"))  # a table, not a grid: long text wraps
+    st.table(comparisons.metric_comparison(row, reference).set_index("Score"))  # a table, not a grid: long text wraps
     slices_column, layers_column = st.columns(2, gap="large")
-    slices = results.slice_comparison(row, reference)
+    slices = comparisons.slice_comparison(row, reference)
     if not slices.empty:
         slices_column.markdown("**Per group of examples**", help=help_text.PER_SLICE)
         slices_column.table(slices.set_index("Group"))
     layers_column.markdown("**Layers kept at full precision**", help=help_text.FLOAT_LAYERS)
-    layers_column.markdown("\n".join(f"- `{name}`" for name in row["float_layers"]) or "none")
+    layers_column.markdown("\n".join(f"- `{name}`" for name in row[results.FLOAT_LAYERS]) or "none")
 
 
 st.title("Trade-offs")

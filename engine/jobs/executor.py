@@ -1,12 +1,16 @@
-"""Where a job's work runs: task processes on this machine, or a Dask cluster for calibrations and builds.
+"""Where a job's tasks run. A job is handed an executor; the scheduling (what runs when) is the job kind's.
 
-Local: every task (the reference, each build, each timing) runs in a process of its own, forked from a
-forkserver that has already imported the engine, so starting one costs milliseconds. A segfault or an
-OOM kill ends that process only; the runner sees its exit code and records a failed row.
+Every executor offers the same four calls: `start(task)`, `running()`, `collect(timeout)` -> [(task,
+Outcome)], `close()`; and says with `remote_builds` whether builds and calibrations leave this machine
+(then they may run beside a timing without disturbing it).
 
-Dask: builds go to the cluster with the model and dataset bytes (no shared disk assumed) and come back
-with the artifact bytes. Latency is always measured here, against the artifact stored in the workspace,
-one artifact at a time, so every row's latency comes from the same machine and protocol.
+WorkerPool (local): long-lived worker processes forked from a forkserver that has already imported the
+engine. Each loads the job's model and dataset once and runs task after task. A segfault or an OOM kill
+ends that worker only: its task comes back as WorkerDied and the next task gets a fresh worker.
+
+DaskExecutor: builds and calibrations go to a Dask cluster with the model and dataset bytes (no shared disk
+assumed) and come back with the artifact bytes. The reference and every timing run in a local WorkerPool,
+against the artifact stored in the workspace, so every row's latency comes from the same machine and protocol.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ import signal
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from engine.jobs import tasks
+from engine.jobs.tasks import BuildTask, CalibrateTask, Task
 
-
-FORKSERVER_PRELOAD = ["engine.jobs.tasks"]  # imported once by the forkserver, inherited by every task
+FORKSERVER_PRELOAD = ["engine.jobs.tasks"]  # imported once by the forkserver, inherited by every worker
 
 
 class WorkerDied(Exception):
@@ -47,6 +51,18 @@ class Outcome:
     detail: str | None = None  # its traceback, when there is one
 
 
+class Executor(Protocol):
+    remote_builds: bool
+
+    def start(self, task: Task) -> None: ...
+
+    def running(self) -> list[Task]: ...
+
+    def collect(self, timeout: float) -> list[tuple[Task, Outcome]]: ...
+
+    def close(self) -> None: ...
+
+
 def _death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -57,112 +73,146 @@ def _death(exitcode: int | None) -> str:
 
 
 @dataclass
-class _Running:
-    tag: Any
+class _Worker:
     process: multiprocessing.Process
-    receiver: multiprocessing.connection.Connection
+    connection: multiprocessing.connection.Connection
+    task: Task | None = None  # what it is running; None while idle
 
 
-class TaskProcesses:
-    """Runs each task in a fresh process and reports each one's outcome as it finishes."""
+class WorkerPool:
+    """Tasks in long-lived local worker processes, one task per worker at a time; a worker is started when no
+    idle one is left, so the pool is as large as the most tasks the job ever runs at once."""
+
+    remote_builds = False
 
     def __init__(self) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(FORKSERVER_PRELOAD)
-        self._running: list[_Running] = []
+        self._workers: list[_Worker] = []
 
-    def start(self, tag: Any, function, *args) -> None:
-        receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=tasks.run_in_process, args=(sender, function, args), daemon=True)
+    def start(self, task: Task) -> None:
+        worker = next((worker for worker in self._workers if worker.task is None), None) or self._new_worker()
+        worker.connection.send(task)
+        worker.task = task
+
+    def _new_worker(self) -> _Worker:
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(target=tasks.serve, args=(theirs,), daemon=True)
         process.start()
-        sender.close()  # ours: so a dead child shows up as end-of-file, not a hang
-        self._running.append(_Running(tag, process, receiver))
+        theirs.close()  # the worker's end: so a dead worker shows up as end-of-file, not a hang
+        worker = _Worker(process, ours)
+        self._workers.append(worker)
+        return worker
 
-    def tags(self, kind: str) -> list[Any]:
-        """Tags of the running tasks whose tag starts with `kind`."""
-        return [task.tag for task in self._running if task.tag[0] == kind]
+    def running(self) -> list[Task]:
+        return [worker.task for worker in self._workers if worker.task is not None]
 
-    def collect(self, timeout: float) -> list[tuple[Any, Outcome]]:
+    def collect(self, timeout: float) -> list[tuple[Task, Outcome]]:
         """Wait up to `timeout` seconds for tasks to finish; their outcomes, possibly none."""
-        if not self._running:
+        busy = [worker for worker in self._workers if worker.task is not None]
+        if not busy:
             time.sleep(timeout)
             return []
-        waitables = [task.receiver for task in self._running] + [task.process.sentinel for task in self._running]
-        multiprocessing.connection.wait(waitables, timeout)
+        multiprocessing.connection.wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout)
         finished = []
-        for task in list(self._running):
-            outcome = self._outcome(task)
+        for worker in busy:
+            outcome = self._outcome(worker)
             if outcome is not None:
-                self._running.remove(task)
-                task.receiver.close()
-                task.process.join()
-                finished.append((task.tag, outcome))
+                finished.append((worker.task, outcome))
+                worker.task = None
         return finished
 
-    def _outcome(self, task: _Running) -> Outcome | None:
-        if task.receiver.poll():  # an answer waits: read it even if the process has exited since
+    def _outcome(self, worker: _Worker) -> Outcome | None:
+        if worker.connection.poll():  # an answer waits: read it even if the process has exited since
             try:
-                status, *payload = task.receiver.recv()
+                status, *payload = worker.connection.recv()
             except EOFError:  # died before finishing its answer
-                task.process.join()
-                return Outcome(error=WorkerDied(f"worker process {_death(task.process.exitcode)}"))
+                return self._buried(worker)
             if status == "ok":
                 return Outcome(value=payload[0])
             line, detail = payload
             return Outcome(error=TaskFailed(line), detail=detail)
-        if task.process.exitcode is not None:
-            return Outcome(error=WorkerDied(f"worker process {_death(task.process.exitcode)}"))
+        if worker.process.exitcode is not None:
+            return self._buried(worker)
         return None
 
-    def kill_all(self) -> None:
-        for task in self._running:
-            task.process.kill()
-        for task in self._running:
-            task.process.join()
-            task.receiver.close()
-        self._running.clear()
+    def _buried(self, worker: _Worker) -> Outcome:
+        """A worker that died: out of the pool, its task a WorkerDied."""
+        worker.process.join()
+        worker.connection.close()
+        self._workers.remove(worker)
+        return Outcome(error=WorkerDied(f"worker process {_death(worker.process.exitcode)}"))
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.process.kill()
+        for worker in self._workers:
+            worker.process.join()
+            worker.connection.close()
+        self._workers.clear()
 
 
-class DaskBuilds:
-    """Builds (and calibrations) on a Dask cluster: `distributed.Client(address)`, one `client.submit` each."""
+class DaskExecutor:
+    """Builds and calibrations on a Dask cluster (`distributed.Client(address)`, one `client.submit` each);
+    everything else in a local WorkerPool."""
 
-    def __init__(self, address: str, inputs: tasks.JobInputs, reference, job_id: str) -> None:
+    remote_builds = True
+
+    def __init__(self, address: str, job_id: str) -> None:
         from distributed import Client  # only jobs with a scheduler pay for importing distributed
 
         self._client = Client(address, timeout="20s")
-        # Sent once, then referenced by every task.
-        self._inputs, self._reference = self._client.scatter([inputs.as_bytes(), reference], broadcast=False)
         self._job_id = job_id
-        self._futures: list[tuple[Any, Any]] = []  # (tag, distributed.Future)
+        self._local = WorkerPool()
+        self._scattered: dict[int, Any] = {}  # id of a local object -> its future on the cluster, sent once
+        self._futures: list[tuple[Task, Any]] = []  # (task, distributed.Future)
 
-    def build(self, tag: Any, recipe_json: str, ranges) -> None:
-        self._submit(tag, tasks.build_remote, recipe_json, self._reference, ranges)
+    def start(self, task: Task) -> None:
+        if not isinstance(task, BuildTask | CalibrateTask):
+            self._local.start(task)
+            return
+        remote = replace(task, artifact_path=None) if isinstance(task, BuildTask) else task
+        inputs = self._scatter(task.inputs, task.inputs.as_bytes)
+        reference = self._scatter(task.reference, lambda: task.reference) if isinstance(task, BuildTask) else None
+        key = f"quantscope-{type(task).__name__}-{self._job_id}-{uuid.uuid4().hex[:8]}"
+        self._futures.append((task, self._client.submit(_run_remote, remote, inputs, reference, key=key)))
 
-    def calibrate(self, tag: Any, recipe_json: str) -> None:
-        self._submit(tag, tasks.calibrate, recipe_json)
+    def _scatter(self, local: Any, payload) -> Any:
+        if id(local) not in self._scattered:
+            self._scattered[id(local)] = self._client.scatter(payload(), broadcast=False)
+        return self._scattered[id(local)]
 
-    def _submit(self, tag: Any, function, *args) -> None:
-        key = f"quantscope-{tag[0]}-{self._job_id}-{uuid.uuid4().hex[:8]}"
-        self._futures.append((tag, self._client.submit(function, self._inputs, *args, key=key)))
+    def running(self) -> list[Task]:
+        return self._local.running() + [task for task, _ in self._futures]
 
-    def count(self) -> int:
-        return len(self._futures)
-
-    def collect(self) -> list[tuple[Any, Outcome]]:
-        finished = []
-        for tag, future in list(self._futures):
+    def collect(self, timeout: float) -> list[tuple[Task, Outcome]]:
+        finished = self._local.collect(timeout)
+        for task, future in list(self._futures):
             if future.status == "finished":
-                finished.append((tag, Outcome(value=future.result())))
+                finished.append((task, Outcome(value=future.result())))
             elif future.status in ("error", "cancelled", "lost"):
                 if future.status == "error":
                     error, detail = future.exception(), "".join(traceback.format_tb(future.traceback())) or None
                 else:
                     error, detail = WorkerDied(f"the Dask task was {future.status}"), None
-                finished.append((tag, Outcome(error=error, detail=detail)))
+                finished.append((task, Outcome(error=error, detail=detail)))
             else:
                 continue
-            self._futures.remove((tag, future))
+            self._futures.remove((task, future))
         return finished
 
     def close(self) -> None:
+        self._local.close()
         self._client.close()
+
+
+def _run_remote(task: Task, inputs: tasks.JobInputs, reference) -> Any:
+    """On a Dask worker: the task with the job's bytes (and the reference) the cluster already holds."""
+    with_reference = {"reference": reference} if isinstance(task, BuildTask) else {}
+    return tasks.execute(replace(task, inputs=inputs, **with_reference))
+
+
+def executor_for(params: dict, job_id: str) -> Executor:
+    """A Dask cluster when the job names a scheduler, else local worker processes."""
+    scheduler = params.get("scheduler")
+    return DaskExecutor(scheduler, job_id) if scheduler else WorkerPool()

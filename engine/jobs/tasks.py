@@ -1,9 +1,13 @@
-"""The work itself: one step of a sweep, run in a task process (local) or on a Dask worker (remote).
+"""The work itself: typed tasks a job hands to its executor, and the worker loop that runs them.
 
-Each function reuses engine.sweep's building blocks unchanged. A configuration that raises comes back as
-engine.sweep's failed row plus the traceback, so one bad recipe never sinks the job.
+A task is a frozen dataclass with a `run(model, dataset)` method that reuses engine.sweep's building
+blocks unchanged; what it returns is typed too (`Built`, `Timed`, or the reference and ranges themselves).
+A configuration that raises comes back as a failed row plus its traceback, so one bad recipe never sinks
+the job.
 
-This module imports onnxruntime; the runner preloads it in its forkserver so task processes start warm.
+Workers are long-lived: each loads and checks a job's model and dataset once per blob hash (`loaded`) and
+reuses them for every later task of that job. This module imports onnxruntime; the runner preloads it in
+its forkserver so workers start warm.
 """
 
 from __future__ import annotations
@@ -17,31 +21,39 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.dataset import Dataset, load_dataset
 from engine.model import LoadedModel, load_model
-from engine.realise.calibration import CalibrationSet, Ranges, calibration_key
+from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
-from engine.sweep import Reference, build_and_evaluate, failed_row, reference_for, time_artifact
+from engine.sweep import Reference, build_and_evaluate, reference_for, time_artifact
+from engine.text import error_line
 
 # Tests only: when set to a recipe key, the task building that recipe (or calibrating for it) kills its own
 # process with SIGKILL, standing in for a segfault or the OOM killer inside onnxruntime.
 CRASH_VARIABLE = "QUANTSCOPE_TEST_CRASH_ON"
 
-Built = tuple[dict, str | None]  # (row, traceback when the row is a failed row)
-
 
 @dataclass(frozen=True)
 class JobInputs:
-    """How to load a job's model and dataset: blob paths locally, the bytes themselves for a remote worker."""
+    """How to load a job's model and dataset: blob paths locally, the bytes themselves for a remote worker.
+    The blob hashes name the pair, so a worker that has loaded it once reuses it."""
 
+    model_sha: str
+    dataset_sha: str
     model: Path | bytes
     dataset: Path | bytes
     dataset_filename: str  # its extension tells the format
     label_column: str | None = None
     slice_column: str | None = None
+
+    @property
+    def identity(self) -> tuple:
+        """What the loaded pair depends on: the same bytes read the same way."""
+        return (self.model_sha, self.dataset_sha, Path(self.dataset_filename).suffix.lower(), self.label_column,
+                self.slice_column)
 
     def load(self) -> tuple[LoadedModel, Dataset]:
         model = load_model(self.model)
@@ -52,42 +64,144 @@ class JobInputs:
         return model, dataset
 
     def as_bytes(self) -> JobInputs:
-        return JobInputs(_read(self.model), _read(self.dataset), self.dataset_filename, self.label_column,
-                         self.slice_column)
+        return replace(self, model=_read(self.model), dataset=_read(self.dataset))
 
 
 def _read(source: Path | bytes) -> bytes:
     return source if isinstance(source, bytes) else Path(source).read_bytes()
 
 
-def compute_reference(inputs: JobInputs, workdir: Path) -> Reference:
-    model, dataset = inputs.load()
-    return reference_for(model, dataset, workdir)
+# One job's model and dataset per worker process: a worker serves one job, and a Dask worker that serves
+# several keeps only the latest pair, so memory stays at one copy.
+_loaded: dict[tuple, tuple[LoadedModel, Dataset]] = {}
 
 
-def calibrate(inputs: JobInputs, recipe_json: str) -> Ranges:
-    """The activation ranges of the recipe's calibration key, for every build that shares the key."""
-    recipe = Recipe.from_json(recipe_json)
-    _crash_if_asked(recipe)
-    model, dataset = inputs.load()
-    return CalibrationSet(dataset).ranges(model, recipe)
+def loaded(inputs: JobInputs) -> tuple[LoadedModel, Dataset]:
+    """The job's model and dataset, loaded and checked once per process and reused by its later tasks."""
+    if inputs.identity not in _loaded:
+        _loaded.clear()
+        _loaded[inputs.identity] = inputs.load()
+    return _loaded[inputs.identity]
 
 
-def build(inputs: JobInputs, recipe_json: str, artifact_path: Path, reference: Reference,
-          ranges: Ranges | None = None) -> Built:
-    """Quantize and evaluate one recipe: its row without latency, the artifact written at artifact_path.
-    `ranges`: its activation ranges, computed by `calibrate`, when it has calibrated activations."""
-    recipe = Recipe.from_json(recipe_json)
-    _crash_if_asked(recipe)
-    try:
-        model, dataset = inputs.load()
-        known = {calibration_key(recipe): ranges} if ranges is not None else {}
-        calibration = CalibrationSet(dataset, known)
-        return build_and_evaluate(model, dataset, recipe, Path(artifact_path), reference, calibration), None
-    except Exception as error:
-        # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
-        # override naming a missing layer): one bad recipe must not end a long job.
-        return failed_row(recipe, reference, error), traceback.format_exc()
+# -- the tasks --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    """A build's outcome: the row without latency, or a failed row with its traceback. A remote build sends
+    its artifact's bytes back with the row."""
+
+    row: dict
+    detail: str | None = None  # the traceback when `row` is a failed row
+    artifact_bytes: bytes | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.detail is not None
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A timing's outcome: the row with its latency columns, or a failed row with its traceback."""
+
+    row: dict
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceTask:
+    """The fp32 model's outputs on the dataset, which every row is compared with."""
+
+    inputs: JobInputs
+    workdir: Path
+
+    def run(self, model: LoadedModel, dataset: Dataset) -> Reference:
+        return reference_for(model, dataset, self.workdir)
+
+    def describe(self) -> str:
+        return "computing the fp32 reference"
+
+
+@dataclass(frozen=True)
+class CalibrateTask:
+    """The activation ranges of one calibration key, for every build that shares it."""
+
+    inputs: JobInputs
+    key: CalibrationKey
+    recipe: Recipe  # the first recipe waiting for these ranges
+
+    def run(self, model: LoadedModel, dataset: Dataset) -> Ranges:
+        _crash_if_asked(self.recipe)
+        return CalibrationSet(dataset).ranges(model, self.recipe)
+
+    def describe(self) -> str:
+        return f"{self.key[0]} on {self.key[1]} samples"
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    """Quantize and evaluate one recipe: its row without latency, the artifact written at `artifact_path`
+    (None on a remote worker, which sends the bytes back). `ranges`: its shared activation ranges, if any."""
+
+    inputs: JobInputs
+    position: int  # the recipe's place in the job's list
+    recipe: Recipe
+    reference: Reference
+    artifact_path: Path | None
+    ranges: Ranges | None = None
+
+    def run(self, model: LoadedModel, dataset: Dataset) -> Built:
+        _crash_if_asked(self.recipe)
+        if self.artifact_path is not None:
+            return self._build(model, dataset, self.artifact_path)
+        with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:  # a remote worker shares no disk
+            path = Path(scratch) / "artifact.onnx"
+            built = self._build(model, dataset, path)
+            return built if built.failed else replace(built, artifact_bytes=path.read_bytes())
+
+    def _build(self, model: LoadedModel, dataset: Dataset, artifact_path: Path) -> Built:
+        try:
+            known = {} if self.ranges is None else {calibration_key(self.recipe): self.ranges}
+            calibration = CalibrationSet(dataset, known)
+            return Built(build_and_evaluate(model, dataset, self.recipe, artifact_path, self.reference, calibration))
+        except Exception as error:
+            # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
+            # override naming a missing layer): one bad recipe must not end a long job.
+            return Built(self.reference.failed_row(self.recipe, error), traceback.format_exc())
+
+    def describe(self) -> str:
+        return self.recipe.short_name()
+
+
+@dataclass(frozen=True)
+class TimeTask:
+    """Add the latency columns to a built row. Holds the workspace's latency lock, so timings never overlap
+    (across jobs and processes)."""
+
+    inputs: JobInputs
+    position: int
+    recipe: Recipe
+    row: dict
+    artifact_sha: str
+    artifact_path: Path
+    threads: int
+    batch: int
+    lock_path: Path
+    reference: Reference
+
+    def run(self, model: LoadedModel, dataset: Dataset) -> Timed:
+        try:
+            with exclusive(self.lock_path):
+                return Timed({**self.row, **time_artifact(self.artifact_path, dataset, self.threads, self.batch)})
+        except Exception as error:
+            return Timed(self.reference.failed_row(self.recipe, error), traceback.format_exc())
+
+    def describe(self) -> str:
+        return self.recipe.short_name()
+
+
+Task = ReferenceTask | CalibrateTask | BuildTask | TimeTask
 
 
 def _crash_if_asked(recipe: Recipe) -> None:
@@ -95,24 +209,9 @@ def _crash_if_asked(recipe: Recipe) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def build_remote(inputs: JobInputs, recipe_json: str, reference: Reference,
-                 ranges: Ranges | None) -> tuple[dict, str | None, bytes | None]:
-    """`build` on a Dask worker, which shares no disk with the runner: the artifact comes back as bytes."""
-    with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:
-        artifact_path = Path(scratch) / "artifact.onnx"
-        row, detail = build(inputs, recipe_json, artifact_path, reference, ranges)
-        return row, detail, artifact_path.read_bytes() if detail is None else None
-
-
-def time_row(inputs: JobInputs, row: dict, artifact_path: Path, threads: int, batch: int,
-             lock_path: Path, reference: Reference) -> Built:
-    """Add the latency columns to a built row. Holds the workspace's latency lock, so timings never overlap."""
-    try:
-        _, dataset = inputs.load()
-        with exclusive(lock_path):
-            return {**row, **time_artifact(artifact_path, dataset, threads, batch)}, None
-    except Exception as error:
-        return failed_row(Recipe.from_json(row["recipe"]), reference, error), traceback.format_exc()
+def execute(task: Task):
+    """Run a task against its job's inputs, loaded once per process: what local and Dask workers call."""
+    return task.run(*loaded(task.inputs))
 
 
 @contextmanager
@@ -126,20 +225,23 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-# -- running a task in its own process ------------------------------------------------------------------------
+# -- a local worker process ------------------------------------------------------------------------------------
 
 
-def run_in_process(connection, function, args: tuple) -> None:
-    """A task process's entry point: run `function`, send ("ok", value) or ("error", line, traceback)."""
+def serve(connection) -> None:
+    """A worker process's loop: receive a task, send ("ok", value) or ("error", line, traceback), repeat until
+    the runner closes the pipe."""
     _exit_when_orphaned()
-    try:
-        message = ("ok", function(*args))
-    except BaseException as error:
-        text = str(error).strip()
-        line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-        message = ("error", line, traceback.format_exc())
-    connection.send(message)
-    connection.close()
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        try:
+            message = ("ok", execute(task))
+        except BaseException as error:
+            message = ("error", error_line(error), traceback.format_exc())
+        connection.send(message)
 
 
 def _exit_when_orphaned(poll_seconds: float = 0.5) -> None:

@@ -1,6 +1,6 @@
 """Jobs and their result rows.
 
-A job moves queued -> running -> done | failed | cancelled | interrupted. Every state change is a
+A job moves through engine.store.records.JobState. Every state change is a
 conditional UPDATE, so a runner that lost its job (cancelled, or declared dead) cannot overwrite it.
 A result row is committed the moment its configuration finishes, together with the job's progress.
 """
@@ -12,7 +12,9 @@ import sqlite3
 import time
 
 from engine.store.db import transaction
-from engine.store.records import ACTIVE_STATES, JobInfo
+from engine.store.records import ACTIVE_STATES, RESUMABLE_STATES, JobInfo, JobState
+
+QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
 
 
 def encode_row(row: dict) -> str:
@@ -27,8 +29,8 @@ def create_job(conn: sqlite3.Connection, job_id: str, kind: str, owner: str, mod
         conn.execute(
             """INSERT INTO jobs (id, kind, state, owner, model_id, dataset_id, params, total, message, created,
                                 heartbeat)
-               VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, 'queued', ?, ?)""",
-            (job_id, kind, owner, model_id, dataset_id, json.dumps(params), total, now, now),
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
+            (job_id, kind, QUEUED, owner, model_id, dataset_id, json.dumps(params), total, now, now),
         )
 
 
@@ -52,7 +54,7 @@ def runner_pid(conn: sqlite3.Connection, job_id: str) -> tuple[int | None, float
 def set_runner(conn: sqlite3.Connection, job_id: str, pid: int) -> None:
     """The launcher records the runner's pid at once, so a runner that dies before it starts is noticed."""
     with transaction(conn):
-        conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND state = 'queued'", (pid, job_id))
+        conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND state = ?", (pid, job_id, QUEUED))
 
 
 def claim(conn: sqlite3.Connection, job_id: str, pid: int) -> bool:
@@ -60,10 +62,10 @@ def claim(conn: sqlite3.Connection, job_id: str, pid: int) -> bool:
     now = time.time()
     with transaction(conn):
         return conn.execute(
-            """UPDATE jobs SET state = 'running', pid = ?, heartbeat = ?, started = coalesce(started, ?),
+            """UPDATE jobs SET state = ?, pid = ?, heartbeat = ?, started = coalesce(started, ?),
                               message = 'starting'
-               WHERE id = ? AND state = 'queued'""",
-            (pid, now, now, job_id),
+               WHERE id = ? AND state = ?""",
+            (RUNNING, pid, now, now, job_id, QUEUED),
         ).rowcount == 1
 
 
@@ -72,23 +74,23 @@ def beat(conn: sqlite3.Connection, job_id: str, pid: int, message: str | None = 
     with transaction(conn):
         return conn.execute(
             """UPDATE jobs SET heartbeat = ?, message = coalesce(?, message)
-               WHERE id = ? AND state = 'running' AND pid = ?""",
-            (time.time(), message, job_id, pid),
+               WHERE id = ? AND state = ? AND pid = ?""",
+            (time.time(), message, job_id, RUNNING, pid),
         ).rowcount == 1
 
 
-def finish(conn: sqlite3.Connection, job_id: str, pid: int, state: str, message: str,
+def finish(conn: sqlite3.Connection, job_id: str, pid: int, state: JobState, message: str,
            error: str | None = None, error_detail: str | None = None) -> bool:
     """The runner's last word: done or failed."""
     with transaction(conn):
         return conn.execute(
             """UPDATE jobs SET state = ?, message = ?, error = ?, error_detail = ?, finished = ?
-               WHERE id = ? AND state = 'running' AND pid = ?""",
-            (state, message, error, error_detail, time.time(), job_id, pid),
+               WHERE id = ? AND state = ? AND pid = ?""",
+            (state.value, message, error, error_detail, time.time(), job_id, RUNNING, pid),
         ).rowcount == 1
 
 
-def stop(conn: sqlite3.Connection, job_id: str, state: str, message: str) -> sqlite3.Row | None:
+def stop(conn: sqlite3.Connection, job_id: str, state: JobState, message: str) -> sqlite3.Row | None:
     """Cancel or interrupt an active job from outside its runner.
 
     Returns the job's (state, pid) as they were, or None when the job had already ended (or never was).
@@ -98,20 +100,22 @@ def stop(conn: sqlite3.Connection, job_id: str, state: str, message: str) -> sql
         if before is None or before["state"] not in ACTIVE_STATES:
             return None
         conn.execute(
-            "UPDATE jobs SET state = ?, message = ?, finished = ? WHERE id = ?", (state, message, time.time(), job_id)
+            "UPDATE jobs SET state = ?, message = ?, finished = ? WHERE id = ?",
+            (state.value, message, time.time(), job_id),
         )
     return before
 
 
-def requeue(conn: sqlite3.Connection, job_id: str, from_states: tuple[str, ...]) -> bool:
-    """Make an ended job runnable again (resume): its committed rows stay."""
-    marks = ", ".join("?" for _ in from_states)
+def requeue(conn: sqlite3.Connection, job_id: str) -> bool:
+    """Make a resumable job (JobState.is_resumable) runnable again: its committed rows stay."""
+    resumable = [state.value for state in RESUMABLE_STATES]
+    marks = ", ".join("?" for _ in resumable)
     with transaction(conn):
         return conn.execute(
-            f"""UPDATE jobs SET state = 'queued', message = 'resuming', error = NULL, error_detail = NULL,
+            f"""UPDATE jobs SET state = ?, message = 'resuming', error = NULL, error_detail = NULL,
                                finished = NULL, pid = NULL, heartbeat = ?
                 WHERE id = ? AND state IN ({marks})""",
-            (time.time(), job_id, *from_states),
+            (QUEUED, time.time(), job_id, *resumable),
         ).rowcount == 1
 
 
@@ -135,7 +139,22 @@ def add_result(conn: sqlite3.Connection, job_id: str, recipe_key: str, position:
     )
 
 
+def result_times(conn: sqlite3.Connection, job_id: str) -> list[float]:
+    """When each of the job's rows was committed (unix seconds), in commit order."""
+    return [created for (created,) in conn.execute("SELECT created FROM results WHERE job_id = ? ORDER BY created",
+                                                   (job_id,))]
+
+
 def result_rows(conn: sqlite3.Connection, job_id: str) -> list[dict]:
     """The committed rows in recipe order, as stored (artifact paths relative to the workspace)."""
     rows = conn.execute("SELECT row FROM results WHERE job_id = ? ORDER BY position", (job_id,))
     return [json.loads(row[0]) for row in rows]
+
+
+def artifact_of(conn: sqlite3.Connection, job_id: str, recipe_key: str) -> str | None:
+    """The workspace-relative path of the artifact a job's row was measured on, if it has one."""
+    found = conn.execute(
+        "SELECT a.path FROM results r JOIN artifacts a ON a.sha256 = r.artifact WHERE r.job_id = ? AND r.recipe_key = ?",
+        (job_id, recipe_key),
+    ).fetchone()
+    return None if found is None else found[0]

@@ -5,9 +5,36 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-TERMINAL_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
-ACTIVE_STATES = frozenset({"queued", "running"})
+
+class JobState(StrEnum):
+    """queued -> running -> done | failed | cancelled | interrupted; resume makes a stopped job queued again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its runner died (server stopped, kill -9): resume finishes it
+
+    @property
+    def is_active(self) -> bool:
+        """Waiting for or held by a runner."""
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+    @property
+    def is_terminal(self) -> bool:
+        return not self.is_active
+
+    @property
+    def is_resumable(self) -> bool:
+        """Ended without finishing: resume computes only its configurations without a row."""
+        return self in RESUMABLE_STATES
+
+
+ACTIVE_STATES = tuple(state for state in JobState if state.is_active)
+RESUMABLE_STATES = (JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -52,7 +79,7 @@ class DatasetRecord:
 class JobInfo:
     id: str
     kind: str
-    state: str  # queued -> running -> done | failed | cancelled | interrupted
+    state: JobState
     done: int  # configurations with a committed row
     total: int
     message: str
@@ -68,12 +95,12 @@ class JobInfo:
 
     @property
     def is_finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state.is_terminal
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobInfo:
         return cls(
-            id=row["id"], kind=row["kind"], state=row["state"], done=row["done"], total=row["total"],
+            id=row["id"], kind=row["kind"], state=JobState(row["state"]), done=row["done"], total=row["total"],
             message=row["message"], error=row["error"], owner=row["owner"], model_id=row["model_id"],
             dataset_id=row["dataset_id"], created=row["created"], started=row["started"],
             finished=row["finished"], error_detail=row["error_detail"], params=json.loads(row["params"]),

@@ -11,8 +11,10 @@ import sqlite3
 
 from engine.store.db import transaction
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-_STATE_CHECK = ", ".join(f"'{state}'" for state in JOB_STATES)
+# The job states as migration 2 wrote them into its CHECK; it has shipped, so this stays as it is even if
+# engine.store.records.JobState grows (a new state needs a new migration; tests/test_store.py checks they agree).
+MIGRATION_2_JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+_STATE_CHECK = ", ".join(f"'{state}'" for state in MIGRATION_2_JOB_STATES)
 
 MIGRATIONS: list[tuple[str, ...]] = [
     # 1. The library: uploaded models and datasets. One row per (item, owner): identical bytes uploaded by

@@ -1,20 +1,20 @@
-"""The Python API of the workspace: what the CLI and the dashboard call. Nothing here computes a sweep.
+"""The workspace: the one API the CLI and the dashboard call. Nothing here computes a sweep.
 
     ws = Workspace.open()                                  # creates or migrates, then recover()
     model = ws.add_model(path_or_bytes, "resnet", owner)   # validated with load_model, stored once by sha256
     data = ws.add_dataset(path_or_bytes, "val.npz", model.id, owner)
     job_id = ws.submit_sweep(model.id, data.id, recipes, owner)   # returns at once; a runner does the work
-    ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.sweep.results_table
+    ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.results.results_table
 
-Submitting records the job in SQLite and starts its runner (engine.jobs.runner), which does the work and
-writes progress and rows back; the API reads them, and stops or restarts runners.
+It sits above engine.store (SQLite and blobs: every SQL statement lives there) and engine.jobs (runners and
+their workers). Submitting records the job and starts its runner, which does the work and writes progress
+and rows back; the workspace reads them, and stops or restarts runners. Every refusal is a WorkspaceError.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 import uuid
@@ -24,23 +24,21 @@ from pathlib import Path
 import pandas as pd
 
 from engine.dataset import load_dataset
-from engine.errors import DataError, QuantscopeError
+from engine.errors import DataError, QuantscopeError, WorkspaceError
+from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
 from engine.recipe import Recipe
-from engine.store import DatasetRecord, JobInfo, ModelRecord, Store
+from engine.results import ARTIFACT, results_table
+from engine.store import DatasetRecord, JobInfo, ModelRecord, Store, workspace_root
 from engine.store import jobs, library
-from engine.store.records import ACTIVE_STATES
-from engine.sweep import DEFAULT_LATENCY_BATCH, results_table
+from engine.store.records import ACTIVE_STATES, RESUMABLE_STATES, JobState
+from engine.sweep import DEFAULT_LATENCY_BATCH
+
+__all__ = ["DatasetRecord", "JobInfo", "JobState", "ModelRecord", "Workspace", "WorkspaceError", "workspace_root"]
 
 STALE_HEARTBEAT_SECONDS = 60.0  # a live runner writes one every second
-RESUMABLE_STATES = ("interrupted", "failed", "cancelled")
-SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
 POLL_SECONDS = 0.1
-
-
-class JobError(QuantscopeError):
-    """A job request that cannot be carried out: unknown id, wrong state, bad parameters."""
 
 
 class Workspace:
@@ -105,12 +103,12 @@ class Workspace:
     def share_model(self, model_id: str) -> None:
         with self.store.connect() as conn:
             if not library.share(conn, "models", model_id):
-                raise JobError(f"no model {model_id}")
+                raise WorkspaceError(f"no model {model_id}")
 
     def share_dataset(self, dataset_id: str) -> None:
         with self.store.connect() as conn:
             if not library.share(conn, "datasets", dataset_id):
-                raise JobError(f"no dataset {dataset_id}")
+                raise WorkspaceError(f"no dataset {dataset_id}")
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
@@ -121,21 +119,15 @@ class Workspace:
         self._model(model_id, owner)
         dataset = self._dataset(dataset_id, owner)
         if dataset.model_id != model_id:
-            raise JobError(f"dataset {dataset.filename} was checked against another model")
-        unique = list({recipe.key(): recipe for recipe in recipes}.values())  # a recipe twice is one row
-        if not unique:
-            raise JobError("a sweep needs at least one recipe")
-        counts = {"threads": threads, "batch": batch} | ({} if workers is None else {"workers": workers})
-        for name, value in counts.items():
-            if not isinstance(value, int) or value < 1:
-                raise JobError(f"{name} must be a positive integer; got {value!r}")
-        if scheduler is not None and not SCHEDULER_ADDRESS.match(scheduler):
-            raise JobError(f"a Dask scheduler address looks like tcp://host:8786; got {scheduler!r}")
-        params = {"recipes": [recipe.to_json() for recipe in unique], "threads": threads, "batch": batch,
-                  "scheduler": scheduler, "workers": workers}
+            raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
+        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers)
+        return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
+
+    def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:
+        """Record a job of a registered kind (engine.jobs.kinds) and start its runner."""
         job_id = uuid.uuid4().hex[:12]
         with self.store.connect() as conn:
-            jobs.create_job(conn, job_id, "sweep", owner, model_id, dataset_id, params, total=len(unique))
+            jobs.create_job(conn, job_id, kind, owner, model_id, dataset_id, params, total=total)
         self._launch(job_id)
         return job_id
 
@@ -143,7 +135,7 @@ class Workspace:
         with self.store.connect() as conn:
             job = jobs.get_job(conn, job_id)
         if job is None:
-            raise JobError(f"no job {job_id}")
+            raise WorkspaceError(f"no job {job_id}")
         return self._notice_lost_runner(job)
 
     def jobs(self, owner: str | None = None) -> list[JobInfo]:
@@ -153,31 +145,37 @@ class Workspace:
         return [self._notice_lost_runner(job) for job in listed]
 
     def results(self, job_id: str) -> pd.DataFrame:
-        """The committed rows, in recipe order, as engine.sweep.results_table; artifact paths are absolute."""
+        """The committed rows, in recipe order, as engine.results.results_table; artifact paths are absolute."""
         self.job(job_id)
         with self.store.connect() as conn:
             rows = jobs.result_rows(conn, job_id)
         for row in rows:
-            if row.get("artifact"):
-                row["artifact"] = str(self.store.absolute(row["artifact"]))
+            if row.get(ARTIFACT):
+                row[ARTIFACT] = str(self.store.absolute(row[ARTIFACT]))
         return results_table(rows)
+
+    def result_times(self, job_id: str) -> list[float]:
+        """When each of the job's rows was committed (unix seconds), earliest first."""
+        with self.store.connect() as conn:
+            return jobs.result_times(conn, job_id)
 
     def artifact_path(self, job_id: str, recipe_key: str) -> Path:
         with self.store.connect() as conn:
-            found = conn.execute(
-                "SELECT a.path FROM results r JOIN artifacts a ON a.sha256 = r.artifact "
-                "WHERE r.job_id = ? AND r.recipe_key = ?", (job_id, recipe_key),
-            ).fetchone()
+            found = jobs.artifact_of(conn, job_id, recipe_key)
         if found is None:
-            raise JobError(f"job {job_id} has no artifact for recipe {recipe_key}")
-        return self.store.absolute(found[0])
+            raise WorkspaceError(f"job {job_id} has no artifact for recipe {recipe_key}")
+        return self.store.absolute(found)
+
+    def model_file(self, model_id: str) -> Path:
+        """Where a stored model's bytes are (content-addressed: never rewritten)."""
+        return self.store.blobs.path(model_id)
 
     def cancel(self, job_id: str) -> None:
         """Stop the job and kill its processes; returns once they are gone (within about two seconds)."""
         with self.store.connect() as conn:
-            before = jobs.stop(conn, job_id, "cancelled", "cancelled")
+            before = jobs.stop(conn, job_id, JobState.CANCELLED, "cancelled")
         if before is None:
-            self.job(job_id)  # unknown id -> JobError; an ended job stays as it ended
+            self.job(job_id)  # unknown id -> WorkspaceError; an ended job stays as it ended
             return
         kill_runner(before["pid"], job_id)
         shutil.rmtree(self.store.job_dir(job_id) / "scratch", ignore_errors=True)
@@ -185,10 +183,10 @@ class Workspace:
     def resume(self, job_id: str) -> None:
         """Run an interrupted, failed or cancelled job again: only its configurations without a row."""
         with self.store.connect() as conn:
-            requeued = jobs.requeue(conn, job_id, RESUMABLE_STATES)
+            requeued = jobs.requeue(conn, job_id)
         if not requeued:
             state = self.job(job_id).state
-            raise JobError(f"job {job_id} is {state}; only {', '.join(RESUMABLE_STATES)} jobs can be resumed")
+            raise WorkspaceError(f"job {job_id} is {state}; only {', '.join(RESUMABLE_STATES)} jobs can be resumed")
         self._launch(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
@@ -207,7 +205,7 @@ class Workspace:
         """
         with self.store.connect() as conn:
             active = [job for job in jobs.list_jobs(conn) if job.state in ACTIVE_STATES]
-        return [job.id for job in active if self._notice_lost_runner(job).state == "interrupted"]
+        return [job.id for job in active if self._notice_lost_runner(job).state is JobState.INTERRUPTED]
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -218,10 +216,10 @@ class Workspace:
 
     def _notice_lost_runner(self, job: JobInfo) -> JobInfo:
         """An active job whose runner is gone becomes interrupted."""
-        if job.state not in ACTIVE_STATES or not self._runner_lost(job):
+        if not job.state.is_active or not self._runner_lost(job):
             return job
         with self.store.connect() as conn:
-            before = jobs.stop(conn, job.id, "interrupted",
+            before = jobs.stop(conn, job.id, JobState.INTERRUPTED,
                                f"interrupted after {job.done} of {job.total}: its runner stopped; resume to finish")
             if before is not None:
                 kill_runner(before["pid"], job.id)  # a hung runner (stale heartbeat) must not go on working
@@ -239,14 +237,14 @@ class Workspace:
         with self.store.connect() as conn:
             model = library.find_model(conn, model_id, owner)
         if model is None:
-            raise JobError(f"no model {model_id} for {owner}")
+            raise WorkspaceError(f"no model {model_id} for {owner}")
         return model
 
     def _dataset(self, dataset_id: str, owner: str) -> DatasetRecord:
         with self.store.connect() as conn:
             dataset = library.find_dataset(conn, dataset_id, owner)
         if dataset is None:
-            raise JobError(f"no dataset {dataset_id} for {owner}")
+            raise WorkspaceError(f"no dataset {dataset_id} for {owner}")
         return dataset
 
 

@@ -1,0 +1,115 @@
+"""A sweep's results in words: the recommendation sentence, and one recipe next to the original.
+
+The table, its selectors and the recommendation rules are engine.results'; nothing here touches Streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dashboard.formatting import metric_text, ratio_text, size_text, speed_text
+from engine.metrics import METRICS
+from engine.results import (
+    DESCRIPTION, LATENCY, METRIC_NAME, NAME, PER_SLICE, SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, Goal, metric_name,
+    recommend,
+)
+
+
+def tolerance_phrase(metric: str, tolerance: float) -> str:
+    """'within 1% of the original top-1 accuracy', or for error metrics 'with at most 1% more mean absolute error'."""
+    info = METRICS[metric]
+    percent = f"{tolerance * 100:g}%"
+    if info.higher_is_better:
+        return f"within {percent} of the original {info.label.lower()}"
+    return f"with at most {percent} more {info.label.lower()} than the original"
+
+
+def recommendation_text(table: pd.DataFrame, tolerance: float, goal: Goal) -> str:
+    """One sentence, e.g. 'Smallest model within 1% of the original top-1 accuracy: W4 ... — 0.25x the size, 3.1x faster.'"""
+    phrase = tolerance_phrase(metric_name(table), tolerance)
+    found = recommend(table, tolerance, goal)
+    if found is None:
+        return (
+            f"{goal.word} model {phrase}: no quantized recipe qualifies and is {goal.comparative} than the original;"
+            " try a larger tolerance."
+        )
+    row, reference = found.row, found.reference
+    gains = [f"{ratio_text(row[SIZE_BYTES] / reference[SIZE_BYTES])} the size"]
+    speed = speed_text(reference[LATENCY], row[LATENCY])
+    if speed:
+        gains.append(speed)
+    return f"{goal.word} model {phrase}: {row[NAME]} ({row[DESCRIPTION]}) — {', '.join(gains)}."
+
+
+# --- one recipe against the original -----------------------------------------------------------------------------
+
+
+def metric_comparison(row: pd.Series, reference: pd.Series | None) -> pd.DataFrame:
+    """Every score this recipe has, next to the original model's, in plain words."""
+    records = []
+    for name, info in METRICS.items():
+        value = row.get(name)
+        if value is None or _is_nan(value):
+            continue
+        original = None if reference is None else reference.get(name)
+        records.append(
+            {
+                "Score": info.label,
+                "This recipe": metric_text(name, value),
+                "Original model": "-" if original is None else metric_text(name, original),
+                "Better when": "higher" if info.higher_is_better else "lower",
+                "What it means": info.help,
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def slice_comparison(row: pd.Series, reference: pd.Series | None) -> pd.DataFrame:
+    """The primary metric per slice of the data, this recipe next to the original; empty without slices."""
+    per_slice = row.get(PER_SLICE)
+    if not isinstance(per_slice, dict) or not per_slice:
+        return pd.DataFrame()
+    name = row[METRIC_NAME]
+    original = reference.get(PER_SLICE) if reference is not None else None
+    original = original if isinstance(original, dict) else {}
+    return pd.DataFrame(
+        [
+            {
+                "Group": slice_name,
+                "Examples": int(scores.get("rows", 0)),
+                f"{METRICS[name].label} (this recipe)": metric_text(name, scores.get(name)),
+                f"{METRICS[name].label} (original)": metric_text(name, original.get(slice_name, {}).get(name)),
+            }
+            for slice_name, scores in per_slice.items()
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The few figures the detail card leads with."""
+
+    size: str
+    size_ratio: str
+    latency: str
+    speed: str
+
+
+def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
+    estimate = " (estimated)" if row.get(SIZE_IS_ESTIMATE) else ""
+    latency = row.get(LATENCY)
+    timed = latency is not None and not _is_nan(latency)
+    speed = speed_text(reference[LATENCY], latency) if reference is not None and timed else None
+    return Headline(
+        size=size_text(row[SIZE_BYTES]) + estimate,
+        size_ratio=ratio_text(row[SIZE_RATIO]),
+        latency=f"{latency:.3g} ms" if timed else "not timed",
+        speed=speed or "-",
+    )
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)

@@ -1,0 +1,274 @@
+"""The sweep job: every configuration measured once, each row committed as it is ready.
+
+The order of work:
+  1. rows already committed (a resumed job) are skipped; rows in the result cache are copied, not computed;
+  2. the fp32 reference is computed once and handed to every build;
+  3. builds (quantize + evaluate) run in parallel; each artifact moves into the workspace's store. Static
+     recipes that calibrate alike (same calibration_key) wait for one calibration task and share its ranges;
+  4. timings run one at a time. While one runs, at most (cores - threads) local builds run beside it, so the
+     timed session has its cores to itself, as in the one-after-another loop of engine.sweep.sweep.
+Only one job computes at a time in a workspace (steps 2-4): another job's builds beside a timing would
+disturb it, and each job already keeps every core busy, so two at once would finish no sooner.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import deque
+from dataclasses import dataclass
+
+from engine import results
+from engine.errors import WorkspaceError
+from engine.jobs.executor import Outcome, WorkerDied, cpu_count
+from engine.jobs.kinds import register
+from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
+from engine.jobs.tasks import BuildTask, Built, CalibrateTask, JobInputs, ReferenceTask, Task, Timed, TimeTask
+from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
+from engine.recipe import Recipe
+from engine.store import cache, jobs, library
+from engine.store.db import transaction
+from engine.sweep import DEFAULT_LATENCY_BATCH, Reference
+
+REMOTE_POLL_SECONDS = 0.1
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """A sweep job's parameters, as stored in its row (JSON) and checked before it is queued."""
+
+    recipes: tuple[Recipe, ...]
+    threads: int = 1
+    batch: int = DEFAULT_LATENCY_BATCH
+    scheduler: str | None = None  # a Dask scheduler address; None: local worker processes
+    workers: int | None = None  # parallel builds; None: one per core
+
+    def __post_init__(self) -> None:
+        unique = tuple({recipe.key(): recipe for recipe in self.recipes}.values())  # a recipe twice is one row
+        if not unique:
+            raise WorkspaceError("a sweep needs at least one recipe")
+        object.__setattr__(self, "recipes", unique)
+        counts = {"threads": self.threads, "batch": self.batch}
+        counts |= {} if self.workers is None else {"workers": self.workers}
+        for name, value in counts.items():
+            if not isinstance(value, int) or value < 1:
+                raise WorkspaceError(f"{name} must be a positive integer; got {value!r}")
+        if self.scheduler is not None and not SCHEDULER_ADDRESS.match(self.scheduler):
+            raise WorkspaceError(f"a Dask scheduler address looks like tcp://host:8786; got {self.scheduler!r}")
+
+    def to_dict(self) -> dict:
+        return {"recipes": [recipe.to_json() for recipe in self.recipes], "threads": self.threads,
+                "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SweepParams:
+        return cls(tuple(Recipe.from_json(text) for text in data["recipes"]), data["threads"], data["batch"],
+                   data.get("scheduler"), data.get("workers"))
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A built row waiting for its timing."""
+
+    position: int
+    recipe: Recipe
+    row: dict
+    artifact_sha: str
+
+
+@register
+class SweepRun(JobRun):
+    name = "sweep"
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        params = SweepParams.from_dict(self.job.params)
+        self.recipes, self.threads, self.batch = params.recipes, params.threads, params.batch
+        self.workers = params.workers or cpu_count()
+        self.builds_beside_timing = max(0, min(self.workers, cpu_count() - self.threads))
+        self.fingerprint: str | None = None
+        self.inputs: JobInputs | None = None
+        self.scratch = self.store.job_dir(self.job_id) / "scratch"  # artifacts being built; cleared on every start
+        self.reference: Reference | None = None
+        self.to_build: deque[tuple[int, Recipe]] = deque()
+        self.ranges: dict[CalibrationKey, Ranges] = {}  # computed by calibration tasks
+        self.calibrating: set[CalibrationKey] = set()
+        self.to_time: deque[_Waiting] = deque()
+        self.counts = {"computed": 0, "from the cache": 0, "failed": 0}
+
+    def work(self) -> str:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+        try:
+            self._find_inputs()
+            pending = self._copy_cached(self._missing())
+            if pending:
+                with self.turn_to_compute():
+                    self._compute(pending)
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        summary = ", ".join(f"{count} {what}" for what, count in self.counts.items())
+        calibrated = [recipe for _, recipe in pending if calibration_key(recipe) is not None]
+        if calibrated:
+            runs = len(self.ranges)
+            summary += f"; {runs} calibration{'s' * (runs != 1)} for {len(calibrated)} static recipes"
+        return f"done: {summary}"
+
+    # -- what is left to do ----------------------------------------------------------------------------------
+
+    def _find_inputs(self) -> None:
+        model = library.find_model(self.conn, self.job.model_id)
+        dataset = library.find_dataset(self.conn, self.job.dataset_id)
+        if model is None or dataset is None:
+            raise JobFailed("the job's model or dataset is no longer in the workspace")
+        self.fingerprint = dataset.fingerprint
+        self.inputs = JobInputs(model.id, dataset.sha256, self.store.blobs.path(model.id),
+                                self.store.blobs.path(dataset.sha256), dataset.filename, dataset.label_column,
+                                dataset.slice_column)
+
+    def _missing(self) -> list[tuple[int, Recipe]]:
+        committed = jobs.committed_keys(self.conn, self.job_id)
+        return [(position, recipe) for position, recipe in enumerate(self.recipes) if recipe.key() not in committed]
+
+    def _configuration(self, recipe: Recipe) -> cache.Configuration:
+        return cache.Configuration(self.job.model_id, self.fingerprint, recipe.key(), self.threads, self.batch)
+
+    def _copy_cached(self, missing: list[tuple[int, Recipe]]) -> list[tuple[int, Recipe]]:
+        """Commit the rows the cache already holds; the configurations still to compute."""
+        pending = []
+        for position, recipe in missing:
+            hit = cache.lookup(self.conn, self._configuration(recipe))
+            stored = hit and cache.artifact_path(self.conn, hit[1])
+            if not stored or not self.store.absolute(stored).is_file():
+                pending.append((position, recipe))
+                continue
+            with transaction(self.conn):
+                jobs.add_result(self.conn, self.job_id, recipe.key(), position, hit[0], hit[1], cached=True)
+            self.counts["from the cache"] += 1
+        return pending
+
+    # -- computing ---------------------------------------------------------------------------------------------
+
+    def _compute(self, pending: list[tuple[int, Recipe]]) -> None:
+        self.beat("computing the fp32 reference")
+        self.executor.start(ReferenceTask(self.inputs, self.scratch))
+        outcome = self._wait_for_reference()
+        if outcome.error is not None:
+            raise JobFailed(f"the fp32 reference could not be computed: {outcome.error}", outcome.detail)
+        self.reference = outcome.value
+        self.to_build.extend(pending)
+        poll = REMOTE_POLL_SECONDS if self.executor.remote_builds else HEARTBEAT_SECONDS
+        while self.to_build or self.to_time or self.executor.running():
+            self._start_ready_work()
+            self.beat(self._status())
+            for task, outcome in self.executor.collect(poll):
+                self._handle(task, outcome)
+
+    def _wait_for_reference(self) -> Outcome:
+        while True:
+            for _, outcome in self.executor.collect(HEARTBEAT_SECONDS):
+                return outcome
+            self.beat()
+
+    def _running(self, kind: type) -> list[Task]:
+        return [task for task in self.executor.running() if isinstance(task, kind)]
+
+    def _status(self) -> str:
+        """What the job is doing now, in words, e.g. "timing fp16; building W4 weight-only group32"."""
+        parts = []
+        for verb, kind in (("timing", TimeTask), ("calibrating", CalibrateTask), ("building", BuildTask)):
+            running = self._running(kind)
+            if running:
+                parts.append(f"{verb} {', '.join(task.describe() for task in running)}")
+        return "; ".join(parts) or "finishing"
+
+    def _local_builds(self) -> int:
+        """Builds and calibrations running on this machine's cores."""
+        return 0 if self.executor.remote_builds else len(self._running(BuildTask | CalibrateTask))
+
+    def _start_ready_work(self) -> None:
+        timing = bool(self._running(TimeTask))
+        if self.to_time and not timing and self._local_builds() <= self.builds_beside_timing:
+            waiting = self.to_time.popleft()
+            self.executor.start(TimeTask(self.inputs, waiting.position, waiting.recipe, waiting.row,
+                                         waiting.artifact_sha, self.store.artifacts.path(waiting.artifact_sha),
+                                         self.threads, self.batch, self.store.latency_lock, self.reference))
+            timing = True
+        limit = self.builds_beside_timing if (timing or self.to_time) else self.workers
+        while (self.executor.remote_builds or self._local_builds() < limit) and (task := self._next_build()):
+            self.executor.start(task)
+
+    def _next_build(self) -> BuildTask | CalibrateTask | None:
+        """The first recipe whose ranges are known (or that needs none), as a build; else the calibration the
+        first waiting recipe needs; None while calibrations run."""
+        for index, (position, recipe) in enumerate(self.to_build):
+            key = calibration_key(recipe)
+            if key is None or key in self.ranges:
+                del self.to_build[index]
+                return BuildTask(self.inputs, position, recipe, self.reference,
+                                 self.scratch / f"{recipe.slug()}.onnx", self.ranges.get(key))
+            if key not in self.calibrating:
+                self.calibrating.add(key)
+                return CalibrateTask(self.inputs, key, recipe)
+        return None
+
+    def _handle(self, task: Task, outcome: Outcome) -> None:
+        if isinstance(task, CalibrateTask):
+            self._calibrated(task.key, outcome)
+        elif outcome.error is not None:
+            error = outcome.error
+            if isinstance(error, WorkerDied):
+                error = WorkerDied(f"{error} while {'timing' if isinstance(task, TimeTask) else 'building'} "
+                                   "this configuration")
+            self._commit(task.position, task.recipe, self.reference.failed_row(task.recipe, error), None,
+                         outcome.detail)
+        elif isinstance(task, BuildTask):
+            self._built(task, outcome.value)
+        else:
+            timed: Timed = outcome.value
+            self._commit(task.position, task.recipe, timed.row, task.artifact_sha if timed.detail is None else None,
+                         timed.detail)
+
+    def _built(self, task: BuildTask, built: Built) -> None:
+        if built.failed:
+            self._commit(task.position, task.recipe, built.row, None, built.detail)
+            return
+        if built.artifact_bytes is not None:  # built remotely: the artifact came back as bytes
+            artifact_sha = self.store.artifacts.put_bytes(built.artifact_bytes)
+        else:
+            artifact_sha = self.store.artifacts.put_file(task.artifact_path)
+        row = {**built.row, results.ARTIFACT: self.store.relative(self.store.artifacts.path(artifact_sha))}
+        if row[results.SIMULATED]:  # a simulated artifact is not timed, as in engine.sweep
+            self._commit(task.position, task.recipe, row, artifact_sha)
+        else:
+            self.to_time.append(_Waiting(task.position, task.recipe, row, artifact_sha))
+
+    def _calibrated(self, key: CalibrationKey, outcome: Outcome) -> None:
+        """Keep the ranges for the builds waiting on them; if calibration failed, so does each of those recipes."""
+        self.calibrating.discard(key)
+        if outcome.error is None:
+            self.ranges[key] = outcome.value
+            return
+        error = outcome.error
+        if isinstance(error, WorkerDied):
+            error = WorkerDied(f"{error} while calibrating")
+        waiting = [(position, recipe) for position, recipe in self.to_build if calibration_key(recipe) == key]
+        for position, recipe in waiting:
+            self.to_build.remove((position, recipe))
+            self._commit(position, recipe, self.reference.failed_row(recipe, error), None, outcome.detail)
+
+    def _commit(self, position: int, recipe: Recipe, row: dict, artifact_sha: str | None,
+                detail: str | None = None) -> None:
+        """The row, its artifact and its cache entry, in one transaction: all or nothing."""
+        failed = results.ERROR in row
+        self.counts["failed" if failed else "computed"] += 1
+        with transaction(self.conn):
+            if artifact_sha is not None:
+                size = self.store.artifacts.path(artifact_sha).stat().st_size
+                cache.record_artifact(self.conn, artifact_sha, row[results.ARTIFACT], size)
+            jobs.add_result(self.conn, self.job_id, recipe.key(), position, row, artifact_sha, cached=False,
+                            error_detail=detail)
+            if not failed:
+                cache.remember(self.conn, self._configuration(recipe), row, artifact_sha)
+

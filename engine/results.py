@@ -1,0 +1,290 @@
+"""The results row: one measured recipe. This module is its one home.
+
+It holds the row's column names, the functions that make a row (measured, timed, failed), the table of rows
+with its Pareto flags, the selectors every reader uses (measured, timed, failed, reference), the
+recommendation rules, and the files a sweep writes (results.json, results.csv). The CLI, the dashboard,
+the jobs and the benches read and write rows only through these names.
+
+A row is a flat dict, JSON-friendly apart from numpy numbers and non-finite floats (see `write_results`).
+Every metric of engine.metrics.METRICS that was computed is a column of its own, under its name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.metrics import METRICS
+from engine.pareto import pareto_flags
+from engine.recipe import Recipe
+from engine.text import error_line
+
+# -- the columns -----------------------------------------------------------------------------------------------
+
+# What was measured.
+NAME = "name"  # the recipe's short name, e.g. "W4A8 static channel minmax"
+DESCRIPTION = "description"  # the recipe in plain words
+RECIPE = "recipe"  # the recipe's JSON
+RECIPE_KEY = "recipe_key"  # Recipe.key(): the row's identity within a table
+# How it was built.
+REALISER = "realiser"  # which realiser built the artifact
+SIMULATED = "simulated"  # True: quantize-dequantize in fp32, labelled so and never timed
+ARTIFACT = "artifact"  # the artifact file's path
+FLOAT_LAYERS = "float_layers"  # layers the realiser left in float
+# Its size.
+SIZE_BYTES = "size_bytes"  # the artifact's bytes (for a simulated recipe: the packed-integer estimate)
+SIZE_IS_ESTIMATE = "size_is_estimate"
+SIZE_RATIO = "size_ratio"  # size_bytes / the fp32 model's bytes
+# Its scores: the primary metric, then every metric of METRICS under its own name.
+TASK = "task"  # engine.metrics.Task value
+METRIC_NAME = "metric_name"  # the primary metric's name, the same on every row of a table
+METRIC = "metric"  # the primary metric's value
+PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
+# Its latency (absent on simulated and failed rows).
+THREADS = "threads"  # onnxruntime intra-op threads the artifact was timed with; set on every timed row
+LATENCY_BATCH = "latency_batch"  # N of the batch-N columns; None when only batch 1 was timed
+
+
+@dataclass(frozen=True)
+class LatencyColumns:
+    """The three columns of one timed batch size."""
+
+    p50: str
+    p95: str
+    runs: str
+
+
+SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs")
+BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs")
+LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
+# Why a row has no numbers.
+ERROR = "error"  # "TypeName: one line"
+# Added by `results_table`: is the row on the Pareto front of the metric against these costs?
+PARETO_FRONTS = {
+    "pareto_size": (METRIC, SIZE_BYTES),
+    "pareto_latency": (METRIC, LATENCY),
+    "pareto_3d": (METRIC, SIZE_BYTES, LATENCY),
+}
+PARETO_SIZE, PARETO_LATENCY, PARETO_3D = PARETO_FRONTS
+
+# Columns a results table always has, even when no row filled them (failed, simulated or untimed rows).
+OPTIONAL_COLUMNS = (
+    ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, FLOAT_LAYERS, PER_SLICE, ERROR, THREADS, LATENCY_BATCH,
+    SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95,
+)
+
+
+# -- making rows ------------------------------------------------------------------------------------------------
+
+
+def identity(recipe: Recipe) -> dict:
+    """The columns that say which recipe a row is about."""
+    return {NAME: recipe.short_name(), DESCRIPTION: recipe.describe(), RECIPE: recipe.to_json(),
+            RECIPE_KEY: recipe.key()}
+
+
+def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metric_name: str,
+                 scores: dict[str, float], per_slice: dict) -> dict:
+    """A built and scored recipe: every column but latency. `artifact` is an engine.realise.Artifact."""
+    return {
+        **identity(recipe),
+        REALISER: artifact.realiser,
+        SIMULATED: artifact.simulated,
+        ARTIFACT: str(artifact.path),
+        SIZE_BYTES: artifact.size_bytes,
+        SIZE_IS_ESTIMATE: artifact.size_is_estimate,
+        SIZE_RATIO: artifact.size_bytes / reference_bytes,
+        FLOAT_LAYERS: list(artifact.float_layers),
+        TASK: task,
+        METRIC_NAME: metric_name,
+        METRIC: scores[metric_name],
+        **scores,
+        PER_SLICE: per_slice,
+    }
+
+
+def latency_columns(threads: int, batch_n: int | None, timings: dict[LatencyColumns, object]) -> dict:
+    """The latency columns of a timed row; `timings` maps SINGLE_EXAMPLE and/or BATCH_N to an
+    engine.measure.Latency."""
+    columns = {THREADS: threads, LATENCY_BATCH: batch_n}
+    for names, latency in timings.items():
+        columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs})
+    return columns
+
+
+def failed_row(recipe: Recipe, task: str, metric_name: str, error: BaseException) -> dict:
+    """A recipe that could not be built or measured: its identity and the error, no numbers."""
+    return {**identity(recipe), TASK: task, METRIC_NAME: metric_name, ERROR: error_line(error)}
+
+
+# -- the table --------------------------------------------------------------------------------------------------
+
+
+def results_table(rows: Sequence[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame with every optional column present (NaN where not measured) and Pareto flags."""
+    table = pd.DataFrame(list(rows))
+    table = table.assign(**{column: np.nan for column in OPTIONAL_COLUMNS if column not in table})
+    if table.empty:
+        return table
+    higher_is_better = METRICS[metric_name(table)].higher_is_better
+    objectives = {
+        flag: {column: (higher_is_better if column == METRIC else False) for column in columns}
+        for flag, columns in PARETO_FRONTS.items()
+    }
+    return pareto_flags(table, objectives)
+
+
+def metric_name(table: pd.DataFrame) -> str:
+    """The table's primary metric, e.g. top1 for classification or mae for regression."""
+    return table[METRIC_NAME].iloc[0]
+
+
+def measured_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that were built and scored: a recipe onnxruntime could not build has an error and no numbers."""
+    if METRIC not in table:  # every recipe failed
+        return table.iloc[0:0]
+    failed = table[ERROR].notna() if ERROR in table else False
+    return table[~failed & table[METRIC].notna()]
+
+
+def timed_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows whose artifact was timed, at batch 1, batch N or both (simulated recipes never are)."""
+    measured = measured_rows(table)
+    return measured[measured[THREADS].notna()]
+
+
+def single_example_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Timed rows with a batch-1 latency: what latency charts and recommendations compare. A model with a
+    fixed batch size above 1 is timed at that size only and has none."""
+    timed = timed_rows(table)
+    return timed[timed[LATENCY].notna()]
+
+
+def failed_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table[ERROR].notna()] if ERROR in table else table.iloc[0:0]
+
+
+def reference_row(table: pd.DataFrame) -> pd.Series | None:
+    """The original fp32 model's row, which every other row is compared with; None if the sweep left it out."""
+    for _, row in measured_rows(table).iterrows():
+        if Recipe.from_json(row[RECIPE]).is_reference:
+            return row
+    return None
+
+
+def row_for(table: pd.DataFrame, recipe_key: str) -> pd.Series:
+    return table[table[RECIPE_KEY] == recipe_key].iloc[0]
+
+
+def timed_batch_sizes(table: pd.DataFrame) -> tuple[int | None, int | None]:
+    """(threads, N of the batch-N columns) the table's timed rows share; None where nothing says."""
+    timed = timed_rows(table)
+    if timed.empty:
+        return None, None
+    batches = timed[LATENCY_BATCH].dropna()
+    return int(timed[THREADS].iloc[0]), (int(batches.iloc[0]) if not batches.empty else None)
+
+
+# -- the recommendation -----------------------------------------------------------------------------------------
+
+
+class Goal(Enum):
+    """What a recommendation minimises, and the words its sentence uses."""
+
+    SMALLEST = (SIZE_BYTES, "Smallest", "smaller")
+    FASTEST = (LATENCY, "Fastest", "faster")
+
+    def __init__(self, column: str, word: str, comparative: str) -> None:
+        self.column = column
+        self.word = word
+        self.comparative = comparative
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    goal: Goal
+    row: pd.Series
+    reference: pd.Series
+    tolerance: float  # relative, e.g. 0.01 for 1%
+
+
+def within_tolerance(table: pd.DataFrame, reference: pd.Series, tolerance: float) -> pd.Series:
+    """Rows whose primary metric is at most `tolerance` (relative) worse than the reference's."""
+    allowed = tolerance * abs(reference[METRIC])
+    if METRICS[reference[METRIC_NAME]].higher_is_better:
+        return table[METRIC] >= reference[METRIC] - allowed
+    return table[METRIC] <= reference[METRIC] + allowed
+
+
+def recommend(table: pd.DataFrame, tolerance: float, goal: Goal) -> Recommendation | None:
+    """The quantized recipe best at `goal` among those within tolerance of the original and better than it at `goal`.
+
+    Simulated recipes are left out: their file is an fp32 simulation, nothing a user could deploy.
+    None when the sweep has no fp32 reference or no real quantized recipe qualifies.
+    """
+    reference = reference_row(table)
+    if reference is None:
+        return None
+    candidates = measured_rows(table)
+    candidates = candidates[
+        ~candidates[SIMULATED].astype(bool)
+        & (candidates[RECIPE_KEY] != reference[RECIPE_KEY])
+        & (candidates[goal.column] < reference[goal.column])  # also False where not timed (NaN)
+    ]
+    candidates = candidates[within_tolerance(candidates, reference, tolerance)]
+    if candidates.empty:
+        return None
+    return Recommendation(goal, candidates.sort_values(goal.column, kind="stable").iloc[0], reference, tolerance)
+
+
+# -- files ------------------------------------------------------------------------------------------------------
+
+
+def _json_value(value):
+    """JSON has no infinity: write it as the string "inf" (SQNR of identical outputs); NaN as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    return value
+
+
+def write_results(table: pd.DataFrame, out_dir: Path) -> None:
+    """results.json (full rows, artifact paths relative to out_dir) and results.csv (flat columns)."""
+    out_dir = Path(out_dir)
+    records = [_json_value(row) for row in table.to_dict(orient="records")]
+    for record in records:
+        if isinstance(record[ARTIFACT], str):
+            record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(out_dir.resolve()))
+    (out_dir / "results.json").write_text(json.dumps(records, indent=2))
+    flat = table.drop(columns=[PER_SLICE, FLOAT_LAYERS]).assign(
+        **{FLOAT_LAYERS: table[FLOAT_LAYERS].map(lambda layers: len(layers) if isinstance(layers, list) else None),
+           ARTIFACT: [record[ARTIFACT] for record in records]},
+    )
+    flat.to_csv(out_dir / "results.csv", index=False)
+
+
+def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
+    """The out directory a sweep writes: reference.onnx, artifacts/<slug>.onnx, results.json and results.csv."""
+    (out / "artifacts").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, out / "reference.onnx")
+    exported = []
+    for artifact, recipe in zip(table[ARTIFACT], table[RECIPE]):
+        if isinstance(artifact, str):
+            target = out / "artifacts" / f"{Recipe.from_json(recipe).slug()}.onnx"
+            shutil.copyfile(artifact, target)
+            artifact = str(target)
+        exported.append(artifact)
+    write_results(table.assign(**{ARTIFACT: exported}), out)

@@ -1,0 +1,52 @@
+"""A sweep in this process: many recipes on one (model, dataset), one row after another.
+
+The job system (engine.jobs) runs the same steps in parallel workers; this loop is the plain reference
+it is checked and benchmarked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from engine.dataset import Dataset
+from engine.errors import QuantscopeError
+from engine.model import LoadedModel
+from engine.realise.calibration import CalibrationSet
+from engine.recipe import Recipe
+from engine.results import results_table
+from engine.sweep.rows import DEFAULT_LATENCY_BATCH, measure_recipe, reference_for
+
+Progress = Callable[[int, int, str], None]  # (done, total, message)
+
+
+def sweep(
+    model: LoadedModel,
+    dataset: Dataset,
+    recipes: Sequence[Recipe],
+    out_dir: Path,
+    threads: int = 1,
+    batch: int = DEFAULT_LATENCY_BATCH,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
+
+    Recipes that calibrate alike share their activation ranges, computed once."""
+    out_dir = Path(out_dir)
+    reference = reference_for(model, dataset, out_dir)
+    calibration = CalibrationSet(dataset)
+    rows = []
+    for done, recipe in enumerate(recipes):
+        if progress:
+            progress(done, len(recipes), recipe.short_name())
+        try:
+            rows.append(measure_recipe(model, dataset, recipe, out_dir, reference, threads, batch, calibration))
+        except QuantscopeError:
+            raise
+        except Exception as error:  # one recipe onnxruntime cannot build must not sink the others
+            rows.append(reference.failed_row(recipe, error))
+    if progress:
+        progress(len(recipes), len(recipes), "done")
+    return results_table(rows)

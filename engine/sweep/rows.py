@@ -1,0 +1,102 @@
+"""One row of a sweep: the fp32 reference, then build, score and time one recipe's artifact.
+
+Each row is measured on the artifact a user would download: size is that file's bytes (or, for a
+simulated recipe, the labelled packed-integer estimate), metrics are that file's outputs on the whole
+validation set, latency is onnxruntime running that file. Simulated rows get no latency.
+The row's columns are engine.results'; the job system runs these same steps in its workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine import results
+from engine.dataset import Dataset
+from engine.measure import batch_is_dynamic, latency_feed, measure_latency, open_session, predict
+from engine.metrics import Task, detect_task, evaluate, primary_metric
+from engine.model import LoadedModel
+from engine.realise import quantize
+from engine.realise.calibration import CalibrationSet
+from engine.recipe import Recipe
+
+DEFAULT_LATENCY_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every quantized row is compared with: the original model's outputs and size."""
+
+    output: np.ndarray
+    task: Task
+    metric: str  # the primary metric's name
+    size_bytes: int
+
+    def failed_row(self, recipe: Recipe, error: BaseException) -> dict:
+        """The row of a recipe that could not be built or measured, in this reference's table."""
+        return results.failed_row(recipe, self.task.value, self.metric, error)
+
+
+def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path) -> Reference:
+    path = Path(workdir) / "reference.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.serialized())
+    output = predict(open_session(path), dataset)
+    task = detect_task(output, dataset.labels)
+    return Reference(output, task, primary_metric(task, output), path.stat().st_size)
+
+
+def build_and_evaluate(
+    model: LoadedModel,
+    dataset: Dataset,
+    recipe: Recipe,
+    artifact_path: Path,
+    reference: Reference,
+    calibration: CalibrationSet | None = None,
+) -> dict:
+    """Realise the recipe and score its artifact on the whole validation set: every column but latency.
+
+    Calibration comes from `calibration` (ranges shared with other recipes), else from the dataset."""
+    artifact = quantize(model, recipe, artifact_path, calibration=calibration or dataset)
+    # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
+    output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
+    evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, task=reference.task)
+    return results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
+                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice)
+
+
+def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int) -> dict:
+    """Latency columns at batch 1 and at `batch`; run these one at a time so timings do not disturb each other.
+
+    A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
+    (with latency_batch saying N), leaving the other columns empty.
+    """
+    session = open_session(artifact_path, threads)
+    if batch_is_dynamic(session):
+        sizes = {results.SINGLE_EXAMPLE: 1, results.BATCH_N: batch}
+    else:
+        fixed = session.get_inputs()[0].shape[0]
+        sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
+    timings = {columns: measure_latency(session, latency_feed(dataset, size), threads)
+               for columns, size in sizes.items()}
+    return results.latency_columns(threads, sizes.get(results.BATCH_N), timings)
+
+
+def measure_recipe(
+    model: LoadedModel,
+    dataset: Dataset,
+    recipe: Recipe,
+    out_dir: Path,
+    reference: Reference,
+    threads: int = 1,
+    batch: int = DEFAULT_LATENCY_BATCH,
+    calibration: CalibrationSet | None = None,
+) -> dict:
+    """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed)."""
+    artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
+    row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration)
+    if not row[results.SIMULATED]:
+        row.update(time_artifact(artifact_path, dataset, threads, batch))
+    return row
