@@ -34,7 +34,8 @@ import pandas as pd
 from PIL import Image
 
 from engine.errors import DataError
-from engine.tensors import Dim, TensorSpec
+from engine.tensors import TensorSpec
+from engine.text import first_line, shape_text, size_text
 
 MAX_DATASET_BYTES = 512 * 1024**2  # bounds both the file and what a zip unpacks to
 MAX_ZIP_MEMBERS = 100_000
@@ -214,11 +215,11 @@ def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: s
         try:
             shape, _, dtype = read_header(member)
         except ValueError as exc:
-            raise DataError(f"array '{name}' in {source} has a malformed header: {_first_line(exc)}") from exc
+            raise DataError(f"array '{name}' in {source} has a malformed header: {first_line(exc)}") from exc
     declared = math.prod(shape) * dtype.itemsize
     if declared > info.file_size:
-        raise DataError(f"array '{name}' in {source} declares {_size_text(declared)} of data "
-                        f"but its member holds {_size_text(info.file_size)}")
+        raise DataError(f"array '{name}' in {source} declares {size_text(declared)} of data "
+                        f"but its member holds {size_text(info.file_size)}")
 
 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -245,7 +246,7 @@ def _npz_array(archive: np.lib.npyio.NpzFile, key: str, source: str) -> np.ndarr
         return archive[key]
     except Exception as exc:  # corrupt members raise zipfile/zlib/numpy errors; objects raise ValueError
         raise DataError(
-            f"array '{key}' in {source} cannot be loaded: {_first_line(exc)} "
+            f"array '{key}' in {source} cannot be loaded: {first_line(exc)} "
             "(only plain numeric or string arrays are accepted, never pickled objects)"
         ) from exc
 
@@ -270,12 +271,12 @@ def _check_parquet_size(request: _Request) -> None:
     try:
         metadata = pyarrow.parquet.ParquetFile(io.BytesIO(request.data)).metadata
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{request.source} cannot be read as Parquet: {_first_line(exc)}") from exc
+        raise DataError(f"{request.source} cannot be read as Parquet: {first_line(exc)}") from exc
     cells = metadata.num_rows * metadata.num_columns
     unpacked = 8 * cells + sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if unpacked > request.max_bytes:
         raise DataError(
-            f"{request.source} would unpack to {_size_text(unpacked)}, over the {_size_text(request.max_bytes)} limit"
+            f"{request.source} would unpack to {size_text(unpacked)}, over the {size_text(request.max_bytes)} limit"
         )
 
 
@@ -283,7 +284,7 @@ def _read_frame(reader: Callable[[io.BytesIO], pd.DataFrame], kind: str, request
     try:
         return reader(io.BytesIO(request.data))
     except (ValueError, OSError) as exc:  # pandas' ParserError and pyarrow's ArrowInvalid are ValueErrors
-        raise DataError(f"{request.source} cannot be read as {kind}: {_first_line(exc)}") from exc
+        raise DataError(f"{request.source} cannot be read as {kind}: {first_line(exc)}") from exc
 
 
 def _parse_table(frame: pd.DataFrame, request: _Request) -> _Parsed:
@@ -514,7 +515,7 @@ def _open_zip(request: _Request) -> zipfile.ZipFile:
     unpacked = sum(info.file_size for info in members)
     if unpacked > request.max_bytes:
         raise DataError(
-            f"{request.source} would unpack to {_size_text(unpacked)}, over the {_size_text(request.max_bytes)} limit"
+            f"{request.source} would unpack to {size_text(unpacked)}, over the {size_text(request.max_bytes)} limit"
         )
     return archive
 
@@ -585,7 +586,7 @@ def _read_bytes(source: str | Path | bytes, name: str, max_bytes: int) -> bytes:
 
 def _check_size(size: int, name: str, max_bytes: int) -> None:
     if size > max_bytes:
-        raise DataError(f"{name} is {_size_text(size)}, over the {_size_text(max_bytes)} limit")
+        raise DataError(f"{name} is {size_text(size)}, over the {size_text(max_bytes)} limit")
 
 
 # --- Checks against the model, shared by every format --------------------------------------
@@ -622,7 +623,7 @@ def _conform_input(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarr
         not isinstance(want, int) or want == got for want, got in zip(spec.sample_shape, array.shape[1:])
     )
     if not fits:
-        raise DataError(f"{what} expects shape {_shape_text(spec.shape)} but {source} has {_shape_text(array.shape)}")
+        raise DataError(f"{what} expects shape {shape_text(spec.shape)} but {source} has {shape_text(array.shape)}")
     if array.dtype.kind == "f":
         _reject_non_finite(array, what, source)
     return _cast(array, np.dtype(spec.dtype), what, source)
@@ -663,7 +664,7 @@ def _conform_labels(
 
 def _one_per_row(array: np.ndarray, what: str, source: str) -> np.ndarray:
     if array.ndim != 1:
-        raise DataError(f"{what} in {source} must hold one value per row, shape [N]; found {_shape_text(array.shape)}")
+        raise DataError(f"{what} in {source} must hold one value per row, shape [N]; found {shape_text(array.shape)}")
     return array
 
 
@@ -684,10 +685,6 @@ def _value_counts(values: np.ndarray) -> dict:
     return {value.item(): int(count) for value, count in zip(uniques, counts)}
 
 
-def _shape_text(dims: Sequence[Dim]) -> str:
-    return "[" + ", ".join(str(dim) if isinstance(dim, int) else "?" for dim in dims) + "]"
-
-
 def _describe(specs: Sequence[TensorSpec]) -> str:
     return "; ".join(spec.describe() for spec in specs) or "no inputs"
 
@@ -696,16 +693,3 @@ def _listing(names: Sequence[object], limit: int = 10) -> str:
     quoted = [f"'{name}'" for name in list(names)[:limit]]
     more = f", ... ({len(names)} in all)" if len(names) > limit else ""
     return ", ".join(quoted) + more
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _size_text(n_bytes: int) -> str:
-    for unit in ("bytes", "KiB", "MiB"):
-        if n_bytes < 1024:
-            return f"{n_bytes:.4g} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.4g} GiB"
