@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
 
-from engine.dataset import SUPPORTED_EXTENSIONS
+from engine.data import SUPPORTED_EXTENSIONS
 from engine.errors import DataError
 
 MODEL_TYPES = ["onnx"]

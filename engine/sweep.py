@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.errors import QuantscopeError
 from engine.measure import batch_is_dynamic, latency_feed, measure_latency, open_session, predict
 from engine.metrics import METRICS, Task, detect_task, evaluate, primary_metric

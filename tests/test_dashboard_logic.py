@@ -14,7 +14,7 @@ from dashboard import charts, help_text, report, results, summaries, tables
 from dashboard.presets import PRESETS
 from dashboard.results import Goal
 from dashboard.sweep_form import GridChoice
-from engine.dataset import load_dataset
+from engine.data import load_dataset
 from engine.metrics import METRICS
 from engine.model import load_model
 from engine.recipe import Recipe

@@ -1,4 +1,4 @@
-"""engine.dataset: every loader with good and malformed input, plus the Dataset API.
+"""engine.data: every loader with good and malformed input, plus the Dataset API.
 
 All fixtures are tiny synthetic files built here; nothing binary is committed.
 """
@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-import engine.dataset as dataset_module
-from engine.dataset import SUPPORTED_EXTENSIONS, Dataset, ImageOptions, load_dataset
+import engine.data.images as images_module
+import engine.data.zips as zips_module
+from engine.data import SUPPORTED_EXTENSIONS, Dataset, ImageOptions, load_dataset
 from engine.errors import DataError
 from engine.tensors import TensorSpec
 
@@ -495,7 +496,7 @@ def test_zip_bomb_is_refused_before_reading_members():
 
 
 def test_zip_member_count_is_bounded(monkeypatch):
-    monkeypatch.setattr(dataset_module, "MAX_ZIP_MEMBERS", 2)
+    monkeypatch.setattr(zips_module, "MAX_ZIP_MEMBERS", 2)  # the module that reads it
     with raises(r"images\.zip has 3 members; the limit is 2"):
         load_zip({"a/1.png": gray(0), "a/2.png": gray(0), "a/3.png": gray(0)}, GRAY_8)
 
@@ -529,7 +530,7 @@ def test_zip_reads_every_supported_image_type(extension, pil_format):
 
 
 def test_zip_image_pixel_count_is_bounded(monkeypatch):
-    monkeypatch.setattr(dataset_module, "MAX_IMAGE_PIXELS", 63)
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 63)  # the module that reads it
     with raises(r"image 'cats/a\.png' in images\.zip is 8x8 pixels, over the 63 pixel limit"):
         load_zip({"cats/a.png": gray(0)}, GRAY_8)
 
@@ -717,7 +718,7 @@ def test_fingerprint_is_stable_across_processes(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, **FINGERPRINT_ARRAYS)
     script = (
-        "import sys; from engine.dataset import load_dataset; from engine.tensors import TensorSpec; "
+        "import sys; from engine.data import load_dataset; from engine.tensors import TensorSpec; "
         "print(load_dataset(sys.argv[1], [TensorSpec('x', (None, 4), 'float32')]).fingerprint())"
     )
     digests = {

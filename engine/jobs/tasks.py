@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
