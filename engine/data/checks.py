@@ -8,7 +8,7 @@ import numpy as np
 from engine.data.dataset import Dataset
 from engine.data.parsing import Parsed
 from engine.errors import DataError
-from engine.tensors import TensorSpec
+from engine.tensors import TensorSpec, shared_row_count
 from engine.text import shape_text
 
 # Source dtype kind -> target kinds reached without changing meaning (b=bool, i/u=int, f=float);
@@ -28,18 +28,7 @@ def conform(parsed: Parsed, model_inputs: tuple[TensorSpec, ...], source: str) -
 def _check_row_counts(parsed: Parsed, source: str) -> None:
     arrays = {f"input '{name}'": array for name, array in parsed.inputs.items()}
     arrays.update({"labels": parsed.labels, "slice": parsed.slices})
-    counts = {}
-    for what, array in arrays.items():
-        if array is None:
-            continue
-        if array.ndim == 0:
-            raise DataError(f"{what} in {source} is a single value; expected one row per example")
-        counts[what] = len(array)
-    if len(set(counts.values())) > 1:
-        found = ", ".join(f"{what} has {rows}" for what, rows in counts.items())
-        raise DataError(f"row counts differ in {source}: {found}")
-    if max(counts.values(), default=0) == 0:
-        raise DataError(f"{source} has no rows")
+    shared_row_count(arrays, DataError, source)
 
 
 def _conform_input(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
