@@ -12,9 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS, metric_axis_title, size_unit
+from dashboard.formatting import RATE_METRICS, metric_axis_title
 from dashboard.results import LATENCY, measured_rows, metric_name, timed_rows
 from engine.metrics import METRICS
+from engine.text import size_unit
 
 FADED = 0.3  # opacity of recipes that another recipe beats on both axes
 FRONT_COLOR = "#1f77b4"

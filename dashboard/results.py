@@ -11,9 +11,10 @@ from enum import Enum
 
 import pandas as pd
 
-from dashboard.formatting import metric_text, ratio_text, size_text, speed_text
+from dashboard.formatting import metric_text, ratio_text, speed_text
 from engine.metrics import METRICS
 from engine.recipe import Recipe
+from engine.text import size_text
 
 LATENCY = "latency_b1_p50_ms"  # the latency users compare: one example at a time, median run
 

@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS, size_unit
+from dashboard.formatting import RATE_METRICS
 from dashboard.results import LATENCY
 from engine.metrics import METRICS
+from engine.text import size_unit
 
 
 def _size_title(table: pd.DataFrame) -> str:
