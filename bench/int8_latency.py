@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import quantize_static
 
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.measure import latency_feed, open_session
 from engine.model import load_model
 from engine.realise import quantize

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sample_models is not an installed package
 
-from engine.dataset import load_dataset  # noqa: E402
+from engine.data import load_dataset  # noqa: E402
 from engine.workspace import JobState, Workspace  # noqa: E402
 from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import MIN_RUNS, MIN_SECONDS  # noqa: E402

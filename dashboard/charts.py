@@ -12,12 +12,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS, metric_axis_title, size_unit
+from dashboard.formatting import RATE_METRICS, metric_axis_title
 from engine.metrics import METRICS
 from engine.results import (
     LATENCY, METRIC, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,
     SINGLE_EXAMPLE, measured_rows, metric_name, single_example_rows,
 )
+from engine.text import size_unit
 
 FADED = 0.3  # opacity of recipes that another recipe beats on both axes
 FRONT_COLOR = "#1f77b4"

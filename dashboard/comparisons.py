@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboard.formatting import metric_text, ratio_text, size_text, speed_text
+from dashboard.formatting import metric_text, ratio_text, speed_text
 from engine.metrics import METRICS
 from engine.results import (
     DESCRIPTION, LATENCY, METRIC_NAME, NAME, PER_SLICE, SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, Goal, metric_name,
     recommend,
 )
+from engine.text import size_text
 
 
 def tolerance_phrase(metric: str, tolerance: float) -> str:

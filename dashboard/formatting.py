@@ -1,4 +1,4 @@
-"""How numbers read on screen: metric values, file sizes, ratios and speed-ups."""
+"""How numbers read on screen: metric values, ratios and speed-ups (file sizes: engine.text)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from engine.metrics import METRICS
 # Metrics that are shares of examples (0..1): shown as percentages, which operators read at a glance.
 RATE_METRICS = frozenset({"top1", "top5", "macro_f1", "ece", "top1_agreement"})
 
-KB, MB = 1000, 1000**2
 # A speed ratio this close to 1 is within timing noise: say "about as fast" rather than "1.02x faster".
 SAME_SPEED_BAND = 0.05
 
@@ -25,16 +24,6 @@ def metric_text(name: str, value: float) -> str:
 def metric_axis_title(name: str) -> str:
     info = METRICS[name]
     return f"{info.label} ({'higher' if info.higher_is_better else 'lower'} is better)"
-
-
-def size_unit(largest_bytes: float) -> tuple[str, int]:
-    """(label, bytes per unit) that keeps a table's or chart's sizes readable: KB below a megabyte, else MB."""
-    return ("MB", MB) if largest_bytes >= MB else ("KB", KB)
-
-
-def size_text(n_bytes: float) -> str:
-    label, unit = size_unit(n_bytes)
-    return f"{n_bytes / unit:,.1f} {label}"
 
 
 def ratio_text(ratio: float) -> str:

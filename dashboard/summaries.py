@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dashboard.formatting import size_text
+from engine.text import size_text
 
 
 def _shape_text(shape: list) -> str:

@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS, size_unit
+from dashboard.formatting import RATE_METRICS
 from engine import results
+from engine.text import size_unit
 from engine.metrics import METRICS
+from engine.text import size_unit
 
 
 def _size_title(table: pd.DataFrame) -> str:

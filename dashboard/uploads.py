@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
 
-from engine.dataset import SUPPORTED_EXTENSIONS
+from engine.data import SUPPORTED_EXTENSIONS
 from engine.errors import DataError
+from engine.text import first_line
 
 MODEL_TYPES = ["onnx"]
 DATASET_TYPES = [extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS]
@@ -33,6 +34,5 @@ def table_columns(data: bytes, filename: str) -> list[str]:
             return [str(name) for name in pd.read_csv(io.BytesIO(data), nrows=0).columns]
         return [str(name) for name in pq.read_schema(io.BytesIO(data)).names]
     except (ValueError, OSError) as error:  # pandas' and pyarrow's parse errors are ValueErrors or OSErrors
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{filename} cannot be read as a table: {first_line}") from None
+        raise DataError(f"{filename} cannot be read as a table: {first_line(error)}") from None
 

@@ -6,7 +6,7 @@
     table = sweep(model, data, default_grid(), Path("out"))
 """
 
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.errors import DataError, ModelError, QuantscopeError, RecipeError
 from engine.model import LoadedModel, load_model
 from engine.realise import Artifact, quantize

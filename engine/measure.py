@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.errors import DataError
 
 WARMUP_RUNS = 5

@@ -16,6 +16,7 @@ from enum import Enum
 import numpy as np
 
 from engine.errors import DataError
+from engine.tensors import shared_row_count
 
 
 class Task(str, Enum):
@@ -71,25 +72,13 @@ _Metric = Callable[[np.ndarray, np.ndarray], float | None]
 # --- shapes and validation ---------------------------------------------------------------------------------------
 
 
-def _batch_size(**arrays: np.ndarray | None) -> int:
+def _row_count(**arrays: np.ndarray | None) -> int:
     """The row count N shared by every given array. Mismatches are caller bugs, hence ValueError."""
-    sizes = {}
-    for name, array in arrays.items():
-        if array is None:
-            continue
-        if array.ndim == 0:
-            raise ValueError(f"{name} needs a batch dimension, got a scalar")
-        sizes[name] = array.shape[0]
-    if len(set(sizes.values())) > 1:
-        raise ValueError("row counts differ: " + ", ".join(f"{name}={n}" for name, n in sizes.items()))
-    n = next(iter(sizes.values()))
-    if n == 0:
-        raise ValueError("there are no rows to evaluate")
-    return n
+    return shared_row_count(arrays, ValueError, "the evaluation")
 
 
 def _check_same_shape(reference: np.ndarray, output: np.ndarray) -> None:
-    _batch_size(reference=reference, output=output)
+    _row_count(reference=reference, output=output)
     if reference.shape != output.shape:
         raise ValueError(f"output shape {output.shape} differs from reference shape {reference.shape}")
 
@@ -158,7 +147,7 @@ def detect_task(reference_output: np.ndarray, labels: np.ndarray | None) -> Task
     if labels is None:
         return Task.FIDELITY
     reference_output, labels = np.asarray(reference_output), np.asarray(labels)
-    _batch_size(reference_output=reference_output, labels=labels)
+    _row_count(reference_output=reference_output, labels=labels)
     one_class_per_row = _is_integer(labels) and labels.size == len(labels)
     task = Task.CLASSIFICATION if one_class_per_row and _is_class_scores(reference_output) else Task.REGRESSION
     _check_labels(task, reference_output, labels)
@@ -250,7 +239,7 @@ def task_metrics(task: Task, output: np.ndarray, labels: np.ndarray | None) -> d
         return {}
     output = np.asarray(output)
     labels = None if labels is None else np.asarray(labels)
-    _batch_size(output=output, labels=labels)
+    _row_count(output=output, labels=labels)
     _check_labels(task, output, labels)
     if task is Task.CLASSIFICATION:
         return _score(_TASK_METRICS[task], output.astype(np.float64), labels.reshape(-1).astype(np.int64))
@@ -375,7 +364,7 @@ def evaluate(
     reference, output = np.asarray(reference), np.asarray(output)
     labels = None if labels is None else np.asarray(labels)
     slices = None if slices is None else np.asarray(slices)
-    _batch_size(reference=reference, output=output, labels=labels, slices=slices)
+    _row_count(reference=reference, output=output, labels=labels, slices=slices)
     _check_same_shape(reference, output)
     task = detect_task(reference, labels) if task is None else Task(task)  # task_metrics checks the labels fit
     return Evaluation(

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from engine.errors import ModelError
 from engine.tensors import TensorSpec
+from engine.text import first_line
 
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own ceiling for a single-file model
 
@@ -156,8 +157,7 @@ def _check(proto: onnx.ModelProto, label: str) -> None:
         onnx.checker.check_model(proto, full_check=False)
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{label} fails the ONNX checker: {first_line}") from None
+        raise ModelError(f"{label} fails the ONNX checker: {first_line(error)}") from None
 
 
 def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

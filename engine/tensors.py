@@ -1,7 +1,11 @@
-"""What a model expects at an input or gives at an output: the contract between model and data."""
+"""What a model expects at an input or gives at an output: the contract between model and data.
+
+Also the one check that arrays fed or scored together line up: shared_row_count.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,3 +45,25 @@ class TensorSpec:
                 dims.append(dim.dim_param or None)
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
         return cls(value_info.name, tuple(dims), dtype)
+
+
+def shared_row_count(arrays: Mapping[str, np.ndarray | None], error: type[Exception], where: str) -> int:
+    """The row count N every named array has along its first (batch) dimension; None entries are absent.
+
+    Raises ``error`` when an array is a single value, the counts differ or there are no rows: DataError for a
+    user's file, ValueError for a caller's bug. ``where`` names whose arrays they are, e.g. the file name.
+    """
+    counts = {}
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if array.ndim == 0:
+            raise error(f"{name} in {where} is a single value; expected one row per example")
+        counts[name] = len(array)
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{name} has {rows}" for name, rows in counts.items())
+        raise error(f"row counts differ in {where}: {found}")
+    rows = max(counts.values(), default=0)
+    if rows == 0:
+        raise error(f"{where} has no rows")
+    return rows

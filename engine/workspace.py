@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.dataset import load_dataset
+from engine.data import load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine.dataset import load_dataset
+from engine.data import load_dataset
 from engine.model import load_model
 from sample_models.catalog import SAMPLES
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dashboard import charts, comparisons, help_text, report, summaries, tables
 from dashboard.sweep_form import GridChoice
-from engine.dataset import load_dataset
+from engine.data import load_dataset
 from engine.metrics import METRICS
 from engine.model import load_model
 from engine import results

@@ -1,4 +1,4 @@
-"""engine.dataset: every loader with good and malformed input, plus the Dataset API.
+"""engine.data: every loader with good and malformed input, plus the Dataset API.
 
 All fixtures are tiny synthetic files built here; nothing binary is committed.
 """
@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-import engine.dataset as dataset_module
-from engine.dataset import SUPPORTED_EXTENSIONS, Dataset, ImageOptions, load_dataset
+import engine.data.images as images_module
+import engine.data.zips as zips_module
+from engine.data import SUPPORTED_EXTENSIONS, Dataset, ImageOptions, load_dataset
 from engine.errors import DataError
 from engine.tensors import TensorSpec
 
@@ -229,7 +230,7 @@ def test_npz_that_is_not_a_zip():
 def test_npz_bomb_is_refused_before_decompressing():
     bomb = npz_bytes(compressed=True, x=np.zeros((10_000, 4)))
     assert len(bomb) < 5_000
-    with raises(r"data\.npz would unpack to .* over the 4.883 KiB limit"):
+    with raises(r"data\.npz would unpack to .* over the 5\.0 KB limit"):
         load_dataset(bomb, [spec()], filename="data.npz", max_bytes=5_000)
 
 
@@ -251,7 +252,7 @@ def npz_with_header(header: dict, data: bytes, version: tuple[int, int] = (1, 0)
 def test_npz_header_declaring_more_data_than_it_holds_is_refused_before_allocating(monkeypatch):
     huge = {"descr": "<f4", "fortran_order": False, "shape": (1_000_000, 1_000_000)}
     monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: pytest.fail("numpy read the array"))
-    with raises(r"array 'x' in data\.npz declares 3725 GiB of data but its member holds 144 bytes"):
+    with raises(r"array 'x' in data\.npz declares 4,000\.0 GB of data but its member holds 144 bytes"):
         load_dataset(npz_with_header(huge, bytes(16)), [spec()], filename="data.npz")
     with raises(r"array 'x' in data\.npz declares .* but its member holds"):
         load_dataset(npz_with_header(huge, bytes(16), version=(2, 0)), [spec()], filename="data.npz")
@@ -490,12 +491,12 @@ def test_zip_bomb_is_refused_before_reading_members():
     # Not even a PNG: the size check must come before any decoding.
     bomb = zip_bytes({"cats/a.png": bytes(200_000)}, compression=zipfile.ZIP_DEFLATED)
     assert len(bomb) < 10_000
-    with raises(r"images\.zip would unpack to 195\.3 KiB, over the 9\.766 KiB limit"):
+    with raises(r"images\.zip would unpack to 200\.0 KB, over the 10\.0 KB limit"):
         load_dataset(bomb, [GRAY_8], filename="images.zip", max_bytes=10_000)
 
 
 def test_zip_member_count_is_bounded(monkeypatch):
-    monkeypatch.setattr(dataset_module, "MAX_ZIP_MEMBERS", 2)
+    monkeypatch.setattr(zips_module, "MAX_ZIP_MEMBERS", 2)  # the module that reads it
     with raises(r"images\.zip has 3 members; the limit is 2"):
         load_zip({"a/1.png": gray(0), "a/2.png": gray(0), "a/3.png": gray(0)}, GRAY_8)
 
@@ -529,7 +530,7 @@ def test_zip_reads_every_supported_image_type(extension, pil_format):
 
 
 def test_zip_image_pixel_count_is_bounded(monkeypatch):
-    monkeypatch.setattr(dataset_module, "MAX_IMAGE_PIXELS", 63)
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 63)  # the module that reads it
     with raises(r"image 'cats/a\.png' in images\.zip is 8x8 pixels, over the 63 pixel limit"):
         load_zip({"cats/a.png": gray(0)}, GRAY_8)
 
@@ -597,9 +598,9 @@ def test_unknown_extension_lists_supported_ones():
 def test_oversized_file_and_bytes_state_the_limit(tmp_path):
     path = tmp_path / "big.csv"
     path.write_bytes(b"a\n" + b"1\n" * 1000)
-    with raises(r"big\.csv is 1\.955 KiB, over the 1000 bytes limit"):
+    with raises(r"big\.csv is 2\.0 KB, over the 1\.0 KB limit"):
         load_dataset(path, [spec(shape=(None, 1))], max_bytes=1000)
-    with raises(r"up\.csv is 1\.955 KiB, over the 100 bytes limit"):
+    with raises(r"up\.csv is 2\.0 KB, over the 100 bytes limit"):
         load_dataset(path.read_bytes(), [spec(shape=(None, 1))], filename="up.csv", max_bytes=100)
 
 
@@ -607,7 +608,7 @@ def test_parquet_that_decompresses_past_the_limit_is_refused_before_reading():
     buffer = io.BytesIO()
     pd.DataFrame({"x": np.zeros(100_000)}).to_parquet(buffer, compression="gzip")
     assert len(buffer.getvalue()) < 20_000
-    with raises(r"data\.parquet would unpack to .* over the 19\.53 KiB limit"):
+    with raises(r"data\.parquet would unpack to .* over the 20\.0 KB limit"):
         load_dataset(buffer.getvalue(), [spec(shape=(None, 1))], filename="data.parquet", max_bytes=20_000)
 
 
@@ -717,7 +718,7 @@ def test_fingerprint_is_stable_across_processes(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, **FINGERPRINT_ARRAYS)
     script = (
-        "import sys; from engine.dataset import load_dataset; from engine.tensors import TensorSpec; "
+        "import sys; from engine.data import load_dataset; from engine.tensors import TensorSpec; "
         "print(load_dataset(sys.argv[1], [TensorSpec('x', (None, 4), 'float32')]).fingerprint())"
     )
     digests = {

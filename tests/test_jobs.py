@@ -22,7 +22,7 @@ import pytest
 from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
 from engine.model import load_model
-from engine.dataset import load_dataset
+from engine.data import load_dataset
 from engine.recipe import ActivationSpec, Recipe
 from engine.store import jobs as job_rows
 from engine.sweep import default_grid, sweep

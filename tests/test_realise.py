@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.errors import RecipeError
 from engine.measure import open_session, predict
 from engine.model import load_model

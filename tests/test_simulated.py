@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.model import load_model
 from engine.realise import quantize
 from engine.realise.fake_quant import packed_size, quantize_dequantize

@@ -12,7 +12,7 @@ import pytest
 
 import engine.realise.native as native
 from engine.cli import format_table
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.measure import open_session, predict
 from engine.metrics import evaluate
 from engine.model import load_model

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine.dataset import Dataset, load_dataset
+from engine.data import Dataset, load_dataset
 from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.model import LoadedModel
 from engine.recipe import Mode, Recipe

@@ -27,7 +27,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.model import LoadedModel
 from engine.recipe import Calibration, Mode, Recipe
 

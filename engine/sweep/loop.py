@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.errors import QuantscopeError
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import results
-from engine.dataset import Dataset
+from engine.data import Dataset
 from engine.measure import batch_is_dynamic, latency_feed, measure_latency, open_session, predict
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
