@@ -2,6 +2,9 @@
 
 A Recipe is validated when it is built and round-trips through JSON. Per-layer overrides are keyed by
 ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides.
+
+The JSON carries `schema_version` (SCHEMA_VERSION). JSON without one is the first format, which workspaces
+created before versioning hold; it reads as version 1. A newer version than this code knows is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 from engine.errors import RecipeError
 
+SCHEMA_VERSION = 1
+SCHEMA_FIELD = "schema_version"
 FLOAT32_BITS = 32  # the original model, untouched: the reference every other row is compared with
 FLOAT16_BITS = 16  # weights and compute in half precision
 INTEGER_WEIGHT_BITS = tuple(range(2, 9))
@@ -207,8 +212,10 @@ class Recipe:
         return name
 
     def key(self) -> str:
-        """A stable id: equal recipes have equal keys, across processes and runs."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """A stable id: equal recipes have equal keys, across processes, runs and schema versions (the key hashes
+        the configuration, not the version that spells it, so rows stored before versioning keep their keys)."""
+        content = json.dumps(self._content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def slug(self) -> str:
         """A file-name-safe label, unique per recipe."""
@@ -218,6 +225,9 @@ class Recipe:
     # -- JSON -----------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        return {SCHEMA_FIELD: SCHEMA_VERSION, **self._content()}
+
+    def _content(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
             if isinstance(value, Enum):
                 return value.value
@@ -239,6 +249,11 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         if not isinstance(data, dict):
             raise RecipeError("a recipe is a JSON object")
+        data = dict(data)
+        version = data.pop(SCHEMA_FIELD, 1)  # the first format had no version field
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+            raise RecipeError(f"recipe schema version {version!r} is not one this quantscope reads "
+                              f"(1 to {SCHEMA_VERSION}); a newer quantscope wrote it?")
         _reject_unknown(cls, data, "recipe")
         _reject_unknown(WeightSpec, data.get("weights", {}), "weights")
         _reject_unknown(ActivationSpec, data.get("activations", {}), "activations")

@@ -18,8 +18,7 @@ def first_line(error: BaseException) -> str:
 
 def error_line(error: BaseException) -> str:
     """'TypeName: first line of the message', the one line a failed row or job shows."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def size_unit(largest_bytes: float) -> tuple[str, int]:

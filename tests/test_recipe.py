@@ -1,11 +1,17 @@
 """Recipe: validated on construction, round-trips through JSON, says what it is in words."""
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import RecipeError
-from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
+from engine.recipe import (
+    SCHEMA_FIELD, SCHEMA_VERSION, ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec,
+)
 from engine.sweep import grid
 
 
@@ -114,3 +120,33 @@ def test_grids_leave_out_combinations_a_recipe_refuses():
     recipes = grid([8], ["channel"], [8, 16], ["minmax", "entropy"], include_reference=False)
     assert [(r.activations.bits, r.activations.calibration.value) for r in recipes] == [
         (8, "minmax"), (8, "entropy"), (16, "minmax")]
+
+
+# -- schema versions --------------------------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_recipe_json_carries_its_schema_version():
+    data = json.loads(Recipe.fp16().to_json())
+    assert data[SCHEMA_FIELD] == SCHEMA_VERSION == 1
+
+
+def test_a_recipe_in_the_unversioned_first_format_still_loads_with_its_old_key():
+    """Workspaces created before versioning store recipes like this fixture; their rows are keyed by the old key."""
+    text = (FIXTURES / "recipe_unversioned.json").read_text().strip()
+    assert SCHEMA_FIELD not in json.loads(text)
+    recipe = Recipe.from_json(text)
+    assert recipe.mode is Mode.STATIC and recipe.weights.bits == 4 and recipe.activations.calibration is Calibration.PERCENTILE
+    assert recipe.overrides["/head/head.3/Gemm"].keep_fp32
+    assert recipe.overrides["/conv1/Conv"].weights == WeightSpec(8, Granularity.CHANNEL)
+    # The key is the sha256 of the configuration as the first format spelled it.
+    assert recipe.key() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", True, None])
+def test_a_schema_version_this_code_does_not_know_is_refused(version):
+    data = {**Recipe.fp32().to_dict(), SCHEMA_FIELD: version}
+    with pytest.raises(RecipeError, match="recipe schema version .* is not one this quantscope reads"):
+        Recipe.from_dict(data)
