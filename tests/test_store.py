@@ -9,12 +9,13 @@ import time
 import pytest
 
 from engine.errors import DataError, ModelError
-from engine.workspace import Workspace
 from engine.jobs.tasks import exclusive
 from engine.store import Store
 from engine.store.blobs import BlobStore, sha256_bytes
 from engine.store.db import connect
-from engine.store.schema import MIGRATIONS, migrate, schema_version
+from engine.store.records import JobState
+from engine.store.schema import MIGRATION_2_JOB_STATES, MIGRATIONS, migrate, schema_version
+from engine.workspace import Workspace
 from sample_models.catalog import SAMPLES
 
 DIGITS = SAMPLES["digits_cnn"]
@@ -164,3 +165,12 @@ def test_the_latency_lock_admits_one_holder_at_a_time(tmp_path):
         time.sleep(0.3)
     thread.join(5)
     assert acquired and acquired[0] >= released_at - 0.01
+
+
+def test_the_job_states_are_the_ones_the_shipped_schema_accepts():
+    """A state the jobs table's CHECK does not list would fail at the first UPDATE: it needs a migration."""
+    assert set(MIGRATION_2_JOB_STATES) == {state.value for state in JobState}
+    assert {state for state in JobState if state.is_active} == {JobState.QUEUED, JobState.RUNNING}
+    assert {state for state in JobState if state.is_resumable} == {
+        JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED}
+    assert all(state.is_terminal != state.is_active for state in JobState)

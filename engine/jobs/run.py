@@ -63,11 +63,12 @@ class JobRun:
             jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", error_line(error),
                         traceback.format_exc())
 
-    def beat(self, message: str | None = None) -> None:
-        """Write the heartbeat (at most once a second, or when the message changes); stop if the job was taken away."""
+    def beat(self, message: str | None = None, force: bool = False) -> None:
+        """Write the heartbeat (at most once a second, when the message changes, or when forced); raise JobLost if
+        the job was taken away."""
         now = time.monotonic()
         news = message is not None and message != self.last_message
-        if not news and now - self.last_beat < HEARTBEAT_SECONDS:
+        if not (news or force) and now - self.last_beat < HEARTBEAT_SECONDS:
             return
         self.last_beat, self.last_message = now, message or self.last_message
         if not jobs.beat(self.conn, self.job_id, self.pid, message):

@@ -162,8 +162,11 @@ class SweepRun(JobRun):
         while self.to_build or self.to_time or self.executor.running():
             self._start_ready_work()
             self.beat(self._status())
-            for task, outcome in self.executor.collect(poll):
+            finished = self.executor.collect(poll)
+            for task, outcome in finished:
                 self._handle(task, outcome)
+            if finished:
+                self.beat(force=True)  # a job taken away (cancelled, declared interrupted) starts no more work
 
     def _wait_for_reference(self) -> Outcome:
         while True:
