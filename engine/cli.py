@@ -11,11 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from engine import results
 from engine.errors import QuantscopeError
+from engine.jobs.executor import cpu_count
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
@@ -32,6 +34,15 @@ def _csv(kind):
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def _threads(text: str) -> int:
+    if text.lower() == "all":
+        return cpu_count()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a thread count or 'all'; got {text!r}") from None
 
 
 def _activation_bits(text: str) -> int | None:
@@ -64,8 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid_options.add_argument("--group-size", type=int, default=128, help="elements per group (default 128)")
     grid_options.add_argument("--recipe", type=Path, action="append", default=[],
                               help="a recipe JSON file to add (repeatable)")
-    run.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency (default 1)")
-    run.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH, help="the larger latency batch size")
+    run.add_argument("--threads", type=_threads, default=1,
+                     help="onnxruntime intra-op threads for latency: a number, or 'all' for every core (default 1)")
+    batch = run.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH,
+                       help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
+    batch.add_argument("--no-batch", dest="batch", action="store_const", const=None,
+                       help="time single examples only")
     run.add_argument("--label-column", help="label column of a CSV/Parquet file")
     run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
@@ -98,6 +114,7 @@ TABLE_COLUMNS = {
     results.SIZE_RATIO: "x fp32",
     results.SINGLE_EXAMPLE.p50: "b1 p50 ms",
     results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
+    results.SINGLE_EXAMPLE.runs: "b1 runs",
     results.BATCH_N.p50: "bN p50 ms",
     results.SIMULATED: "simulated",
     results.PARETO_3D: "pareto",
@@ -108,6 +125,7 @@ TABLE_COLUMNS = {
 def format_table(table: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c != results.ERROR or not results.failed_rows(table).empty]
     shown = table[columns].rename(columns=TABLE_COLUMNS)
+    shown.insert(shown.columns.get_loc("b1 runs"), "b1 +-", [_precision_text(row) for _, row in table.iterrows()])
     shown["simulated"] = shown["simulated"].map({True: "simulated"}).fillna("")
     shown["pareto"] = shown["pareto"].map({True: "*"}).fillna("")
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
@@ -116,7 +134,17 @@ def format_table(table: pd.DataFrame) -> str:
         latency = "no row was timed"
     else:
         latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
+        latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
+        latency += "; b1 +- = the median's 95% interval (! = stopped by the time cap first)"
     return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}; * = on the 3-D Pareto front"
+
+
+def _precision_text(row: pd.Series) -> str:
+    precision = results.latency_precision(row)
+    if precision is None:
+        return "-"
+    capped = row.get(results.SINGLE_EXAMPLE.capped)
+    return f"{precision:.1%}" + ("!" if isinstance(capped, bool | np.bool_) and capped else "")
 
 
 def main(argv: list[str] | None = None) -> int:

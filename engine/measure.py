@@ -1,14 +1,19 @@
 """Measure an artifact with onnxruntime: its outputs on the validation set, and its latency.
 
-Latency protocol: one session per artifact with a stated intra-op thread count (inter-op 1, sequential),
-`WARMUP_RUNS` discarded runs, then timed runs until at least `MIN_RUNS` and `MIN_SECONDS` (capped at
-`MAX_RUNS`); we report the median and the 95th percentile in milliseconds.
+Latency protocol (LatencyProtocol, ADAPTIVE by default): one session per artifact with a stated intra-op
+thread count (inter-op 1, sequential); `warmup_runs` discarded runs; then timed runs, one after another,
+until the 95% confidence interval of the median is within +-`target_precision` of it (at least `min_runs`
+runs), or until `cap_seconds` have passed. The interval is distribution-free: two order statistics of the
+runs, chosen from the binomial distribution of how many runs fall below the true median. We report the
+median, the 95th percentile, the number of runs, the interval and whether the cap stopped the runs.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +22,24 @@ import onnxruntime as ort
 from engine.data import Dataset
 from engine.errors import DataError
 
-WARMUP_RUNS = 5
-MIN_RUNS = 20
-MAX_RUNS = 400
-MIN_SECONDS = 0.3
 EVAL_BATCH = 256
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    warmup_runs: int = 5
+    min_runs: int = 5
+    target_precision: float | None = 0.02  # relative half-width of the median's interval; None: run to the cap
+    cap_seconds: float = 2.0  # per artifact and batch size
+
+    def describe(self) -> str:
+        goal = (f"until the median's 95% interval is within +-{self.target_precision * 100:g}% or {self.cap_seconds:g} s"
+                if self.target_precision else f"for {self.cap_seconds:g} s")
+        return f"{self.warmup_runs} warm-up runs, then at least {self.min_runs} timed runs {goal}"
+
+
+ADAPTIVE = LatencyProtocol()
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,42 @@ class Latency:
     runs: int
     p50_ms: float
     p95_ms: float
+    ci_low_ms: float | None  # the median's 95% interval; None with too few runs for one (under 6)
+    ci_high_ms: float | None
+    capped: bool  # the time cap ended the runs before the interval was as narrow as asked
+
+    @property
+    def precision(self) -> float | None:
+        """The interval's larger half-width relative to the median, e.g. 0.013 for +-1.3%."""
+        if self.ci_low_ms is None:
+            return None
+        return max(self.p50_ms - self.ci_low_ms, self.ci_high_ms - self.p50_ms) / self.p50_ms
+
+
+@cache
+def _median_rank_bounds(runs: int) -> tuple[int, int] | None:
+    """0-based ranks (lo, hi) of the sorted runs that bound the median with at least 95% confidence: the largest
+    j with P(Binomial(runs, 1/2) < j) <= 2.5% gives lo = j - 1 and hi = runs - j. None when no such j >= 1 exists."""
+    alpha = (1 - CONFIDENCE) / 2
+    if runs > 1000:  # the normal approximation is exact enough here, and the exact sum is slow
+        j = math.floor(runs / 2 - 1.959964 * math.sqrt(runs) / 2)
+    else:
+        total, below, j = 2**runs, 0, 0
+        while True:  # below = number of outcomes with fewer than j + 1 runs under the median
+            below += math.comb(runs, j)
+            if below / total > alpha:
+                break
+            j += 1
+    return None if j < 1 else (j - 1, runs - j)
+
+
+def median_interval(timings_ms: np.ndarray) -> tuple[float, float] | None:
+    """The distribution-free 95% confidence interval of the median of `timings_ms`; None under 6 runs."""
+    bounds = _median_rank_bounds(len(timings_ms))
+    if bounds is None:
+        return None
+    ordered = np.sort(timings_ms)
+    return float(ordered[bounds[0]]), float(ordered[bounds[1]])
 
 
 def open_session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
@@ -66,22 +120,45 @@ def latency_feed(dataset: Dataset, batch: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(values[rows]) for name, values in dataset.inputs.items()}
 
 
-def measure_latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], threads: int) -> Latency:
+def measure_latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], threads: int,
+                    protocol: LatencyProtocol = ADAPTIVE) -> Latency:
     output_names = [session.get_outputs()[0].name]
-    for _ in range(WARMUP_RUNS):
+    for _ in range(protocol.warmup_runs):
         session.run(output_names, feed)
-    timings_ns = []
+    timings_ns: list[int] = []
+    next_check = protocol.min_runs
     started = time.perf_counter()
-    while len(timings_ns) < MAX_RUNS and (len(timings_ns) < MIN_RUNS or time.perf_counter() - started < MIN_SECONDS):
+    while True:
         begin = time.perf_counter_ns()
         session.run(output_names, feed)
         timings_ns.append(time.perf_counter_ns() - begin)
+        if time.perf_counter() - started >= protocol.cap_seconds and len(timings_ns) >= protocol.min_runs:
+            break
+        if protocol.target_precision and len(timings_ns) >= next_check:
+            next_check = len(timings_ns) + max(1, len(timings_ns) // 10)  # checking costs a sort: every +10%
+            if _precise_enough(np.array(timings_ns) / 1e6, protocol.target_precision):
+                break
     timings_ms = np.array(timings_ns) / 1e6
-    batch = next(iter(feed.values())).shape[0]
-    return Latency(
-        batch=batch,
+    interval = median_interval(timings_ms)
+    p50 = float(np.median(timings_ms))
+    latency = Latency(
+        batch=next(iter(feed.values())).shape[0],
         threads=threads,
         runs=len(timings_ms),
-        p50_ms=float(np.median(timings_ms)),
+        p50_ms=p50,
         p95_ms=float(np.percentile(timings_ms, 95)),
+        ci_low_ms=None if interval is None else interval[0],
+        ci_high_ms=None if interval is None else interval[1],
+        capped=False,
     )
+    reached = protocol.target_precision is not None and latency.precision is not None \
+        and latency.precision <= protocol.target_precision
+    return latency if reached else replace(latency, capped=True)
+
+
+def _precise_enough(timings_ms: np.ndarray, target: float) -> bool:
+    interval = median_interval(timings_ms)
+    if interval is None:
+        return False
+    median = float(np.median(timings_ms))
+    return max(median - interval[0], interval[1] - median) <= target * median

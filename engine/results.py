@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -51,20 +51,29 @@ PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
 # Its latency (absent on simulated and failed rows).
 THREADS = "threads"  # onnxruntime intra-op threads the artifact was timed with; set on every timed row
 LATENCY_BATCH = "latency_batch"  # N of the batch-N columns; None when only batch 1 was timed
+LATENCY_PROTOCOL = "latency_protocol"  # engine.measure.LatencyProtocol.describe(): how the runs were chosen
 
 
 @dataclass(frozen=True)
 class LatencyColumns:
-    """The three columns of one timed batch size."""
+    """The columns of one timed batch size: median and 95th percentile of the runs, how many, the median's
+    95% interval, and whether the time cap stopped the runs before the interval was as narrow as asked."""
 
     p50: str
     p95: str
     runs: str
+    ci_low: str
+    ci_high: str
+    capped: str
 
 
-SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs")
-BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs")
+SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs",
+                                "latency_b1_ci_low_ms", "latency_b1_ci_high_ms", "latency_b1_capped")
+BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs",
+                         "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped")
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
+# Every column a timing writes: what legitimately differs between two timings of the same artifact.
+TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, *astuple(SINGLE_EXAMPLE), *astuple(BATCH_N))
 # Why a row has no numbers.
 ERROR = "error"  # "TypeName: one line"
 # Added by `results_table`: is the row on the Pareto front of the metric against these costs?
@@ -111,13 +120,23 @@ def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metr
     }
 
 
-def latency_columns(threads: int, batch_n: int | None, timings: dict[LatencyColumns, object]) -> dict:
+def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: dict[LatencyColumns, object]) -> dict:
     """The latency columns of a timed row; `timings` maps SINGLE_EXAMPLE and/or BATCH_N to an
-    engine.measure.Latency."""
-    columns = {THREADS: threads, LATENCY_BATCH: batch_n}
+    engine.measure.Latency, `protocol` says how its runs were chosen."""
+    columns = {THREADS: threads, LATENCY_BATCH: batch_n, LATENCY_PROTOCOL: protocol}
     for names, latency in timings.items():
-        columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs})
+        columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs,
+                        names.ci_low: latency.ci_low_ms, names.ci_high: latency.ci_high_ms,
+                        names.capped: latency.capped})
     return columns
+
+
+def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | None:
+    """The median's 95% interval as a relative half-width (0.013 for +-1.3%); None where not timed or too few runs."""
+    p50, low, high = row.get(names.p50), row.get(names.ci_low), row.get(names.ci_high)
+    if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
+        return None
+    return max(p50 - low, high - p50) / p50
 
 
 def failed_row(recipe: Recipe, task: str, metric_name: str, error: BaseException) -> dict:

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from engine import results
+from engine.data import load_dataset
 from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
 from engine.model import load_model
-from engine.data import load_dataset
 from engine.recipe import ActivationSpec, Recipe
 from engine.store import jobs as job_rows
 from engine.sweep import default_grid, sweep
@@ -33,10 +34,7 @@ GRID = {recipe.short_name(): recipe for recipe in default_grid()}
 FP32, FP16 = GRID["fp32"], GRID["fp16"]
 W8_STATIC, W4_GROUP = GRID["W8A8 static channel minmax"], GRID["W4 weight-only group32"]
 W3, W2 = GRID["W3 weight-only channel"], GRID["W2 weight-only channel"]  # simulated: never timed, quick
-LATENCY_COLUMNS = [  # measured times, and the Pareto flags that depend on them
-    "threads", "latency_batch", "latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms", "latency_bN_p95_ms",
-    "latency_b1_runs", "latency_bN_runs", "pareto_latency", "pareto_3d",
-]
+LATENCY_COLUMNS = [*results.TIMING_COLUMNS, "pareto_latency", "pareto_3d"]  # timings, and the flags they move
 OWNER = "test"
 TIMEOUT = 120
 

@@ -150,19 +150,27 @@ def test_recipes_that_calibrate_alike_share_one_calibration_task(store, seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_timings_run_alone_and_beside_at_most_cores_minus_threads_builds(store, seed, monkeypatch):
+def test_timings_run_alone_and_builds_keep_every_worker_busy_in_between(store, seed, monkeypatch):
     monkeypatch.setattr("engine.jobs.kinds.sweep.cpu_count", lambda: 4)
     executor = FakeExecutor(seed)
-    job, table = run_with(store, queued_sweep(store, list(GRID.values()), threads=2, workers=4), executor)
+    job, table = run_with(store, queued_sweep(store, list(GRID.values()), threads=2), executor)
 
     assert job.state is JobState.DONE
-    assert max(builds for _, builds in executor.concurrency) == 4  # every core builds when nothing is timed
+    assert max(builds for _, builds in executor.concurrency) == 4  # one build per core when nothing is timed
     assert all(timings <= 1 for timings, _ in executor.concurrency)
-    assert all(builds <= 2 for timings, builds in executor.concurrency if timings)  # 4 cores - 2 timing threads
+    assert all(builds == 0 for timings, builds in executor.concurrency if timings)  # nothing beside a timing
     timed = {task.recipe.key() for task in started(executor, TimeTask)}
     real = {recipe.key() for recipe in GRID.values() if recipe.weights.bits >= 4}
     assert timed == real  # simulated recipes are never timed
     assert table[results.THREADS].notna().sum() == len(real)
+    assert {task.batch for task in started(executor, TimeTask)} == {32}
+
+
+def test_a_sweep_without_batch_n_timing_asks_for_single_examples_only(store):
+    executor = FakeExecutor()
+    job, _ = run_with(store, queued_sweep(store, [GRID["fp32"], W4_GROUP], batch=None), executor)
+    assert job.state is JobState.DONE
+    assert [task.batch for task in started(executor, TimeTask)] == [None, None]
 
 
 def test_a_worker_death_fails_its_row_and_the_calibration_waiters_and_the_job_goes_on(store):

@@ -2,7 +2,7 @@
 
 Every executor offers the same four calls: `start(task)`, `running()`, `collect(timeout)` -> [(task,
 Outcome)], `close()`; and says with `remote_builds` whether builds and calibrations leave this machine
-(then they may run beside a timing without disturbing it).
+(then their ends are polled for, not waited on).
 
 WorkerPool (local): long-lived worker processes forked from a forkserver that has already imported the
 engine. Each loads the job's model and dataset once and runs task after task. A segfault or an OOM kill

@@ -43,7 +43,7 @@ class Configuration:
     dataset_fingerprint: str
     recipe_key: str
     threads: int
-    batch: int
+    batch: int | None  # None: not timed at batch N
 
     def key(self) -> str:
         fields = [self.model_id, self.dataset_fingerprint, self.recipe_key, engine_version(), self.threads, self.batch]
@@ -67,7 +67,7 @@ def remember(conn: sqlite3.Connection, configuration: Configuration, row: dict, 
                                                 threads, batch, row, artifact, created)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (configuration.key(), configuration.model_id, configuration.dataset_fingerprint, configuration.recipe_key,
-         engine_version(), configuration.threads, configuration.batch, encode_row(row), artifact_sha, time.time()),
+         engine_version(), configuration.threads, configuration.batch or 0, encode_row(row), artifact_sha, time.time()),
     )
 
 

@@ -28,7 +28,7 @@ def sweep(
     recipes: Sequence[Recipe],
     out_dir: Path,
     threads: int = 1,
-    batch: int = DEFAULT_LATENCY_BATCH,
+    batch: int | None = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.

@@ -15,7 +15,9 @@ import numpy as np
 
 from engine import results
 from engine.data import Dataset
-from engine.measure import batch_is_dynamic, latency_feed, measure_latency, open_session, predict
+from engine.measure import (
+    ADAPTIVE, LatencyProtocol, batch_is_dynamic, latency_feed, measure_latency, open_session, predict,
+)
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
 from engine.realise import quantize
@@ -67,21 +69,22 @@ def build_and_evaluate(
                                 {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice)
 
 
-def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int) -> dict:
-    """Latency columns at batch 1 and at `batch`; run these one at a time so timings do not disturb each other.
+def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
+                  protocol: LatencyProtocol = ADAPTIVE) -> dict:
+    """Latency columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run meanwhile.
 
     A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
     (with latency_batch saying N), leaving the other columns empty.
     """
     session = open_session(artifact_path, threads)
     if batch_is_dynamic(session):
-        sizes = {results.SINGLE_EXAMPLE: 1, results.BATCH_N: batch}
+        sizes = {results.SINGLE_EXAMPLE: 1} | ({results.BATCH_N: batch} if batch else {})
     else:
         fixed = session.get_inputs()[0].shape[0]
         sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
-    timings = {columns: measure_latency(session, latency_feed(dataset, size), threads)
+    timings = {columns: measure_latency(session, latency_feed(dataset, size), threads, protocol)
                for columns, size in sizes.items()}
-    return results.latency_columns(threads, sizes.get(results.BATCH_N), timings)
+    return results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings)
 
 
 def measure_recipe(
@@ -91,12 +94,13 @@ def measure_recipe(
     out_dir: Path,
     reference: Reference,
     threads: int = 1,
-    batch: int = DEFAULT_LATENCY_BATCH,
+    batch: int | None = DEFAULT_LATENCY_BATCH,
     calibration: CalibrationSet | None = None,
+    protocol: LatencyProtocol = ADAPTIVE,
 ) -> dict:
     """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed)."""
     artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
     row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration)
     if not row[results.SIMULATED]:
-        row.update(time_artifact(artifact_path, dataset, threads, batch))
+        row.update(time_artifact(artifact_path, dataset, threads, batch, protocol))
     return row

@@ -5,8 +5,11 @@ The order of work:
   2. the fp32 reference is computed once and handed to every build;
   3. builds (quantize + evaluate) run in parallel; each artifact moves into the workspace's store. Static
      recipes that calibrate alike (same calibration_key) wait for one calibration task and share its ranges;
-  4. timings run one at a time. While one runs, at most (cores - threads) local builds run beside it, so the
-     timed session has its cores to itself, as in the one-after-another loop of engine.sweep.sweep.
+  4. timings run one at a time and alone: no build, calibration or evaluation runs while an artifact is
+     timed, locally or on a Dask cluster (which may share this machine), so a latency is what the artifact
+     takes on a quiet machine, as in the one-after-another loop of engine.sweep.sweep. Builds keep the cores
+     busy in between; the job stops starting builds ("drains") to time once as many artifacts wait as there
+     are parallel builds, or when no build is left to start, so idle cores are paid for rarely.
 Only one job computes at a time in a workspace (steps 2-4): another job's builds beside a timing would
 disturb it, and each job already keeps every core busy, so two at once would finish no sooner.
 """
@@ -40,7 +43,7 @@ class SweepParams:
 
     recipes: tuple[Recipe, ...]
     threads: int = 1
-    batch: int = DEFAULT_LATENCY_BATCH
+    batch: int | None = DEFAULT_LATENCY_BATCH  # None: time single examples only
     scheduler: str | None = None  # a Dask scheduler address; None: local worker processes
     workers: int | None = None  # parallel builds; None: one per core
 
@@ -49,7 +52,8 @@ class SweepParams:
         if not unique:
             raise WorkspaceError("a sweep needs at least one recipe")
         object.__setattr__(self, "recipes", unique)
-        counts = {"threads": self.threads, "batch": self.batch}
+        counts = {"threads": self.threads}
+        counts |= {} if self.batch is None else {"batch": self.batch}
         counts |= {} if self.workers is None else {"workers": self.workers}
         for name, value in counts.items():
             if not isinstance(value, int) or value < 1:
@@ -86,7 +90,6 @@ class SweepRun(JobRun):
         params = SweepParams.from_dict(self.job.params)
         self.recipes, self.threads, self.batch = params.recipes, params.threads, params.batch
         self.workers = params.workers or cpu_count()
-        self.builds_beside_timing = max(0, min(self.workers, cpu_count() - self.threads))
         self.fingerprint: str | None = None
         self.inputs: JobInputs | None = None
         self.scratch = self.store.job_dir(self.job_id) / "scratch"  # artifacts being built; cleared on every start
@@ -186,20 +189,19 @@ class SweepRun(JobRun):
                 parts.append(f"{verb} {', '.join(task.describe() for task in running)}")
         return "; ".join(parts) or "finishing"
 
-    def _local_builds(self) -> int:
-        """Builds and calibrations running on this machine's cores."""
-        return 0 if self.executor.remote_builds else len(self._running(BuildTask | CalibrateTask))
-
     def _start_ready_work(self) -> None:
-        timing = bool(self._running(TimeTask))
-        if self.to_time and not timing and self._local_builds() <= self.builds_beside_timing:
-            waiting = self.to_time.popleft()
-            self.executor.start(TimeTask(self.inputs, waiting.position, waiting.recipe, waiting.row,
-                                         waiting.artifact_sha, self.store.artifacts.path(waiting.artifact_sha),
-                                         self.threads, self.batch, self.store.latency_lock, self.reference))
-            timing = True
-        limit = self.builds_beside_timing if (timing or self.to_time) else self.workers
-        while (self.executor.remote_builds or self._local_builds() < limit) and (task := self._next_build()):
+        """A timing when the machine is quiet and it is time to drain; else builds up to `workers` at once."""
+        if self._running(TimeTask):
+            return  # a timing has the machine to itself
+        draining = bool(self.to_time) and (len(self.to_time) >= self.workers or not self.to_build)
+        if draining:
+            if not self.executor.running():
+                waiting = self.to_time.popleft()
+                self.executor.start(TimeTask(self.inputs, waiting.position, waiting.recipe, waiting.row,
+                                             waiting.artifact_sha, self.store.artifacts.path(waiting.artifact_sha),
+                                             self.threads, self.batch, self.store.latency_lock, self.reference))
+            return
+        while len(self._running(BuildTask | CalibrateTask)) < self.workers and (task := self._next_build()):
             self.executor.start(task)
 
     def _next_build(self) -> BuildTask | CalibrateTask | None:
