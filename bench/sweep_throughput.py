@@ -6,15 +6,19 @@ Both sides measure the same 12 configurations (the default grid plus W8A8 per-ch
 entropy calibration) end to end, from the model and data files to the finished table:
 
     naive     for each recipe, from scratch: quantize to a file, open a session, evaluate, time it
-              (engine.sweep.measure_recipe; the fp32 reference is computed once, as any loop would)
+              (engine.sweep's build_and_evaluate and time_artifact; the fp32 reference is computed once)
     jobs      an empty workspace: add the model and data, submit the sweep, wait, read the table
     baseline  with --baseline REV: the same jobs side run by git revision REV's code (checked out in a
               temporary directory), in the same rounds, so an older job system's figure stands beside today's
 
 The job system may go faster only honestly: builds run in parallel on the cores, static recipes that
 calibrate alike share one calibration, there is no result cache to hit (the workspace starts empty), and
-latency is measured one artifact at a time with engine.measure's protocol (same MIN_RUNS / MIN_SECONDS)
-while the timed session keeps its core. The latency columns of both tables are compared to show that.
+every artifact is timed alone with engine.measure's protocol. Printed per round:
+  - the floor for any executor doing this work: reference + builds / cores + timings (timings exclusive),
+    from the naive loop's own step times, and the job system's wall time against it;
+  - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1);
+  - what the adaptive latency protocol costs or saves: the naive loop's timed artifacts timed again with
+    the earlier fixed protocol (at least 20 runs and 0.3 s), outside both sides' wall times.
 """
 
 from __future__ import annotations
@@ -34,22 +38,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sample_models is
 from bench.jobs_side import recipes, through_jobs  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.jobs.executor import cpu_count  # noqa: E402
-from engine.measure import MIN_RUNS, MIN_SECONDS  # noqa: E402
+from engine.measure import ADAPTIVE, LatencyProtocol  # noqa: E402
 from engine.model import load_model  # noqa: E402
-from engine.results import BATCH_N, LATENCY, METRIC, SINGLE_EXAMPLE, results_table  # noqa: E402
-from engine.sweep import measure_recipe, reference_for  # noqa: E402
+from engine.results import ARTIFACT, BATCH_N, SIMULATED, SINGLE_EXAMPLE, METRIC, results_table  # noqa: E402
+from engine.sweep import DEFAULT_LATENCY_BATCH, build_and_evaluate, reference_for, time_artifact  # noqa: E402
 from sample_models.catalog import SAMPLES  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# The protocol before adaptive timing: at least 20 runs and 0.3 s, whatever the spread.
+FIXED_PROTOCOL = LatencyProtocol(warmup_runs=5, min_runs=20, target_precision=None, cap_seconds=0.3)
 
 
-def naive(model_path: Path, data_path: Path, out: Path):
+def naive(model_path: Path, data_path: Path, out: Path) -> dict:
+    """The loop, with the seconds of each kind of step: reference, builds (with evaluation), timings."""
     started = time.perf_counter()
     model = load_model(model_path)
     dataset = load_dataset(data_path, model.summary.inputs)
     reference = reference_for(model, dataset, out)
-    rows = [measure_recipe(model, dataset, recipe, out, reference) for recipe in recipes()]
-    return time.perf_counter() - started, results_table(rows)
+    steps = {"reference": time.perf_counter() - started, "builds": 0.0, "timings": 0.0}
+    rows = []
+    for recipe in recipes():
+        begin = time.perf_counter()
+        row = build_and_evaluate(model, dataset, recipe, out / "artifacts" / f"{recipe.slug()}.onnx", reference)
+        steps["builds"] += time.perf_counter() - begin
+        if not row[SIMULATED]:
+            begin = time.perf_counter()
+            row.update(time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH))
+            steps["timings"] += time.perf_counter() - begin
+        rows.append(row)
+    wall = time.perf_counter() - started
+    begin = time.perf_counter()
+    for row in rows:
+        if not row[SIMULATED]:
+            time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH, FIXED_PROTOCOL)
+    fixed_timings = time.perf_counter() - begin
+    return {"wall": wall, "table": results_table(rows), "steps": steps, "fixed_timings": fixed_timings}
 
 
 def jobs(model_path: Path, data_path: Path, home: Path):
@@ -76,16 +99,34 @@ def baseline_jobs(tree: Path, model_path: Path, data_path: Path, home: Path) -> 
     return float(side.stdout.strip().splitlines()[-1])
 
 
-def timed_seconds(table) -> float:
-    """Time spent in the timed runs of the latency protocol: serial on both sides, so a floor for both."""
-    return sum(
-        (table[columns.runs] * table[columns.p50]).sum() / 1000 for columns in (SINGLE_EXAMPLE, BATCH_N)
-    )
+def floor_seconds(steps: dict) -> float:
+    """The least wall time for this work on this machine: builds divide by the cores, the rest does not."""
+    return steps["reference"] + steps["builds"] / cpu_count() + steps["timings"]
 
 
-def ceiling(naive_seconds: float, timed: float) -> float:
-    """The best any executor can do on this machine: timings stay serial (Amdahl), and work divides by the cores."""
-    return naive_seconds / max(timed, naive_seconds / cpu_count())
+def latency_ratios(job_table, naive_table) -> list[float]:
+    """jobs / naive p50 for every timed row and batch size (same recipe order on both sides)."""
+    return [
+        job / naive
+        for columns in (SINGLE_EXAMPLE, BATCH_N)
+        for job, naive in zip(job_table[columns.p50], naive_table[columns.p50])
+        if naive == naive and job == job  # both timed (NaN is not equal to itself)
+    ]
+
+
+def report_round(round_: int, loop: dict, job_seconds: float, job_table, first_row: float,
+                 baseline_seconds: float | None) -> None:
+    baseline = f", jobs at the baseline {baseline_seconds:.2f} s" if baseline_seconds is not None else ""
+    print(f"round {round_ + 1}: naive {loop['wall']:.2f} s, jobs {job_seconds:.2f} s{baseline}")
+    steps, floor = loop["steps"], floor_seconds(loop["steps"])
+    print(f"  floor: reference {steps['reference']:.2f} s + builds {steps['builds']:.2f} s / {cpu_count()} cores + "
+          f"timings {steps['timings']:.2f} s = {floor:.2f} s; jobs / floor = {job_seconds / floor:.2f}; the job's "
+          f"first row came {first_row:.2f} s after submitting")
+    ratios = latency_ratios(job_table, loop["table"])
+    print(f"  same metrics: {job_table[METRIC].equals(loop['table'][METRIC])}; latency p50, jobs / naive over "
+          f"{len(ratios)} timings: median {statistics.median(ratios):.3f}, range {min(ratios):.3f} to {max(ratios):.3f}")
+    print(f"  adaptive latency protocol ({ADAPTIVE.describe()}): {steps['timings']:.2f} s of timing against "
+          f"{loop['fixed_timings']:.2f} s with the earlier fixed protocol ({FIXED_PROTOCOL.describe()})")
 
 
 def main() -> None:
@@ -95,23 +136,21 @@ def main() -> None:
     parser.add_argument("--baseline", help="a git revision whose job system runs the jobs side too, e.g. f34b6be")
     args = parser.parse_args()
     sample = SAMPLES[args.model]
-    print(f"{args.model}: {len(recipes())} configurations, {cpu_count()} cores, "
-          f"latency protocol MIN_RUNS={MIN_RUNS} MIN_SECONDS={MIN_SECONDS}")
+    print(f"{args.model}: {len(recipes())} configurations, {cpu_count()} cores")
 
     naive_times, job_times, baseline_times = [], [], []
     with tempfile.TemporaryDirectory() as kept:
         tree = check_out(args.baseline, Path(kept)) if args.baseline else None
         for round_ in range(args.rounds):
             with tempfile.TemporaryDirectory() as scratch:
-                naive_seconds, naive_table = naive(sample.model_path, sample.data_path, Path(scratch) / "naive")
+                loop = naive(sample.model_path, sample.data_path, Path(scratch) / "naive")
                 job_seconds, job_table, first_row = jobs(sample.model_path, sample.data_path, Path(scratch) / "ws")
                 if tree is not None:
                     baseline_times.append(baseline_jobs(tree, sample.model_path, sample.data_path,
                                                         Path(scratch) / "baseline"))
-            naive_times.append(naive_seconds)
+            naive_times.append(loop["wall"])
             job_times.append(job_seconds)
-            report_round(round_, naive_seconds, naive_table, job_seconds, job_table, first_row,
-                         baseline_times[-1] if tree is not None else None)
+            report_round(round_, loop, job_seconds, job_table, first_row, baseline_times[-1] if tree else None)
 
     naive_seconds, job_seconds = statistics.median(naive_times), statistics.median(job_times)
     print(f"naive loop:  {naive_seconds:.2f} s")
@@ -119,27 +158,8 @@ def main() -> None:
     print(f"naive / jobs = {naive_seconds / job_seconds:.2f}x")
     if baseline_times:
         baseline_seconds = statistics.median(baseline_times)
-        print(f"job system at {args.baseline}: {baseline_seconds:.2f} s; naive / jobs there = "
-              f"{naive_seconds / baseline_seconds:.2f}x; {args.baseline} / this = {baseline_seconds / job_seconds:.2f}x")
-
-
-def report_round(round_: int, naive_seconds: float, naive_table, job_seconds: float, job_table, first_row: float,
-                 baseline_seconds: float | None) -> None:
-    baseline = f", jobs at the baseline {baseline_seconds:.2f} s" if baseline_seconds is not None else ""
-    print(f"round {round_ + 1}: naive {naive_seconds:.2f} s, jobs {job_seconds:.2f} s{baseline}")
-    print(f"  where the time goes: timed latency runs {timed_seconds(naive_table):.2f} s (naive) and "
-          f"{timed_seconds(job_table):.2f} s (jobs), one artifact at a time on both sides; the job's first row "
-          f"came {first_row:.2f} s after submitting (runner and forkserver start-up, fp32 reference, first build)")
-    same_metrics = naive_table[METRIC].equals(job_table[METRIC])
-    timed = naive_table[LATENCY].notna()
-    latency_ratio = statistics.median(
-        job_table.loc[timed, column].iloc[i] / naive_table.loc[timed, column].iloc[i]
-        for column in (SINGLE_EXAMPLE.p50, BATCH_N.p50) for i in range(int(timed.sum()))
-    )
-    print(f"  same metrics: {same_metrics}; latency p50, jobs / naive (median over rows): {latency_ratio:.2f}")
-    print(f"  ceiling for any executor doing the naive loop's work here: naive / max(timed runs, naive / "
-          f"{cpu_count()} cores) = {ceiling(naive_seconds, timed_seconds(naive_table)):.2f}x, reached only with "
-          f"no start-up, no warm-up runs and every core busy every moment")
+        print(f"job system at {args.baseline}: {baseline_seconds:.2f} s (naive / jobs there = "
+              f"{naive_seconds / baseline_seconds:.2f}x); {args.baseline} / this = {baseline_seconds / job_seconds:.2f}x")
 
 
 if __name__ == "__main__":
