@@ -255,14 +255,19 @@ def _top1_agreement(reference: np.ndarray, output: np.ndarray) -> float | None:
     return float(np.mean(reference.argmax(axis=1) == output.argmax(axis=1)))
 
 
-def _cosine(reference: np.ndarray, output: np.ndarray) -> float:
-    """Mean per-row cosine similarity of the flattened rows. A zero row has no direction: two zero rows count as
+def row_cosines(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each pair of flattened rows. A zero row has no direction: two zero rows count as
     identical (1), a zero row against a non-zero one as unrelated (0)."""
     ref, out = _per_row(reference), _per_row(output)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     both_zero = ~ref.any(axis=1) & ~out.any(axis=1)
     cosines = np.divide(np.einsum("ij,ij->i", ref, out), norms, out=both_zero.astype(np.float64), where=norms > 0)
-    return float(np.mean(np.clip(cosines, -1.0, 1.0)))  # rounding can step just past +-1
+    return np.clip(cosines, -1.0, 1.0)  # rounding can step just past +-1
+
+
+def _cosine(reference: np.ndarray, output: np.ndarray) -> float:
+    """Mean per-row cosine similarity (row_cosines)."""
+    return float(np.mean(row_cosines(reference, output)))
 
 
 def _sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:

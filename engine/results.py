@@ -48,6 +48,10 @@ TASK = "task"  # engine.metrics.Task value
 METRIC_NAME = "metric_name"  # the primary metric's name, the same on every row of a table
 METRIC = "metric"  # the primary metric's value
 PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
+# How sure the primary metric is (engine.uncertainty): 95% intervals, seeded.
+METRIC_CI_LOW, METRIC_CI_HIGH = "metric_ci_low", "metric_ci_high"
+DELTA = "delta"  # the primary metric minus fp32's, on the same examples
+DELTA_CI_LOW, DELTA_CI_HIGH = "delta_ci_low", "delta_ci_high"  # paired bootstrap; containing 0: no measurable change
 # Its latency (absent on simulated and failed rows).
 THREADS = "threads"  # onnxruntime intra-op threads the artifact was timed with; set on every timed row
 LATENCY_BATCH = "latency_batch"  # N of the batch-N columns; None when only batch 1 was timed
@@ -86,7 +90,8 @@ PARETO_SIZE, PARETO_LATENCY, PARETO_3D = PARETO_FRONTS
 
 # Columns a results table always has, even when no row filled them (failed, simulated or untimed rows).
 OPTIONAL_COLUMNS = (
-    ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, FLOAT_LAYERS, PER_SLICE, ERROR, THREADS, LATENCY_BATCH,
+    ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, METRIC_CI_LOW, METRIC_CI_HIGH, DELTA, DELTA_CI_LOW,
+    DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, ERROR, THREADS, LATENCY_BATCH,
     SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95,
 )
 
@@ -101,8 +106,9 @@ def identity(recipe: Recipe) -> dict:
 
 
 def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metric_name: str,
-                 scores: dict[str, float], per_slice: dict) -> dict:
-    """A built and scored recipe: every column but latency. `artifact` is an engine.realise.Artifact."""
+                 scores: dict[str, float], per_slice: dict, sureness) -> dict:
+    """A built and scored recipe: every column but latency. `artifact` is an engine.realise.Artifact,
+    `sureness` an engine.uncertainty.Uncertainty of the primary metric."""
     return {
         **identity(recipe),
         REALISER: artifact.realiser,
@@ -115,6 +121,11 @@ def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metr
         TASK: task,
         METRIC_NAME: metric_name,
         METRIC: scores[metric_name],
+        METRIC_CI_LOW: sureness.metric.low,
+        METRIC_CI_HIGH: sureness.metric.high,
+        DELTA: sureness.delta,
+        DELTA_CI_LOW: sureness.delta_interval.low,
+        DELTA_CI_HIGH: sureness.delta_interval.high,
         **scores,
         PER_SLICE: per_slice,
     }
@@ -137,6 +148,11 @@ def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | No
     if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
         return None
     return max(p50 - low, high - p50) / p50
+
+
+def change_is_measurable(row) -> bool:
+    """Whether the primary metric's difference to fp32 is outside the noise: its 95% interval excludes 0."""
+    return not (row[DELTA_CI_LOW] <= 0 <= row[DELTA_CI_HIGH])
 
 
 def failed_row(recipe: Recipe, task: str, metric_name: str, error: BaseException) -> dict:

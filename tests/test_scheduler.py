@@ -29,6 +29,7 @@ from engine.store import jobs, library
 from engine.store.db import connect
 from engine.store.records import JobState
 from engine.sweep import Reference, default_grid
+from engine.uncertainty import Interval, Uncertainty
 
 GRID = {recipe.short_name(): recipe for recipe in default_grid()}
 STATIC = [recipe for recipe in default_grid() if calibration_key(recipe) is not None]
@@ -83,8 +84,9 @@ class FakeExecutor:
             artifact = types.SimpleNamespace(realiser="fake", simulated=task.recipe.weights.bits < 4,
                                              path=task.artifact_path, size_bytes=100, size_is_estimate=False,
                                              float_layers=())
+            sureness = Uncertainty(Interval(0.85, 0.94), -0.01, Interval(-0.03, 0.01))
             row = results.measured_row(task.recipe, artifact, REFERENCE.size_bytes, "classification", "top1",
-                                       {"top1": 0.9}, {})
+                                       {"top1": 0.9}, {}, sureness)
             row["ranges used"] = task.ranges  # so a test can see which calibration each build got
             return Outcome(value=Built(row))
         if isinstance(task, TimeTask):

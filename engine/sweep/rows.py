@@ -23,6 +23,7 @@ from engine.model import LoadedModel
 from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
+from engine.uncertainty import uncertainty
 
 DEFAULT_LATENCY_BATCH = 32
 
@@ -65,8 +66,9 @@ def build_and_evaluate(
     # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
     output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
     evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, task=reference.task)
+    sureness = uncertainty(reference.metric, reference.output, output, dataset.labels)
     return results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
-                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice)
+                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice, sureness)
 
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
