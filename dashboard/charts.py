@@ -15,7 +15,7 @@ from dashboard import help_text
 from dashboard.formatting import RATE_METRICS, metric_axis_title
 from engine.metrics import METRICS
 from engine.results import (
-    LATENCY, METRIC, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,
+    LATENCY, METRIC, METRIC_CI_HIGH, METRIC_CI_LOW, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,
     SINGLE_EXAMPLE, measured_rows, metric_name, single_example_rows,
 )
 from engine.text import size_unit
@@ -58,9 +58,26 @@ def _customdata(rows: pd.DataFrame) -> list[list]:
     return rows[[RECIPE_KEY, NAME, DESCRIPTION, SINGLE_EXAMPLE.p95]].values.tolist()
 
 
-def _metric_values(rows: pd.DataFrame, metric: str) -> list[float]:
+def _scale(metric: str) -> int:
     """Rates are drawn as percentages (0-100), so Plotly labels ticks with just as many decimals as they need."""
-    return (rows[METRIC] * (100 if metric in RATE_METRICS else 1)).tolist()
+    return 100 if metric in RATE_METRICS else 1
+
+
+def _metric_values(rows: pd.DataFrame, metric: str) -> list[float]:
+    return (rows[METRIC] * _scale(metric)).tolist()
+
+
+def _metric_intervals(rows: pd.DataFrame, metric: str) -> dict:
+    """Error bars spanning the metric's 95% interval."""
+    scale = _scale(metric)
+    return dict(
+        type="data",
+        symmetric=False,
+        array=((rows[METRIC_CI_HIGH] - rows[METRIC]) * scale).clip(lower=0).tolist(),
+        arrayminus=((rows[METRIC] - rows[METRIC_CI_LOW]) * scale).clip(lower=0).tolist(),
+        thickness=1,
+        width=3,
+    )
 
 
 def _metric_hover(metric: str, axis_letter: str) -> str:
@@ -116,6 +133,7 @@ def _markers(rows: pd.DataFrame, axis: Axis, scale: float, metric: str, style: M
         customdata=_customdata(rows),
         hovertemplate=_hovertemplate(metric, axis.hover),
         error_x=_latency_whiskers(rows) if axis.column == LATENCY else None,
+        error_y=_metric_intervals(rows, metric),
     )
 
 

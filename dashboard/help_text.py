@@ -79,12 +79,19 @@ JOB_LIST = "Every sweep you started in this browser session, plus the shared sam
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 
 JOB_PICKER = "A finished sweep whose results you want to compare."
+CHANGE_INTERVAL = (
+    "Scores on a finite set of examples wobble: the 95% interval is the range the true change lies in 95 times in "
+    "100. When it includes 0, the data cannot tell this recipe from the original."
+)
 SIZE_CHART = (
     "Each dot is one recipe: further left is a smaller file, higher is better answers (lower for error metrics). "
-    "The line links the best trade-offs; faded dots are beaten by another recipe on both counts."
+    "The line links the best trade-offs; faded dots are beaten by another recipe on both counts. "
+    "Each dot's vertical bar is where its score would land 95 times in 100 on other data like yours: "
+    "dots whose bars overlap may not really differ."
 )
 LATENCY_CHART = (
-    "Time to answer one example (median); the whisker reaches the slowest 5% of runs. "
+    "Time to answer one example (median); the whisker reaches the slowest 5% of runs, and the vertical bar is "
+    "the score's 95% interval. "
     "Simulated recipes have no real fast code to time, so they are not on this chart."
 )
 FIXED_BATCH_LATENCY = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dashboard import help_text
-from dashboard.comparisons import headline, metric_comparison, slice_comparison
+from dashboard.comparisons import change_text, headline, metric_comparison, slice_comparison
 from engine import results
 from engine.recipe import Recipe
 
@@ -77,6 +77,7 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
         lines += [f"> {help_text.SIMULATED_EXPORT}", ""]
     lines += [
         f"- File size: {figures.size}, {figures.size_ratio} the original size",
+        *([f"- {row[results.METRIC_NAME]} against the original: {change_text(row)}"] if reference is not None else []),
         f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
         *_latency_details(row),
         f"- Layers kept at full precision: {', '.join(row[results.FLOAT_LAYERS]) or 'none'}",

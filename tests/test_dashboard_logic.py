@@ -252,3 +252,24 @@ def test_model_summary_tables_come_from_the_stored_summary():
         "Shape": "? x 1 x 8 x 8",
         "Number type": "float32",
     }
+
+
+# --- uncertainty in words and on charts -------------------------------------------------------------------------
+
+
+def test_a_change_inside_its_interval_is_called_no_measurable_change(digits_table):
+    row = digits_table.iloc[1].copy()
+    row[results.DELTA], row[results.DELTA_CI_LOW], row[results.DELTA_CI_HIGH] = -0.0028, -0.0083, 0.0028
+    assert comparisons.change_text(row) == "no measurable change (-0.28 points, 95% interval -0.83 to +0.28)"
+    row[results.DELTA], row[results.DELTA_CI_LOW], row[results.DELTA_CI_HIGH] = -0.0194, -0.03, -0.01
+    assert comparisons.change_text(row) == "measurably worse (-1.94 points, 95% interval -3.00 to -1.00)"
+
+
+def test_every_marker_has_error_bars_spanning_its_metric_interval(digits_table):
+    figure = charts.size_figure(digits_table)
+    for trace in figure.data:
+        if trace.mode != "markers":
+            continue
+        rows = digits_table.set_index(results.RECIPE_KEY).loc[[point[0] for point in trace.customdata]]
+        assert trace.error_y.array == pytest.approx(list((rows[results.METRIC_CI_HIGH] - rows[results.METRIC]) * 100))
+        assert trace.error_y.arrayminus == pytest.approx(list((rows[results.METRIC] - rows[results.METRIC_CI_LOW]) * 100))

@@ -76,6 +76,9 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
     speed_metric.metric("Speed vs original", figures.speed)
 
     st.markdown("**Scores, next to the original model**")
+    if reference is not None:
+        st.caption(f"Change in {row[results.METRIC_NAME]} against the original: {comparisons.change_text(row)}.",
+                   help=help_text.CHANGE_INTERVAL)
     st.table(comparisons.metric_comparison(row, reference).set_index("Score"))  # a table, not a grid: long text wraps
     slices_column, layers_column = st.columns(2, gap="large")
     slices = comparisons.slice_comparison(row, reference)
