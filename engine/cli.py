@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
     batch.add_argument("--no-batch", dest="batch", action="store_const", const=None,
                        help="time single examples only")
+    run.add_argument("--calibration-data", type=Path,
+                     help="data for static recipes to calibrate on (same formats); without it, the validation set's "
+                          "first rows calibrate and are left out of scoring for every recipe")
     run.add_argument("--label-column", help="label column of a CSV/Parquet file")
     run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
@@ -180,8 +183,12 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     model = workspace.add_model(args.model, args.model.name, CLI_OWNER)
     dataset = workspace.add_dataset(args.data, args.data.name, model.id, CLI_OWNER,
                                     label_column=args.label_column, slice_column=args.slice_column)
+    calibration = None if args.calibration_data is None else workspace.add_dataset(
+        args.calibration_data, args.calibration_data.name, model.id, CLI_OWNER, label_column=args.label_column,
+        slice_column=args.slice_column)
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
-                                    batch=args.batch, scheduler=args.scheduler)
+                                    batch=args.batch, scheduler=args.scheduler,
+                                    calibration_dataset_id=calibration and calibration.id)
     if args.detach:
         print(job_id)
         return 0

@@ -115,8 +115,8 @@ class ActivationSpec:
             return "float activations"
         if mode is Mode.DYNAMIC:
             return f"{self.bits}-bit activations (ranges computed at run time)"
-        return (f"{self.bits}-bit activations ({self.calibration.value} calibration on the data set's first "
-                f"{self.calibration_samples} rows)")
+        return (f"{self.bits}-bit activations ({self.calibration.value} calibration on {self.calibration_samples} "
+                "rows kept out of scoring)")
 
 
 @dataclass(frozen=True)

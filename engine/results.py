@@ -48,6 +48,11 @@ TASK = "task"  # engine.metrics.Task value
 METRIC_NAME = "metric_name"  # the primary metric's name, the same on every row of a table
 METRIC = "metric"  # the primary metric's value
 PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
+# What was scored and what calibrated (engine.sweep.plan).
+ROWS_SCORED = "rows_scored"  # how many validation rows every metric of the table is computed on
+SCORED_ROWS = "scored_rows"  # which, in words: "rows 129..540 of the validation set"
+CALIBRATION_SOURCE = "calibration_source"  # a file name or "rows 1..128 of the validation set"; None: not calibrated
+CALIBRATION_NOTE = "calibration_note"  # why fewer rows than asked calibrated, when that happened
 # How sure the primary metric is (engine.uncertainty): 95% intervals, seeded.
 METRIC_CI_LOW, METRIC_CI_HIGH = "metric_ci_low", "metric_ci_high"
 DELTA = "delta"  # the primary metric minus fp32's, on the same examples
@@ -148,6 +153,14 @@ def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | No
     if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
         return None
     return max(p50 - low, high - p50) / p50
+
+
+def scoring_columns(first_scored: int, validation_rows: int, calibration_source: str | None,
+                    note: str | None) -> dict:
+    """What a row was scored on (validation rows first_scored..validation_rows, counted from 1) and calibrated on."""
+    return {ROWS_SCORED: validation_rows - first_scored + 1,
+            SCORED_ROWS: f"rows {first_scored}..{validation_rows} of the validation set",
+            CALIBRATION_SOURCE: calibration_source, CALIBRATION_NOTE: note}
 
 
 def change_is_measurable(row) -> bool:

@@ -113,14 +113,15 @@ class Workspace:
     # -- jobs -----------------------------------------------------------------------------------------------
 
     def submit_sweep(self, model_id: str, dataset_id: str, recipes: Sequence[Recipe], owner: str,
-                     threads: int = 1, batch: int = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
-                     workers: int | None = None) -> str:
-        """Queue a sweep and start its runner; returns the job id at once."""
+                     threads: int = 1, batch: int | None = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
+                     workers: int | None = None, calibration_dataset_id: str | None = None) -> str:
+        """Queue a sweep and start its runner; returns the job id at once. Static recipes calibrate on
+        `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan)."""
         self._model(model_id, owner)
-        dataset = self._dataset(dataset_id, owner)
-        if dataset.model_id != model_id:
-            raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
-        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers)
+        for data_id in (dataset_id, calibration_dataset_id):
+            if data_id is not None and (dataset := self._dataset(data_id, owner)).model_id != model_id:
+                raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
+        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id)
         return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
 
     def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:

@@ -113,7 +113,7 @@ def test_descriptions_are_plain_words():
     )
     static = Recipe(WeightSpec(8, Granularity.TENSOR), ActivationSpec(8, "entropy", 64), Mode.STATIC)
     assert static.short_name() == "W8A8 static tensor entropy"
-    assert "entropy calibration on the data set's first 64 rows" in static.describe()
+    assert "entropy calibration on 64 rows kept out of scoring" in static.describe()
 
 
 def test_grids_leave_out_combinations_a_recipe_refuses():

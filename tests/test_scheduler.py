@@ -109,7 +109,7 @@ def queued_sweep(store: Store, recipes, **options) -> str:
     with store.connect() as conn:
         library.save_model(conn, model_id, "test", "fake.onnx", {}, 10, shared=False)
         library.save_dataset(conn, DatasetRecord("data", dataset_sha, "fake.npz", model_id, "test", False, None, None,
-                                                 "fingerprint", 10, {}, 0.0))
+                                                 "fingerprint", 10, {"rows": 400}, 0.0))
         jobs.create_job(conn, "job", SweepRun.name, "test", model_id, "data", params.to_dict(), len(params.recipes))
     return "job"
 

@@ -59,12 +59,16 @@ def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
 
 
 def test_every_real_artifact_reproduces_its_row_in_a_fresh_session(swept):
-    """Numbers must be true: reload each non-simulated artifact and get exactly the row's metric and size."""
+    """Numbers must be true: reload each non-simulated artifact and get exactly the row's metric and size, on the
+    validation rows the row says it was scored on (the first 128 calibrate the static recipes)."""
     sample, out, _ = swept
     model = load_model(sample.model_path)
-    data = load_dataset(sample.data_path, model.summary.inputs)
+    validation = load_dataset(sample.data_path, model.summary.inputs)
+    data = validation.rows(slice(128, None))
     reference = predict(open_session(out / "reference.onnx"), data)
     for row in json.loads((out / "results.json").read_text()):
+        assert row["scored_rows"] == f"rows 129..{len(validation)} of the validation set"
+        assert row["rows_scored"] == len(validation) - 128
         artifact = out / row["artifact"]
         if row["simulated"]:
             assert row["size_is_estimate"] and row["size_bytes"] < artifact.stat().st_size
@@ -202,3 +206,21 @@ def test_a_model_with_external_data_in_its_own_directory_sweeps_from_the_cli(tmp
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["name"] for row in rows] == ["fp32", "W8A8 static channel minmax"]
     assert rows[0]["metric"] == 1.0 and rows[1]["metric_name"] == "top1_agreement"
+
+
+def test_calibration_data_calibrates_static_rows_and_every_validation_row_is_scored(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    with np.load(sample.data_path) as validation:
+        arrays = dict(validation)
+    calibration = tmp_path / "calibration.npz"
+    np.savez(calibration, **{name: values[:64] for name, values in arrays.items() if name not in ("labels", "slice")})
+    out = tmp_path / "out"
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--weights", "8", "--activations",
+                     "8", "--calibration-data", calibration, "--no-batch")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads((out / "results.json").read_text())}
+    assert set(rows) == {"fp32", "W8A8 static channel minmax"}
+    assert all(row["rows_scored"] == len(arrays["labels"]) for row in rows.values())
+    assert rows["W8A8 static channel minmax"]["calibration_source"] == "calibration.npz"
+    assert rows["fp32"]["calibration_source"] is None
+    assert all(row["latency_batch"] is None and row["latency_b1_runs"] >= 5 for row in rows.values())

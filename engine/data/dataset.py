@@ -27,10 +27,14 @@ class Dataset:
         """The first n rows (e.g. a calibration subset); views, not copies."""
         if n < 0:
             raise ValueError(f"take needs n >= 0, got {n}")
+        return self.rows(slice(0, n))
+
+    def rows(self, which: slice) -> Dataset:
+        """The rows `which` selects, e.g. slice(128, None) for all but the first 128; views, not copies."""
         return Dataset(
-            inputs={name: array[:n] for name, array in self.inputs.items()},
-            labels=None if self.labels is None else self.labels[:n],
-            slices=None if self.slices is None else self.slices[:n],
+            inputs={name: array[which] for name, array in self.inputs.items()},
+            labels=None if self.labels is None else self.labels[which],
+            slices=None if self.slices is None else self.slices[which],
             source=self.source,
             label_names=self.label_names,
         )

@@ -1,11 +1,11 @@
 """The work itself: typed tasks a job hands to its executor, and the worker loop that runs them.
 
-A task is a frozen dataclass with a `run(model, dataset)` method that reuses engine.sweep's building
-blocks unchanged; what it returns is typed too (`Built`, `Timed`, or the reference and ranges themselves).
+A task is a frozen dataclass with a `run(model, plan)` method (plan: engine.sweep.plan.DataPlan, the rows
+that score and those that calibrate) that reuses engine.sweep's building blocks unchanged; what it returns is typed too (`Built`, `Timed`, or the reference and ranges themselves).
 A configuration that raises comes back as a failed row plus its traceback, so one bad recipe never sinks
 the job.
 
-Workers are long-lived: each loads and checks a job's model and dataset once per blob hash (`loaded`) and
+Workers are long-lived: each loads and checks a job's model and data once per blob hash (`loaded`) and
 reuses them for every later task of that job. This module imports onnxruntime; the runner preloads it in
 its forkserver so workers start warm.
 """
@@ -29,6 +29,7 @@ from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.sweep import Reference, build_and_evaluate, reference_for, time_artifact
+from engine.sweep.plan import DataPlan, plan_data
 from engine.text import error_line
 
 # Tests only: when set to a recipe key, the task building that recipe (or calibrating for it) kills its own
@@ -37,47 +38,65 @@ CRASH_VARIABLE = "QUANTSCOPE_TEST_CRASH_ON"
 
 
 @dataclass(frozen=True)
-class JobInputs:
-    """How to load a job's model and dataset: blob paths locally, the bytes themselves for a remote worker.
-    The blob hashes name the pair, so a worker that has loaded it once reuses it."""
+class DataSource:
+    """One stored data file and how to read it: its blob path locally, its bytes for a remote worker."""
 
-    model_sha: str
-    dataset_sha: str
-    model: Path | bytes
-    dataset: Path | bytes
-    dataset_filename: str  # its extension tells the format
+    sha256: str  # of the file's bytes
+    data: Path | bytes
+    filename: str  # its extension tells the format
     label_column: str | None = None
     slice_column: str | None = None
 
     @property
     def identity(self) -> tuple:
-        """What the loaded pair depends on: the same bytes read the same way."""
-        return (self.model_sha, self.dataset_sha, Path(self.dataset_filename).suffix.lower(), self.label_column,
-                self.slice_column)
+        """The same bytes read the same way give the same Dataset."""
+        return self.sha256, Path(self.filename).suffix.lower(), self.label_column, self.slice_column
 
-    def load(self) -> tuple[LoadedModel, Dataset]:
+    def load(self, model: LoadedModel) -> Dataset:
+        return load_dataset(self.data, model.summary.inputs, filename=self.filename,
+                            label_column=self.label_column, slice_column=self.slice_column)
+
+    def as_bytes(self) -> DataSource:
+        return replace(self, data=_read(self.data))
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """A job's model, its validation data, an optional calibration file, and how many rows the job's static
+    recipes calibrate on: what a worker loads once (`loaded`) and every task of the job reuses."""
+
+    model_sha: str
+    model: Path | bytes
+    validation: DataSource
+    calibration: DataSource | None = None
+    calibration_rows_asked: int = 0  # engine.sweep.plan.calibration_rows_asked of the job's recipes
+
+    @property
+    def identity(self) -> tuple:
+        calibration = None if self.calibration is None else self.calibration.identity
+        return self.model_sha, self.validation.identity, calibration, self.calibration_rows_asked
+
+    def load(self) -> tuple[LoadedModel, DataPlan]:
         model = load_model(self.model)
-        dataset = load_dataset(
-            self.dataset, model.summary.inputs, filename=self.dataset_filename,
-            label_column=self.label_column, slice_column=self.slice_column,
-        )
-        return model, dataset
+        calibration = None if self.calibration is None else self.calibration.load(model)
+        return model, plan_data(self.validation.load(model), self.calibration_rows_asked, calibration)
 
     def as_bytes(self) -> JobInputs:
-        return replace(self, model=_read(self.model), dataset=_read(self.dataset))
+        calibration = None if self.calibration is None else self.calibration.as_bytes()
+        return replace(self, model=_read(self.model), validation=self.validation.as_bytes(), calibration=calibration)
 
 
 def _read(source: Path | bytes) -> bytes:
     return source if isinstance(source, bytes) else Path(source).read_bytes()
 
 
-# One job's model and dataset per worker process: a worker serves one job, and a Dask worker that serves
-# several keeps only the latest pair, so memory stays at one copy.
-_loaded: dict[tuple, tuple[LoadedModel, Dataset]] = {}
+# One job's inputs per worker process: a worker serves one job, and a Dask worker that serves several keeps
+# only the latest, so memory stays at one copy.
+_loaded: dict[tuple, tuple[LoadedModel, DataPlan]] = {}
 
 
-def loaded(inputs: JobInputs) -> tuple[LoadedModel, Dataset]:
-    """The job's model and dataset, loaded and checked once per process and reused by its later tasks."""
+def loaded(inputs: JobInputs) -> tuple[LoadedModel, DataPlan]:
+    """The job's model and data plan, loaded and checked once per process and reused by its later tasks."""
     if inputs.identity not in _loaded:
         _loaded.clear()
         _loaded[inputs.identity] = inputs.load()
@@ -116,8 +135,8 @@ class ReferenceTask:
     inputs: JobInputs
     workdir: Path
 
-    def run(self, model: LoadedModel, dataset: Dataset) -> Reference:
-        return reference_for(model, dataset, self.workdir)
+    def run(self, model: LoadedModel, plan: DataPlan) -> Reference:
+        return reference_for(model, plan.scored, self.workdir)
 
     def describe(self) -> str:
         return "computing the fp32 reference"
@@ -131,9 +150,9 @@ class CalibrateTask:
     key: CalibrationKey
     recipe: Recipe  # the first recipe waiting for these ranges
 
-    def run(self, model: LoadedModel, dataset: Dataset) -> Ranges:
+    def run(self, model: LoadedModel, plan: DataPlan) -> Ranges:
         _crash_if_asked(self.recipe)
-        return CalibrationSet(dataset).ranges(model, self.recipe)
+        return CalibrationSet(plan.calibration).ranges(model, self.recipe)
 
     def describe(self) -> str:
         return f"{self.key[0]} on {self.key[1]} samples"
@@ -151,20 +170,21 @@ class BuildTask:
     artifact_path: Path | None
     ranges: Ranges | None = None
 
-    def run(self, model: LoadedModel, dataset: Dataset) -> Built:
+    def run(self, model: LoadedModel, plan: DataPlan) -> Built:
         _crash_if_asked(self.recipe)
         if self.artifact_path is not None:
-            return self._build(model, dataset, self.artifact_path)
+            return self._build(model, plan, self.artifact_path)
         with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:  # a remote worker shares no disk
             path = Path(scratch) / "artifact.onnx"
-            built = self._build(model, dataset, path)
+            built = self._build(model, plan, path)
             return built if built.failed else replace(built, artifact_bytes=path.read_bytes())
 
-    def _build(self, model: LoadedModel, dataset: Dataset, artifact_path: Path) -> Built:
+    def _build(self, model: LoadedModel, plan: DataPlan, artifact_path: Path) -> Built:
         try:
             known = {} if self.ranges is None else {calibration_key(self.recipe): self.ranges}
-            calibration = CalibrationSet(dataset, known)
-            return Built(build_and_evaluate(model, dataset, self.recipe, artifact_path, self.reference, calibration))
+            calibration = None if plan.calibration is None else CalibrationSet(plan.calibration, known)
+            row = build_and_evaluate(model, plan.scored, self.recipe, artifact_path, self.reference, calibration)
+            return Built({**row, **plan.columns(self.recipe)})
         except Exception as error:
             # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
             # override naming a missing layer): one bad recipe must not end a long job.
@@ -190,10 +210,10 @@ class TimeTask:
     lock_path: Path
     reference: Reference
 
-    def run(self, model: LoadedModel, dataset: Dataset) -> Timed:
+    def run(self, model: LoadedModel, plan: DataPlan) -> Timed:
         try:
             with exclusive(self.lock_path):
-                return Timed({**self.row, **time_artifact(self.artifact_path, dataset, self.threads, self.batch)})
+                return Timed({**self.row, **time_artifact(self.artifact_path, plan.scored, self.threads, self.batch)})
         except Exception as error:
             return Timed(self.reference.failed_row(self.recipe, error), traceback.format_exc())
 

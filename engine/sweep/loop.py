@@ -17,6 +17,7 @@ from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 from engine.results import results_table
+from engine.sweep.plan import calibration_rows_asked, plan_data
 from engine.sweep.rows import DEFAULT_LATENCY_BATCH, measure_recipe, reference_for
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
@@ -30,19 +31,23 @@ def sweep(
     threads: int = 1,
     batch: int | None = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
+    calibration_data: Dataset | None = None,
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
 
-    Recipes that calibrate alike share their activation ranges, computed once."""
+    Static recipes calibrate on `calibration_data`, else on validation rows held out of scoring for every
+    recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once."""
     out_dir = Path(out_dir)
-    reference = reference_for(model, dataset, out_dir)
-    calibration = CalibrationSet(dataset)
+    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
+    reference = reference_for(model, plan.scored, out_dir)
+    calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
     rows = []
     for done, recipe in enumerate(recipes):
         if progress:
             progress(done, len(recipes), recipe.short_name())
         try:
-            rows.append(measure_recipe(model, dataset, recipe, out_dir, reference, threads, batch, calibration))
+            row = measure_recipe(model, plan.scored, recipe, out_dir, reference, threads, batch, calibration)
+            rows.append({**row, **plan.columns(recipe)})
         except QuantscopeError:
             raise
         except Exception as error:  # one recipe onnxruntime cannot build must not sink the others

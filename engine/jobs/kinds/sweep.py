@@ -26,12 +26,15 @@ from engine.errors import WorkspaceError
 from engine.jobs.executor import Outcome, WorkerDied, cpu_count
 from engine.jobs.kinds import register
 from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
-from engine.jobs.tasks import BuildTask, Built, CalibrateTask, JobInputs, ReferenceTask, Task, Timed, TimeTask
+from engine.jobs.tasks import (
+    BuildTask, Built, CalibrateTask, DataSource, JobInputs, ReferenceTask, Task, Timed, TimeTask,
+)
 from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
-from engine.store import cache, jobs, library
+from engine.store import DatasetRecord, cache, jobs, library
 from engine.store.db import transaction
 from engine.sweep import DEFAULT_LATENCY_BATCH, Reference
+from engine.sweep.plan import calibration_rows_asked, plan_identity
 
 REMOTE_POLL_SECONDS = 0.1
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
@@ -46,6 +49,7 @@ class SweepParams:
     batch: int | None = DEFAULT_LATENCY_BATCH  # None: time single examples only
     scheduler: str | None = None  # a Dask scheduler address; None: local worker processes
     workers: int | None = None  # parallel builds; None: one per core
+    calibration_dataset: str | None = None  # a dataset id to calibrate on; None: held-out validation rows
 
     def __post_init__(self) -> None:
         unique = tuple({recipe.key(): recipe for recipe in self.recipes}.values())  # a recipe twice is one row
@@ -63,12 +67,13 @@ class SweepParams:
 
     def to_dict(self) -> dict:
         return {"recipes": [recipe.to_json() for recipe in self.recipes], "threads": self.threads,
-                "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers}
+                "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers,
+                "calibration_dataset": self.calibration_dataset}
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepParams:
         return cls(tuple(Recipe.from_json(text) for text in data["recipes"]), data["threads"], data["batch"],
-                   data.get("scheduler"), data.get("workers"))
+                   data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"))
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,11 @@ class SweepRun(JobRun):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        params = SweepParams.from_dict(self.job.params)
+        self.params = params = SweepParams.from_dict(self.job.params)
         self.recipes, self.threads, self.batch = params.recipes, params.threads, params.batch
         self.workers = params.workers or cpu_count()
         self.fingerprint: str | None = None
+        self.plan: str | None = None  # engine.sweep.plan.plan_identity: which rows score, what calibrates
         self.inputs: JobInputs | None = None
         self.scratch = self.store.job_dir(self.job_id) / "scratch"  # artifacts being built; cleared on every start
         self.reference: Reference | None = None
@@ -123,19 +129,27 @@ class SweepRun(JobRun):
     def _find_inputs(self) -> None:
         model = library.find_model(self.conn, self.job.model_id)
         dataset = library.find_dataset(self.conn, self.job.dataset_id)
-        if model is None or dataset is None:
-            raise JobFailed("the job's model or dataset is no longer in the workspace")
+        wanted = self.params.calibration_dataset
+        calibration = None if wanted is None else library.find_dataset(self.conn, wanted)
+        if model is None or dataset is None or (wanted is not None and calibration is None):
+            raise JobFailed("the job's model or data is no longer in the workspace")
+        asked = calibration_rows_asked(self.recipes)
         self.fingerprint = dataset.fingerprint
-        self.inputs = JobInputs(model.id, dataset.sha256, self.store.blobs.path(model.id),
-                                self.store.blobs.path(dataset.sha256), dataset.filename, dataset.label_column,
-                                dataset.slice_column)
+        self.plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint)
+        self.inputs = JobInputs(model.id, self.store.blobs.path(model.id), self._source(dataset),
+                                None if calibration is None else self._source(calibration), asked)
+
+    def _source(self, dataset: DatasetRecord) -> DataSource:
+        return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
+                          dataset.label_column, dataset.slice_column)
 
     def _missing(self) -> list[tuple[int, Recipe]]:
         committed = jobs.committed_keys(self.conn, self.job_id)
         return [(position, recipe) for position, recipe in enumerate(self.recipes) if recipe.key() not in committed]
 
     def _configuration(self, recipe: Recipe) -> cache.Configuration:
-        return cache.Configuration(self.job.model_id, self.fingerprint, recipe.key(), self.threads, self.batch)
+        return cache.Configuration(self.job.model_id, self.fingerprint, recipe.key(), self.threads, self.batch,
+                                   self.plan)
 
     def _copy_cached(self, missing: list[tuple[int, Recipe]]) -> list[tuple[int, Recipe]]:
         """Commit the rows the cache already holds; the configurations still to compute."""
