@@ -110,6 +110,7 @@ def load_model(source: str | Path | bytes, *, name: str | None = None) -> Loaded
         proto = _parse(path.read_bytes(), label)
         size += _load_external_data(proto, path.parent.resolve(), label)
     _check(proto, label)
+    _require_tensor_io(proto, label)
     ensure_node_names(proto)
     return LoadedModel(proto=proto, summary=summarise(proto, size), source=label)
 
@@ -164,6 +165,17 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Real inputs: graph inputs that are not initializers (older exporters list weights as inputs)."""
     initializer_names = {t.name for t in proto.graph.initializer}
     return [v for v in proto.graph.input if v.name not in initializer_names]
+
+
+def _require_tensor_io(proto: onnx.ModelProto, label: str) -> None:
+    """Data files feed tensors and metrics read tensors: a sequence, map or optional input or output cannot be fed."""
+    for role, values in (("input", graph_inputs(proto)), ("output", proto.graph.output)):
+        for value in values:
+            kind = value.type.WhichOneof("value")
+            if kind != "tensor_type":
+                what = kind.removesuffix("_type").replace("_", " ") if kind else "value without a type"
+                raise ModelError(f"{label}: {role} '{value.name}' is a {what}, not a tensor; "
+                                 "only tensor inputs and outputs are supported")
 
 
 def opset_version(proto: onnx.ModelProto) -> int:
