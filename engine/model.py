@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -122,32 +123,67 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
         raise ModelError(f"{label} is not an ONNX model ({type(error).__name__})") from None
 
 
-def _external_locations(proto: onnx.ModelProto) -> dict[str, str]:
-    """Initializer name -> external file location, for tensors stored outside the model file."""
-    found = {}
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {entry.key: entry.value for entry in tensor.external_data}
-            found[tensor.name] = entries.get("location", "")
-    return found
+def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor the model holds: initializers (sparse ones too) and node attributes, in subgraphs and functions.
+
+    Any of them can point at an external file, not only the main graph's initializers.
+    """
+
+    def in_sparse(sparse: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
+        yield sparse.values
+        yield sparse.indices
+
+    def in_graph(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+        if isinstance(graph, onnx.GraphProto):
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield from in_sparse(sparse)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("sparse_tensor"):
+                    yield from in_sparse(attribute.sparse_tensor)
+                for sparse in attribute.sparse_tensors:
+                    yield from in_sparse(sparse)
+                if attribute.HasField("g"):
+                    yield from in_graph(attribute.g)
+                for subgraph in attribute.graphs:
+                    yield from in_graph(subgraph)
+
+    yield from in_graph(proto.graph)
+    for function in proto.functions:
+        yield from in_graph(function)
+
+
+def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [tensor for tensor in _all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _external_locations(proto: onnx.ModelProto) -> set[str]:
+    """The external file locations the model's tensors name."""
+    return {
+        next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        for tensor in _external_tensors(proto)
+    }
 
 
 def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
-    locations = _external_locations(proto)
     total = 0
-    for location in sorted(set(locations.values())):
+    for location in sorted(_external_locations(proto)):
         target = (model_dir / location).resolve()
         if os.path.isabs(location) or not target.is_relative_to(model_dir):
             raise ModelError(f"{label}: external data location {location!r} escapes the model's directory")
         if not target.is_file():
             raise ModelError(f"{label}: external data file {location!r} is missing")
         total += target.stat().st_size
-    if locations:
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(model_dir))
-        except Exception as error:
-            raise ModelError(f"{label}: external data could not be read ({error})") from None
+    try:
+        for tensor in _external_tensors(proto):  # onnx's own model-wide loader skips sparse tensors
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(model_dir))
+    except Exception as error:
+        raise ModelError(f"{label}: external data could not be read ({error})") from None
     return total
 
 

@@ -163,6 +163,54 @@ def test_uploaded_model_bytes_over_the_size_bound_are_refused_before_parsing(mon
         load_model(data, name="upload.onnx")
 
 
+def test_external_data_through_a_symlink_out_of_the_model_directory_is_refused(tmp_path):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    (model_dir / "weights.bin").symlink_to(tmp_path / "secret.bin")
+    model = model_with_external_data_in("constant node", "weights.bin")
+    model.graph.initializer.append(external_tensor("unused", "weights.bin"))
+    path = model_dir / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelError, match=r"external data location 'weights\.bin' escapes the model's directory"):
+        load_model(path)
+
+
+PLACES = ["constant node", "sparse constant", "subgraph", "sparse initializer"]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_an_upload_cannot_carry_external_data_anywhere_in_the_model(place, tmp_path, monkeypatch):
+    # The checker looks external files up relative to the working directory: put one there, so only the
+    # upload rule can refuse the model.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    data = model_with_external_data_in(place, "weights.bin").SerializeToString()
+    with pytest.raises(ModelError, match=r"upload\.onnx refers to external data files, which an upload cannot carry"):
+        load_model(data, name="upload.onnx")
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_external_data_anywhere_in_the_model_must_stay_in_its_directory(place, tmp_path):
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    path = model_dir / "m.onnx"
+    path.write_bytes(model_with_external_data_in(place, "../secret.bin").SerializeToString())
+    with pytest.raises(ModelError, match=r"external data location '\.\./secret\.bin' escapes the model's directory"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_external_data_anywhere_in_the_model_is_read_from_its_directory_and_inlined(place, tmp_path):
+    (tmp_path / "weights.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model_with_external_data_in(place, "weights.bin").SerializeToString())
+    loaded = load_model(path)
+    assert every_tensor_is_inline(loaded.proto)  # a stored blob needs nothing beside it
+    assert loaded.summary.bytes == path.stat().st_size + 16
+
+
 @pytest.mark.parametrize("kind", ["sequence", "optional", "sequence output"])
 def test_graph_inputs_and_outputs_must_be_tensors(kind):
     tensor = helper.make_tensor_type_proto(TensorProto.FLOAT, [4])
