@@ -173,11 +173,17 @@ def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> 
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
     total = 0
     for location in sorted(_external_locations(proto)):
-        target = (model_dir / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(model_dir):
-            raise ModelError(f"{label}: external data location {location!r} escapes the model's directory")
-        if not target.is_file():
-            raise ModelError(f"{label}: external data file {location!r} is missing")
+        shown = repr(location if len(location) <= 80 else location[:77] + "...")
+        try:
+            target = (model_dir / location).resolve()
+            escapes = os.path.isabs(location) or not target.is_relative_to(model_dir)
+            present = not escapes and target.is_file()
+        except (OSError, ValueError):  # a NUL byte, or a name longer than the file system allows
+            raise ModelError(f"{label}: external data location {shown} is not a usable file name") from None
+        if escapes:
+            raise ModelError(f"{label}: external data location {shown} escapes the model's directory")
+        if not present:
+            raise ModelError(f"{label}: external data file {shown} is missing")
         total += target.stat().st_size
     try:
         for tensor in _external_tensors(proto):  # onnx's own model-wide loader skips sparse tensors
