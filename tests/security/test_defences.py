@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import pickle
-import sqlite3
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -25,11 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import engine.model
-from engine import DataError, ModelError, QuantscopeError, load_dataset, load_model
+from engine import DataError, ModelError, load_dataset, load_model
 from engine.jobs import Workspace  # the one place this file names where Workspace lives
 from engine.tensors import TensorSpec
 from sample_models.catalog import SAMPLES
-from tests.builders import gemm_model
 
 MLP = SAMPLES["breast_cancer_mlp"]
 DIGITS = SAMPLES["digits_cnn"]
@@ -132,8 +131,7 @@ def model_with_external_data_in(place: str, location: str) -> onnx.ModelProto:
 
 
 def every_tensor_is_inline(proto: onnx.ModelProto) -> bool:
-    text = str(proto)  # the text format names every data_location that is not the default
-    return "EXTERNAL" not in text
+    return "data_location: EXTERNAL" not in str(proto)  # the text format names every non-default location
 
 
 # --- ONNX models --------------------------------------------------------------------------------------------------
@@ -168,10 +166,8 @@ def test_external_data_through_a_symlink_out_of_the_model_directory_is_refused(t
     model_dir.mkdir()
     (tmp_path / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
     (model_dir / "weights.bin").symlink_to(tmp_path / "secret.bin")
-    model = model_with_external_data_in("constant node", "weights.bin")
-    model.graph.initializer.append(external_tensor("unused", "weights.bin"))
     path = model_dir / "m.onnx"
-    path.write_bytes(model.SerializeToString())
+    path.write_bytes(model_with_external_data_in("constant node", "weights.bin").SerializeToString())
     with pytest.raises(ModelError, match=r"external data location 'weights\.bin' escapes the model's directory"):
         load_model(path)
 
@@ -229,3 +225,178 @@ def test_graph_inputs_and_outputs_must_be_tensors(kind):
     with pytest.raises(ModelError, match=rf"m\.onnx: {role} '{name}' is a {kind.split()[0]}, not a tensor") as error:
         load_model(model.SerializeToString(), name="m.onnx")
     assert_one_line(error)
+
+
+# --- data files ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "cats/../../notes.txt", "/etc/cron.d/job", "C:/evil", "..\\x"])
+def test_zip_member_paths_are_vetted_even_when_they_are_not_images(name):
+    # The older test uses image names; a member the loader would skip must be refused just the same.
+    with pytest.raises(DataError, match=r"images\.zip has an unsafe member path .* refusing the archive") as error:
+        load_dataset(zip_of({"cats/a.png": png(), name: b"not an image"}), IMAGE_INPUT, filename="images.zip")
+    assert_one_line(error)
+
+
+def test_a_tiny_png_declaring_a_huge_canvas_is_refused_before_decoding():
+    # 8000 x 8000 is over the project's limit but under Pillow's own bomb check (89 million pixels).
+    bomb = zip_of({"cats/a.png": png_declaring(8000, 8000)})
+    assert len(bomb) < 1000
+    with pytest.raises(DataError, match=rf"image 'cats/a\.png' in images\.zip is 8000x8000 pixels, "
+                                        rf"over the {DEFAULT_MAX_IMAGE_PIXELS} pixel limit"):
+        load_dataset(bomb, IMAGE_INPUT, filename="images.zip")
+
+
+def peak_bytes_while(action) -> int:
+    tracemalloc.start()
+    try:
+        action()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+INFLATED = 32 * 1024**2  # what a lying member really unpacks to; its headers declare a few hundred bytes
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "engine/dataset.py _decode_image reads a member with archive.read(info), which inflates the whole compressed "
+    "stream before cutting it to the declared size (a 100 KiB upload allocates over 200 MiB); read at most the "
+    "declared size: `with archive.open(info) as member: encoded = member.read(info.file_size)`"))
+def test_an_image_member_lying_about_its_size_is_inflated_no_further_than_it_declares():
+    image = png()
+    bomb = zip_lying_about_size("cats/a.png", image + bytes(INFLATED), declared=len(image))
+    assert len(bomb) < INFLATED // 500
+
+    def load():
+        with pytest.raises(DataError, match=r"image 'cats/a\.png' in images\.zip cannot be decoded"):
+            load_dataset(bomb, IMAGE_INPUT, filename="images.zip")
+
+    assert peak_bytes_while(load) < 8 * 1024**2
+
+
+def test_an_npz_member_lying_about_its_size_is_inflated_no_further_than_it_declares():
+    array = npy(np.arange(16, dtype=np.float32).reshape(4, 4))
+    # Declared: the array plus 8 KiB, so reading the header stays short of the declared end (and its checksum).
+    bomb = zip_lying_about_size("x.npy", array + bytes(INFLATED), declared=len(array) + 8192)
+    loaded = []
+    peak = peak_bytes_while(lambda: loaded.append(load_dataset(bomb, FOUR_FEATURES, filename="data.npz")))
+    assert peak < 8 * 1024**2
+    assert loaded[0].inputs["x"].tolist() == np.arange(16).reshape(4, 4).tolist()
+
+
+def test_parquet_cells_count_against_the_limit_even_when_they_encode_to_a_few_bytes():
+    # A million equal values: run-length encoding stores them in a few KiB, and the footer's byte sizes agree;
+    # only the cell count (8 bytes a cell once decoded) shows what reading them costs.
+    data = parquet(pd.DataFrame({"x": np.zeros(1_000_000, np.float32)}), compression=None)
+    footer = pq.ParquetFile(io.BytesIO(data)).metadata
+    assert len(data) < 10_000 and footer.row_group(0).total_byte_size < 10_000
+    with pytest.raises(DataError, match=r"data\.parquet would unpack to 7\.6\d* MiB, over the 1 MiB limit"):
+        load_dataset(data, ONE_FEATURE, filename="data.parquet", max_bytes=1024**2)
+
+
+UNPICKLED: list[str] = []
+
+
+def _record_unpickling(tag: str) -> str:
+    UNPICKLED.append(tag)
+    return tag
+
+
+class Tripwire:
+    """Unpickling one leaves a trace in UNPICKLED."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ("tripwire",))
+
+
+def test_a_parquet_file_carrying_a_pickled_arrow_extension_type_is_read_without_unpickling():
+    # pyarrow before 14.0.1 unpickled "arrow.py_extension_type" metadata on read (CVE-2023-47248).
+    payload = pickle.dumps(Tripwire())
+    field = pa.field("x", pa.binary(), metadata={b"ARROW:extension:name": b"arrow.py_extension_type",
+                                                 b"ARROW:extension:metadata": payload})
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"x": pa.array([b"a", b"b"])}, schema=pa.schema([field])), buffer)
+    UNPICKLED.clear()
+    with pytest.raises(DataError, match=r"feature column 'x' in data\.parquet is not numeric"):
+        load_dataset(buffer.getvalue(), ONE_FEATURE, filename="data.parquet")
+    assert UNPICKLED == []
+    pickle.loads(payload)  # the tripwire does fire when unpickled, so the check above means something
+    assert UNPICKLED == ["tripwire"]
+
+
+@pytest.mark.parametrize("filename", ["empty.npz", "empty.csv", "empty.parquet", "empty.pq", "empty.zip"])
+def test_an_empty_data_file_is_a_one_line_data_error(filename, tmp_path):
+    (tmp_path / filename).write_bytes(b"")
+    for source in (tmp_path / filename, b""):
+        with pytest.raises(DataError, match=re.escape(filename)) as error:
+            load_dataset(source, FOUR_FEATURES if "zip" not in filename else IMAGE_INPUT, filename=filename)
+        assert_one_line(error)
+
+
+def test_an_empty_model_file_is_a_one_line_model_error(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for source in (tmp_path / "empty.onnx", b""):
+        with pytest.raises(ModelError, match=r"empty\.onnx") as error:
+            load_model(source, name="empty.onnx")
+        assert_one_line(error)
+
+
+# --- the workspace ---------------------------------------------------------------------------------------------------
+
+
+def npz_holding(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+HOSTILE_MODELS = {
+    "not ONNX": b"\x08\x01garbage",
+    "external data in an upload": model_with_external_data_in("constant node", "weights.bin").SerializeToString(),
+    "a sequence input": helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_value_info("x", helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, [4])))],
+        [helper.make_value_info("y", helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, [4])))]),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+}
+HOSTILE_DATA = {  # each for the digits CNN: image float32[?, 1, 8, 8]
+    "zip slip": ("images.zip", zip_of({"0/a.png": png(), "../../escape.png": png()})),
+    "pixel bomb": ("images.zip", zip_of({"0/a.png": png_declaring(8000, 8000)})),
+    "zip bomb": ("images.zip", zip_lying_about_size("0/a.png", png(), declared=600 * 1024**2)),  # over 512 MiB
+    "pickled object array": ("data.npz", npz_holding(image=np.zeros((1, 1, 8, 8), np.float32),
+                                                     labels=np.array([Tripwire()], dtype=object))),
+    "NaN pixels": ("data.npz", npz_holding(image=np.full((2, 1, 8, 8), np.nan, np.float32))),
+    "CSV for an image model": ("data.csv", b"a,b\n1,2\n"),
+}
+
+
+def workspace_state(workspace: Workspace) -> tuple:
+    """Every stored file (the database aside) and every library record, for before-and-after comparisons."""
+    files = sorted(str(path.relative_to(workspace.root)) for path in workspace.root.rglob("*")
+                   if path.is_file() and not path.name.startswith("quantscope.db"))
+    return files, workspace.models(None), workspace.datasets(None)
+
+
+@pytest.mark.parametrize("upload", HOSTILE_MODELS)
+def test_a_hostile_model_upload_leaves_no_blob_and_no_row(upload, tmp_path):
+    workspace = Workspace.open(tmp_path / "ws")
+    workspace.add_model(DIGITS.model_path.read_bytes(), "digits.onnx", owner="someone")
+    before = workspace_state(workspace)
+    with pytest.raises(ModelError):
+        workspace.add_model(HOSTILE_MODELS[upload], "hostile.onnx", owner="attacker")
+    assert workspace_state(workspace) == before
+
+
+@pytest.mark.parametrize("upload", HOSTILE_DATA)
+def test_a_hostile_data_upload_leaves_no_blob_and_no_row(upload, tmp_path):
+    workspace = Workspace.open(tmp_path / "ws")
+    model = workspace.add_model(DIGITS.model_path.read_bytes(), "digits.onnx", owner="attacker")
+    before = workspace_state(workspace)
+    filename, data = HOSTILE_DATA[upload]
+    UNPICKLED.clear()
+    with pytest.raises(DataError):
+        workspace.add_dataset(data, filename, model.id, owner="attacker")
+    assert workspace_state(workspace) == before
+    assert UNPICKLED == []
