@@ -10,6 +10,7 @@ import io
 import pickle
 import re
 import struct
+import tomllib
 import tracemalloc
 import zipfile
 import zlib
@@ -30,6 +31,7 @@ from engine.jobs import Workspace  # the one place this file names where Workspa
 from engine.tensors import TensorSpec
 from sample_models.catalog import SAMPLES
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MLP = SAMPLES["breast_cancer_mlp"]
 DIGITS = SAMPLES["digits_cnn"]
 IMAGE_INPUT = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)  # the digits CNN's input
@@ -341,6 +343,19 @@ def test_an_empty_model_file_is_a_one_line_model_error(tmp_path):
         with pytest.raises(ModelError, match=r"empty\.onnx") as error:
             load_model(source, name="empty.onnx")
         assert_one_line(error)
+
+
+# --- the dashboard -------------------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_listens_on_loopback_bounds_uploads_and_shows_no_tracebacks():
+    # It has no login: anyone who can reach the port can upload and read every shared item.
+    config = tomllib.loads((PROJECT_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["server"]["maxUploadSize"] == 200  # MB; Streamlit refuses larger upload requests
+    assert config["client"]["showErrorDetails"] == "none"  # an unexpected error's traceback stays on the server
+    # `make run` passes --server.address $(HOST), which overrides the file.
+    assert re.search(r"^HOST \?= 127\.0\.0\.1$", (PROJECT_ROOT / "Makefile").read_text(), re.MULTILINE)
 
 
 # --- the workspace ---------------------------------------------------------------------------------------------------
