@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def load_model(source: str | Path | bytes, *, name: str | None = None) -> Loaded
         proto = _parse(path.read_bytes(), label)
         size += _load_external_data(proto, path.parent.resolve(), label)
     _check(proto, label)
+    _require_tensor_io(proto, label)
     ensure_node_names(proto)
     return LoadedModel(proto=proto, summary=summarise(proto, size), source=label)
 
@@ -122,32 +124,73 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
         raise ModelError(f"{label} is not an ONNX model ({type(error).__name__})") from None
 
 
-def _external_locations(proto: onnx.ModelProto) -> dict[str, str]:
-    """Initializer name -> external file location, for tensors stored outside the model file."""
-    found = {}
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {entry.key: entry.value for entry in tensor.external_data}
-            found[tensor.name] = entries.get("location", "")
-    return found
+def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor the model holds: initializers (sparse ones too) and node attributes, in subgraphs and functions.
+
+    Any of them can point at an external file, not only the main graph's initializers.
+    """
+
+    def in_sparse(sparse: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
+        yield sparse.values
+        yield sparse.indices
+
+    def in_graph(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+        if isinstance(graph, onnx.GraphProto):
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield from in_sparse(sparse)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("sparse_tensor"):
+                    yield from in_sparse(attribute.sparse_tensor)
+                for sparse in attribute.sparse_tensors:
+                    yield from in_sparse(sparse)
+                if attribute.HasField("g"):
+                    yield from in_graph(attribute.g)
+                for subgraph in attribute.graphs:
+                    yield from in_graph(subgraph)
+
+    yield from in_graph(proto.graph)
+    for function in proto.functions:
+        yield from in_graph(function)
+
+
+def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [tensor for tensor in _all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _external_locations(proto: onnx.ModelProto) -> set[str]:
+    """The external file locations the model's tensors name."""
+    return {
+        next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        for tensor in _external_tensors(proto)
+    }
 
 
 def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
-    locations = _external_locations(proto)
     total = 0
-    for location in sorted(set(locations.values())):
-        target = (model_dir / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(model_dir):
-            raise ModelError(f"{label}: external data location {location!r} escapes the model's directory")
-        if not target.is_file():
-            raise ModelError(f"{label}: external data file {location!r} is missing")
-        total += target.stat().st_size
-    if locations:
+    for location in sorted(_external_locations(proto)):
+        shown = repr(location if len(location) <= 80 else location[:77] + "...")
         try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(model_dir))
-        except Exception as error:
-            raise ModelError(f"{label}: external data could not be read ({error})") from None
+            target = (model_dir / location).resolve()
+            escapes = os.path.isabs(location) or not target.is_relative_to(model_dir)
+            present = not escapes and target.is_file()
+        except (OSError, ValueError):  # a NUL byte, or a name longer than the file system allows
+            raise ModelError(f"{label}: external data location {shown} is not a usable file name") from None
+        if escapes:
+            raise ModelError(f"{label}: external data location {shown} escapes the model's directory")
+        if not present:
+            raise ModelError(f"{label}: external data file {shown} is missing")
+        total += target.stat().st_size
+    try:
+        for tensor in _external_tensors(proto):  # onnx's own model-wide loader skips sparse tensors
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(model_dir))
+    except Exception as error:
+        raise ModelError(f"{label}: external data could not be read ({error})") from None
     return total
 
 
@@ -164,6 +207,17 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Real inputs: graph inputs that are not initializers (older exporters list weights as inputs)."""
     initializer_names = {t.name for t in proto.graph.initializer}
     return [v for v in proto.graph.input if v.name not in initializer_names]
+
+
+def _require_tensor_io(proto: onnx.ModelProto, label: str) -> None:
+    """Data files feed tensors and metrics read tensors: a sequence, map or optional input or output cannot be fed."""
+    for role, values in (("input", graph_inputs(proto)), ("output", proto.graph.output)):
+        for value in values:
+            kind = value.type.WhichOneof("value")
+            if kind != "tensor_type":
+                what = kind.removesuffix("_type").replace("_", " ") if kind else "value without a type"
+                raise ModelError(f"{label}: {role} '{value.name}' is a {what}, not a tensor; "
+                                 "only tensor inputs and outputs are supported")
 
 
 def opset_version(proto: onnx.ModelProto) -> int:
