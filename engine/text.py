@@ -8,12 +8,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 KB, MB, GB = 1000, 1000**2, 1000**3  # decimal units, as file managers and browsers show sizes
+MAX_LINE = 200  # characters of a parser's message we repeat: hostile input can make it arbitrarily long
 
 
 def first_line(error: BaseException) -> str:
-    """The error's message up to its first line break; its type's name when it has no message."""
+    """The error's message up to its first line break, at most MAX_LINE characters; its type's name when it has
+    no message."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
 def error_line(error: BaseException) -> str:

@@ -100,15 +100,17 @@ class Workspace:
         with self.store.connect() as conn:
             return library.list_datasets(conn, owner, model_id)
 
-    def share_model(self, model_id: str) -> None:
+    def share_model(self, model_id: str, owner: str) -> None:
+        """Put the owner's copy of the model in the shared library."""
         with self.store.connect() as conn:
-            if not library.share(conn, "models", model_id):
-                raise WorkspaceError(f"no model {model_id}")
+            if not library.share(conn, "models", model_id, owner):
+                raise WorkspaceError(f"no model {model_id} for {owner}")
 
-    def share_dataset(self, dataset_id: str) -> None:
+    def share_dataset(self, dataset_id: str, owner: str) -> None:
+        """Put the owner's copy of the dataset in the shared library."""
         with self.store.connect() as conn:
-            if not library.share(conn, "datasets", dataset_id):
-                raise WorkspaceError(f"no dataset {dataset_id}")
+            if not library.share(conn, "datasets", dataset_id, owner):
+                raise WorkspaceError(f"no dataset {dataset_id} for {owner}")
 
     # -- jobs -----------------------------------------------------------------------------------------------
 

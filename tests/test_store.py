@@ -15,7 +15,7 @@ from engine.store.blobs import BlobStore, sha256_bytes
 from engine.store.db import connect
 from engine.store.records import JobState
 from engine.store.schema import MIGRATION_2_JOB_STATES, MIGRATIONS, migrate, schema_version
-from engine.workspace import Workspace
+from engine.workspace import Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
 
 DIGITS = SAMPLES["digits_cnn"]
@@ -110,13 +110,25 @@ def test_owners_see_their_own_items_and_the_shared_library(tmp_path):
     assert workspace.datasets("bob") == []
     assert {m.id for m in workspace.models(None)} == {digits.id, mlp.id}
 
-    workspace.share_model(digits.id)
-    workspace.share_dataset(digits_data.id)
+    workspace.share_model(digits.id, "alice")
+    workspace.share_dataset(digits_data.id, "alice")
     assert {m.id for m in workspace.models("bob")} == {digits.id, mlp.id}
     shared = workspace.datasets("bob", model_id=digits.id)
     assert [d.id for d in shared] == [digits_data.id] and shared[0].shared
     assert workspace.datasets("bob", model_id=mlp.id) == []
     assert [d.id for d in workspace.datasets("carol")] == [digits_data.id]
+
+
+def test_sharing_shares_only_the_sharers_own_copy(tmp_path):
+    """Two owners upload the same bytes; one shares: the other's private copy (and its name) stays private."""
+    workspace = Workspace.open(tmp_path / "ws")
+    alices = workspace.add_model(DIGITS.model_path, "alice's digits", owner="alice")
+    workspace.add_model(DIGITS.model_path, "bob's secret digits", owner="bob")
+    workspace.share_model(alices.id, "alice")
+    assert [m.name for m in workspace.models("carol")] == ["alice's digits"]
+    assert [(m.name, m.shared) for m in workspace.models("bob")] == [("bob's secret digits", False)]
+    with pytest.raises(WorkspaceError, match="no model"):
+        workspace.share_model(alices.id, "carol")
 
 
 def test_uploading_again_never_unshares(tmp_path):

@@ -54,7 +54,7 @@ def model_summary(model) -> None:
     st.dataframe(summaries.layers_table(model.summary), hide_index=True, width="stretch")
     if model.owner == owner and not model.shared:
         if st.button("Save this model to the shared library", help=help_text.SHARE_EXISTING):
-            ws.share_model(model.id)
+            ws.share_model(model.id, owner)
             st.rerun()
 
 
@@ -114,7 +114,7 @@ def data_summary(dataset) -> None:
         slices_column.dataframe(groups, hide_index=True, width="stretch")
     if dataset.owner == owner and not dataset.shared:
         if st.button("Save this data to the shared library", help=help_text.SHARE_EXISTING):
-            ws.share_dataset(dataset.id)
+            ws.share_dataset(dataset.id, owner)
             st.rerun()
 
 

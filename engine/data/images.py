@@ -142,7 +142,11 @@ def _decode_image(
     Steps: read the header, bound the pixel count, then decode (convert) and resize.
     """
     try:
-        image = Image.open(io.BytesIO(archive.read(info)), formats=_PIL_FORMATS)
+        # Read no more than the declared size: archive.read inflates a member's whole stream first, so a member
+        # that understates its size would get past the zip bomb check.
+        with archive.open(info) as member:
+            encoded = member.read(info.file_size)
+        image = Image.open(io.BytesIO(encoded), formats=_PIL_FORMATS)
     except Exception as exc:  # corrupt input raises many types in PIL, zipfile and zlib
         raise _undecodable(info, source, exc) from exc
     if image.width * image.height > MAX_IMAGE_PIXELS:

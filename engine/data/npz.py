@@ -39,18 +39,23 @@ def parse_npz(request: ParseRequest) -> Parsed:
 def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> None:
     """numpy allocates the array its header declares before reading the data: the data must be there."""
     name = info.filename.removesuffix(".npy")
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-        except ValueError:
-            return  # not an .npy member: numpy's loader names the problem
-        read_header = _NPY_HEADER_READERS.get(version)
-        if read_header is None:
-            raise DataError(f"array '{name}' in {source} uses .npy format {version}; save it with numpy.savez")
-        try:
-            shape, _, dtype = read_header(member)
-        except ValueError as exc:
-            raise DataError(f"array '{name}' in {source} has a malformed header: {first_line(exc)}") from exc
+    try:
+        with archive.open(info) as member:
+            try:
+                version = np.lib.format.read_magic(member)
+            except ValueError:
+                return  # not an .npy member: numpy's loader names the problem
+            read_header = _NPY_HEADER_READERS.get(version)
+            if read_header is None:
+                raise DataError(f"array '{name}' in {source} uses .npy format {version}; save it with numpy.savez")
+            try:
+                shape, _, dtype = read_header(member)
+            except ValueError as exc:
+                raise DataError(f"array '{name}' in {source} has a malformed header: {first_line(exc)}") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged member: bad local header, CRC, compressed stream, seek
+        raise DataError(f"array '{name}' in {source} cannot be read: {first_line(exc)}") from exc
     declared = math.prod(shape) * dtype.itemsize
     if declared > info.file_size:
         raise DataError(f"array '{name}' in {source} declares {size_text(declared)} of data "

@@ -47,7 +47,9 @@ def _check_parquet_size(request: ParseRequest) -> None:
 def _read_frame(reader: Callable[[io.BytesIO], pd.DataFrame], kind: str, request: ParseRequest) -> pd.DataFrame:
     try:
         return reader(io.BytesIO(request.data))
-    except (ValueError, OSError) as exc:  # pandas' ParserError and pyarrow's ArrowInvalid are ValueErrors
+    # pandas' ParserError and pyarrow's ArrowInvalid are ValueErrors; hostile pandas metadata in a Parquet
+    # footer raises TypeError or KeyError: any parser failure is the file's fault.
+    except Exception as exc:
         raise DataError(f"{request.source} cannot be read as {kind}: {first_line(exc)}") from exc
 
 

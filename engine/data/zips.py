@@ -21,7 +21,9 @@ def open_zip(request: ParseRequest) -> zipfile.ZipFile:
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(request.data))
-    except zipfile.BadZipFile as exc:
+    # A hostile central directory also raises these: an unsupported zip version, a name flagged UTF-8 that
+    # is not, a truncated record.
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
         raise DataError(f"{request.source} is not a valid zip archive") from exc
     members = archive.infolist()
     if len(members) > MAX_ZIP_MEMBERS:
@@ -36,6 +38,8 @@ def open_zip(request: ParseRequest) -> zipfile.ZipFile:
 
 def safe_member_path(name: str, source: str) -> PurePosixPath:
     """Reject zip-slip names: absolute, drive-letter or '..' paths (also with Windows separators)."""
+    if not name:
+        raise DataError(f"{source} has a member without a name; refusing the archive")
     normalised = name.replace("\\", "/")
     path = PurePosixPath(normalised)
     if path.is_absolute() or re.match(r"[A-Za-z]:", normalised) or ".." in path.parts:

@@ -94,8 +94,9 @@ def _find(conn: sqlite3.Connection, table: str, item_id: str, owner: str | None)
     ).fetchone()
 
 
-def share(conn: sqlite3.Connection, table: str, item_id: str) -> bool:
-    """Put an item in the shared library; False when there is no such item."""
+def share(conn: sqlite3.Connection, table: str, item_id: str, owner: str) -> bool:
+    """Put the owner's copy of an item in the shared library; False when the owner has no such item. Another
+    owner's copy of the same bytes stays as private as it was, under the name they chose."""
     assert table in ("models", "datasets")
     with transaction(conn):
-        return conn.execute(f"UPDATE {table} SET shared = 1 WHERE id = ?", (item_id,)).rowcount > 0
+        return conn.execute(f"UPDATE {table} SET shared = 1 WHERE id = ? AND owner = ?", (item_id, owner)).rowcount > 0

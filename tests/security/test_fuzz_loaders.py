@@ -391,41 +391,25 @@ def zip_with_an_empty_member_name() -> bytes:
     return bytes(data)
 
 
-OPEN_ZIP_FIX = ("engine/dataset.py _open_zip: `except zipfile.BadZipFile` around zipfile.ZipFile(...) misses the "
-                "NotImplementedError and UnicodeDecodeError zipfile also raises for a corrupt central directory; "
-                "catch (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) there")
-NPY_HEADER_FIX = ("engine/dataset.py _check_npy_header: archive.open(info) and the header reads raise BadZipFile, "
-                  "zlib.error, ValueError, EOFError, NotImplementedError for a corrupt member; wrap the "
-                  "`with archive.open(info)` block in try/except Exception (re-raising DataError) and raise "
-                  "DataError(f\"array '{name}' in {source} cannot be read: {_first_line(exc)}\")")
-READ_FRAME_FIX = ("engine/dataset.py _read_frame: `except (ValueError, OSError)` misses the TypeError and KeyError "
-                  "pandas raises for hostile pandas metadata in a Parquet file; catch Exception there")
-EMPTY_NAME_FIX = ("engine/dataset.py _class_members: info.is_dir() raises IndexError for an empty member name; "
-                  "make _safe_member_path raise DataError(f\"{source} has a member without a name; refusing the "
-                  "archive\") when name is empty")
-
-
-def found(data: bytes, name: str, raises: type[BaseException], fix: str):
-    """A pinned input: xfail (strict) with the exception it raises today, until engine/dataset.py is fixed."""
-    return pytest.param(data, id=name, marks=pytest.mark.xfail(strict=True, raises=raises, reason=fix))
+def found(data: bytes, name: str):
+    """An input fuzzing found breaking the error contract, kept as a regression case."""
+    return pytest.param(data, id=name)
 
 
 NPZ_FOUND = [
-    found(zip_needing_a_newer_unzipper(NPZ_SEEDS[0]), "needs a newer unzipper", NotImplementedError, OPEN_ZIP_FIX),
-    found(zip_with_a_name_that_is_not_utf8(NPZ_SEEDS[0]), "name not UTF-8", UnicodeDecodeError, OPEN_ZIP_FIX),
-    found(npz_with_a_broken_member_header(NPZ_SEEDS[0]), "broken member header", zipfile.BadZipFile, NPY_HEADER_FIX),
-    found(npz_with_wrong_checksums(NPZ_SEEDS[1]), "wrong checksums", zipfile.BadZipFile, NPY_HEADER_FIX),
+    found(zip_needing_a_newer_unzipper(NPZ_SEEDS[0]), "needs a newer unzipper"),
+    found(zip_with_a_name_that_is_not_utf8(NPZ_SEEDS[0]), "name not UTF-8"),
+    found(npz_with_a_broken_member_header(NPZ_SEEDS[0]), "broken member header"),
+    found(npz_with_wrong_checksums(NPZ_SEEDS[1]), "wrong checksums"),
 ]
 ZIP_FOUND = [
-    found(zip_needing_a_newer_unzipper(ZIP_SEEDS[0]), "needs a newer unzipper", NotImplementedError, OPEN_ZIP_FIX),
-    found(zip_with_a_name_that_is_not_utf8(ZIP_SEEDS[0]), "name not UTF-8", UnicodeDecodeError, OPEN_ZIP_FIX),
-    found(zip_with_an_empty_member_name(), "empty member name", IndexError, EMPTY_NAME_FIX),
+    found(zip_needing_a_newer_unzipper(ZIP_SEEDS[0]), "needs a newer unzipper"),
+    found(zip_with_a_name_that_is_not_utf8(ZIP_SEEDS[0]), "name not UTF-8"),
+    found(zip_with_an_empty_member_name(), "empty member name"),
 ]
 PARQUET_FOUND = [
-    found(parquet_with_pandas_metadata(lambda column: column.update(numpy_type="float6<")), "unknown numpy type",
-          TypeError, READ_FRAME_FIX),
-    found(parquet_with_pandas_metadata(lambda column: column.pop("pandas_type")), "no pandas type", KeyError,
-          READ_FRAME_FIX),
+    found(parquet_with_pandas_metadata(lambda column: column.update(numpy_type="float6<")), "unknown numpy type"),
+    found(parquet_with_pandas_metadata(lambda column: column.pop("pandas_type")), "no pandas type"),
 ]
 
 
@@ -450,11 +434,8 @@ def test_found_by_fuzzing_parquet(data):
 # --- the properties ----------------------------------------------------------------------------------------------
 
 
-def contract_test(load: Callable[[bytes], object], seeds: list[bytes], pinned=(), xfail: str | None = None):
-    """The error-contract test of one loader (safety included): the pinned inputs first, then hostile_bytes(seeds).
-
-    While a pinned input still breaks the contract the test is a strict xfail, and test_safety_* covers safety.
-    """
+def contract_test(load: Callable[[bytes], object], seeds: list[bytes], pinned=()):
+    """The error-contract test of one loader (safety included): the pinned inputs first, then hostile_bytes(seeds)."""
 
     @FUZZ
     @given(data=hostile_bytes(seeds))
@@ -463,7 +444,7 @@ def contract_test(load: Callable[[bytes], object], seeds: list[bytes], pinned=()
 
     for param in reversed(pinned):
         test = example(data=param.values[0])(test)
-    return pytest.mark.xfail(strict=True, reason=xfail)(test) if xfail else test
+    return test
 
 
 def safety_test(load: Callable[[bytes], object], seeds: list[bytes]):
@@ -477,12 +458,9 @@ def safety_test(load: Callable[[bytes], object], seeds: list[bytes]):
     return test
 
 
-test_npz_loads_or_fails_with_one_line = contract_test(
-    load_npz, NPZ_SEEDS, NPZ_FOUND, xfail=f"test_found_by_fuzzing_npz: {OPEN_ZIP_FIX}; {NPY_HEADER_FIX}")
-test_zip_loads_or_fails_with_one_line = contract_test(
-    load_zip, ZIP_SEEDS, ZIP_FOUND, xfail=f"test_found_by_fuzzing_zip: {OPEN_ZIP_FIX}; {EMPTY_NAME_FIX}")
-test_parquet_loads_or_fails_with_one_line = contract_test(
-    load_parquet, PARQUET_SEEDS, PARQUET_FOUND, xfail=f"test_found_by_fuzzing_parquet: {READ_FRAME_FIX}")
+test_npz_loads_or_fails_with_one_line = contract_test(load_npz, NPZ_SEEDS, NPZ_FOUND)
+test_zip_loads_or_fails_with_one_line = contract_test(load_zip, ZIP_SEEDS, ZIP_FOUND)
+test_parquet_loads_or_fails_with_one_line = contract_test(load_parquet, PARQUET_SEEDS, PARQUET_FOUND)
 test_csv_loads_or_fails_with_one_line = contract_test(load_csv, CSV_SEEDS)
 test_onnx_upload_loads_or_fails_with_one_line = contract_test(load_onnx, ONNX_SEEDS)
 # The dashboard's label and slice pickers read a table's column names before the data is loaded.
