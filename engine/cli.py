@@ -18,6 +18,7 @@ from tqdm import tqdm
 from engine import results
 from engine.errors import QuantscopeError
 from engine.jobs.executor import cpu_count
+from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration-data", type=Path,
                      help="data for static recipes to calibrate on (same formats); without it, the validation set's "
                           "first rows calibrate and are left out of scoring for every recipe")
+    masking = run.add_mutually_exclusive_group()
+    masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
+                         help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
+    masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
+                         help="fidelity counts every output position, padding included")
     run.add_argument("--label-column", help="label column of a CSV/Parquet file")
     run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
@@ -188,7 +194,7 @@ def sweep_as_job(args: argparse.Namespace) -> int:
         slice_column=args.slice_column)
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
                                     batch=args.batch, scheduler=args.scheduler,
-                                    calibration_dataset_id=calibration and calibration.id)
+                                    calibration_dataset_id=calibration and calibration.id, mask=args.mask)
     if args.detach:
         print(job_id)
         return 0

@@ -16,6 +16,7 @@ from enum import Enum
 import numpy as np
 
 from engine.errors import DataError
+from engine.masking import apply_mask
 from engine.tensors import shared_row_count
 
 
@@ -339,7 +340,8 @@ class Evaluation:
 
 
 def _per_slice(
-    task: Task, reference: np.ndarray, output: np.ndarray, labels: np.ndarray | None, slices: np.ndarray | None
+    task: Task, reference: np.ndarray, output: np.ndarray, labels: np.ndarray | None, slices: np.ndarray | None,
+    mask: np.ndarray | None,
 ) -> dict[str, dict[str, float]]:
     """Slice name -> {"rows": n, **task metrics, **fidelity} computed on that slice's rows alone."""
     if slices is None:
@@ -347,10 +349,11 @@ def _per_slice(
     breakdown = {}
     for name in np.unique(slices):
         rows = slices == name
+        rows_mask = None if mask is None else mask[rows]
         breakdown[str(name)] = {
             "rows": int(rows.sum()),
             **task_metrics(task, output[rows], None if labels is None else labels[rows]),
-            **fidelity(reference[rows], output[rows]),
+            **fidelity(apply_mask(reference[rows], rows_mask), apply_mask(output[rows], rows_mask)),
         }
     return breakdown
 
@@ -361,10 +364,12 @@ def evaluate(
     labels: np.ndarray | None,
     slices: np.ndarray | None,
     task: Task | None = None,
+    mask: np.ndarray | None = None,
 ) -> Evaluation:
     """Score output (e.g. the quantized model's) against labels and against the fp32 reference, overall and per slice.
 
-    task defaults to detect_task(reference, labels). slices holds one slice name per row.
+    task defaults to detect_task(reference, labels). slices holds one slice name per row. mask ([rows, sequence],
+    True at real tokens; engine.masking) limits fidelity to real tokens.
     """
     reference, output = np.asarray(reference), np.asarray(output)
     labels = None if labels is None else np.asarray(labels)
@@ -375,6 +380,6 @@ def evaluate(
     return Evaluation(
         task,
         task_metrics(task, output, labels),
-        fidelity(reference, output),
-        _per_slice(task, reference, output, labels, slices),
+        fidelity(apply_mask(reference, mask), apply_mask(output, mask)),
+        _per_slice(task, reference, output, labels, slices, mask),
     )

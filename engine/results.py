@@ -48,6 +48,7 @@ TASK = "task"  # engine.metrics.Task value
 METRIC_NAME = "metric_name"  # the primary metric's name, the same on every row of a table
 METRIC = "metric"  # the primary metric's value
 PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
+FIDELITY_MASK = "fidelity_mask"  # which output positions fidelity counts (engine.masking.Masking.describe)
 # What was scored and what calibrated (engine.sweep.plan).
 ROWS_SCORED = "rows_scored"  # how many validation rows every metric of the table is computed on
 SCORED_ROWS = "scored_rows"  # which, in words: "rows 129..540 of the validation set"

@@ -26,6 +26,7 @@ import pandas as pd
 from engine.data import load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
+from engine.masking import AUTO
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
 from engine.recipe import Recipe
@@ -116,14 +117,16 @@ class Workspace:
 
     def submit_sweep(self, model_id: str, dataset_id: str, recipes: Sequence[Recipe], owner: str,
                      threads: int = 1, batch: int | None = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
-                     workers: int | None = None, calibration_dataset_id: str | None = None) -> str:
+                     workers: int | None = None, calibration_dataset_id: str | None = None,
+                     mask: str = AUTO) -> str:
         """Queue a sweep and start its runner; returns the job id at once. Static recipes calibrate on
-        `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan)."""
+        `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan);
+        `mask` chooses which output positions fidelity counts (engine.masking)."""
         self._model(model_id, owner)
         for data_id in (dataset_id, calibration_dataset_id):
             if data_id is not None and (dataset := self._dataset(data_id, owner)).model_id != model_id:
                 raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
-        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id)
+        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask)
         return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
 
     def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:

@@ -27,3 +27,43 @@ def gemm_model(transB: int = 1, alpha: float = 1.0, beta: float = 1.0, seed: int
         ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def padded_text_model(vocabulary: int = 50, hidden: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """input_ids and attention_mask [batch, sequence] -> per-token hidden states [batch, sequence, hidden].
+
+    Like a Hugging Face export, it computes something at padded positions too (the mask only shifts them),
+    and the padding token's embedding is large, so padded outputs are big numbers nobody reads."""
+    rng = np.random.default_rng(seed)
+    embedding = rng.normal(size=(vocabulary, hidden)).astype(np.float32)
+    embedding[0] *= 20  # token 0 pads
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["embedded"], name="embed"),
+            helper.make_node("Cast", ["attention_mask"], ["mask_float"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["mask_float", "last_axis"], ["mask_column"]),
+            helper.make_node("Mul", ["mask_column", "shift"], ["shifted"]),
+            helper.make_node("Add", ["embedded", "shifted"], ["mixed"]),
+            helper.make_node("MatMul", ["mixed", "W"], ["hidden"], name="proj"),
+        ],
+        "padded_text",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", hidden])],
+        [
+            numpy_helper.from_array(embedding, "E"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "last_axis"),
+            numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), "shift"),
+            numpy_helper.from_array(rng.normal(size=(hidden, hidden)).astype(np.float32), "W"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def padded_sequences(rows: int = 64, sequence: int = 16, vocabulary: int = 50, seed: int = 1):
+    """(input_ids, attention_mask): sentences of 2..sequence/2 real tokens, padded with token 0 to `sequence`."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, sequence // 2 + 1, rows)
+    mask = (np.arange(sequence)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(1, vocabulary, (rows, sequence)), 0).astype(np.int64)
+    return ids, mask

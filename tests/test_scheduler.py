@@ -21,6 +21,7 @@ from engine.jobs.executor import Outcome, WorkerDied
 from engine.jobs.kinds import kind_named
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.jobs.tasks import BuildTask, Built, CalibrateTask, ReferenceTask, Timed, TimeTask
+from engine.masking import Masking
 from engine.metrics import Task
 from engine.realise.calibration import calibration_key
 from engine.recipe import ActivationSpec, Recipe
@@ -36,7 +37,8 @@ STATIC = [recipe for recipe in default_grid() if calibration_key(recipe) is not 
 W8_CHANNEL = GRID["W8A8 static channel minmax"]
 PERCENTILE = Recipe(W8_CHANNEL.weights, ActivationSpec(8, "percentile"), W8_CHANNEL.mode)
 W4_GROUP = GRID["W4 weight-only group32"]
-REFERENCE = Reference(np.zeros((4, 3), dtype=np.float32), Task.CLASSIFICATION, "top1", 1000)
+REFERENCE = Reference(np.zeros((4, 3), dtype=np.float32), Task.CLASSIFICATION, "top1", 1000,
+                      Masking(None, "no attention-mask-like input"))
 
 
 class FakeExecutor:

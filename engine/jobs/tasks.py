@@ -134,9 +134,10 @@ class ReferenceTask:
 
     inputs: JobInputs
     workdir: Path
+    mask: str  # engine.masking: AUTO, NO_MASK or the mask input's name
 
     def run(self, model: LoadedModel, plan: DataPlan) -> Reference:
-        return reference_for(model, plan.scored, self.workdir)
+        return reference_for(model, plan.scored, self.workdir, self.mask)
 
     def describe(self) -> str:
         return "computing the fp32 reference"

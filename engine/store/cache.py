@@ -1,7 +1,7 @@
 """Stored artifacts and the result cache.
 
 A configuration is (model bytes, dataset content, recipe, engine version, latency threads, latency batch,
-and which rows score and what calibrates). Its measured row and artifact are remembered under the hash of
+and what is scored: which rows score, what calibrates, which output positions count). Its measured row and artifact are remembered under the hash of
 those seven things, so any later job that asks for the same configuration copies the row instead of
 computing it again.
 """
@@ -45,11 +45,11 @@ class Configuration:
     recipe_key: str
     threads: int
     batch: int | None  # None: not timed at batch N
-    data_plan: str  # engine.sweep.plan.plan_identity
+    scoring: str  # which rows score, what calibrates and which output positions count
 
     def key(self) -> str:
         fields = [self.model_id, self.dataset_fingerprint, self.recipe_key, engine_version(), self.threads, self.batch,
-                  self.data_plan]
+                  self.scoring]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 

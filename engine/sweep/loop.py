@@ -13,6 +13,7 @@ import pandas as pd
 
 from engine.data import Dataset
 from engine.errors import QuantscopeError
+from engine.masking import AUTO
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
@@ -32,14 +33,16 @@ def sweep(
     batch: int | None = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
     calibration_data: Dataset | None = None,
+    mask: str = AUTO,
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
 
     Static recipes calibrate on `calibration_data`, else on validation rows held out of scoring for every
-    recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once."""
+    recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once.
+    `mask` chooses which output positions fidelity counts (engine.masking)."""
     out_dir = Path(out_dir)
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    reference = reference_for(model, plan.scored, out_dir)
+    reference = reference_for(model, plan.scored, out_dir, mask)
     calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
     rows = []
     for done, recipe in enumerate(recipes):

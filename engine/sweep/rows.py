@@ -22,6 +22,7 @@ from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
 from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
+from engine.masking import AUTO, Masking, apply_mask, choose_masking
 from engine.recipe import Recipe
 from engine.uncertainty import uncertainty
 
@@ -30,25 +31,29 @@ DEFAULT_LATENCY_BATCH = 32
 
 @dataclass(frozen=True)
 class Reference:
-    """What every quantized row is compared with: the original model's outputs and size."""
+    """What every quantized row is compared with: the original model's outputs and size, and which output
+    positions fidelity counts."""
 
     output: np.ndarray
     task: Task
     metric: str  # the primary metric's name
     size_bytes: int
+    masking: Masking
 
     def failed_row(self, recipe: Recipe, error: BaseException) -> dict:
         """The row of a recipe that could not be built or measured, in this reference's table."""
         return results.failed_row(recipe, self.task.value, self.metric, error)
 
 
-def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path) -> Reference:
+def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path, mask: str = AUTO) -> Reference:
+    """The fp32 model's outputs on `dataset`; `mask` is engine.masking's AUTO, NO_MASK or a mask input's name."""
     path = Path(workdir) / "reference.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.serialized())
     output = predict(open_session(path), dataset)
     task = detect_task(output, dataset.labels)
-    return Reference(output, task, primary_metric(task, output), path.stat().st_size)
+    return Reference(output, task, primary_metric(task, output), path.stat().st_size,
+                     choose_masking(dataset, output, mask))
 
 
 def build_and_evaluate(
@@ -65,10 +70,13 @@ def build_and_evaluate(
     artifact = quantize(model, recipe, artifact_path, calibration=calibration or dataset)
     # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
     output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
-    evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, task=reference.task)
-    sureness = uncertainty(reference.metric, reference.output, output, dataset.labels)
-    return results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
-                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice, sureness)
+    mask = reference.masking.mask(dataset)
+    evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, reference.task, mask)
+    sureness = uncertainty(reference.metric, apply_mask(reference.output, mask), apply_mask(output, mask),
+                           dataset.labels)
+    row = results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
+                               {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice, sureness)
+    return {**row, results.FIDELITY_MASK: reference.masking.describe()}
 
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,

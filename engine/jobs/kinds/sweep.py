@@ -29,6 +29,7 @@ from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
 from engine.jobs.tasks import (
     BuildTask, Built, CalibrateTask, DataSource, JobInputs, ReferenceTask, Task, Timed, TimeTask,
 )
+from engine.masking import AUTO
 from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.store import DatasetRecord, cache, jobs, library
@@ -50,6 +51,7 @@ class SweepParams:
     scheduler: str | None = None  # a Dask scheduler address; None: local worker processes
     workers: int | None = None  # parallel builds; None: one per core
     calibration_dataset: str | None = None  # a dataset id to calibrate on; None: held-out validation rows
+    mask: str = AUTO  # which output positions fidelity counts: engine.masking's AUTO, NO_MASK or an input's name
 
     def __post_init__(self) -> None:
         unique = tuple({recipe.key(): recipe for recipe in self.recipes}.values())  # a recipe twice is one row
@@ -68,12 +70,12 @@ class SweepParams:
     def to_dict(self) -> dict:
         return {"recipes": [recipe.to_json() for recipe in self.recipes], "threads": self.threads,
                 "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers,
-                "calibration_dataset": self.calibration_dataset}
+                "calibration_dataset": self.calibration_dataset, "mask": self.mask}
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepParams:
         return cls(tuple(Recipe.from_json(text) for text in data["recipes"]), data["threads"], data["batch"],
-                   data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"))
+                   data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"), data.get("mask", AUTO))
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class SweepRun(JobRun):
 
     def _configuration(self, recipe: Recipe) -> cache.Configuration:
         return cache.Configuration(self.job.model_id, self.fingerprint, recipe.key(), self.threads, self.batch,
-                                   self.plan)
+                                   f"{self.plan}; fidelity mask: {self.params.mask}")
 
     def _copy_cached(self, missing: list[tuple[int, Recipe]]) -> list[tuple[int, Recipe]]:
         """Commit the rows the cache already holds; the configurations still to compute."""
@@ -169,7 +171,7 @@ class SweepRun(JobRun):
 
     def _compute(self, pending: list[tuple[int, Recipe]]) -> None:
         self.beat("computing the fp32 reference")
-        self.executor.start(ReferenceTask(self.inputs, self.scratch))
+        self.executor.start(ReferenceTask(self.inputs, self.scratch, self.params.mask))
         outcome = self._wait_for_reference()
         if outcome.error is not None:
             raise JobFailed(f"the fp32 reference could not be computed: {outcome.error}", outcome.detail)
