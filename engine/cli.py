@@ -37,6 +37,13 @@ def _csv(kind):
     return parse
 
 
+def _named_file(text: str) -> tuple[str, Path]:
+    name, separator, path = text.partition("=")
+    if not separator or not name or not path:
+        raise argparse.ArgumentTypeError(f"NAME=FILE, e.g. noisy=noisy.npz; got {text!r}")
+    return name, Path(path)
+
+
 def _threads(text: str) -> int:
     if text.lower() == "all":
         return cpu_count()
@@ -91,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
     masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
                          help="fidelity counts every output position, padding included")
+    run.add_argument("--also", type=_named_file, action="append", default=[], metavar="NAME=FILE",
+                     help="also score every recipe on this evaluation set (repeatable), e.g. noisy=noisy.npz")
+    run.add_argument("--shift", action="append", default=[], metavar="KIND:LEVEL",
+                     help="also score every recipe on a synthetic shift of the scored rows (repeatable): "
+                          "noise, scale, brightness, contrast or dropout, e.g. noise:0.1")
     run.add_argument("--label-column", help="label column of a CSV/Parquet file")
     run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
@@ -135,6 +147,9 @@ def format_table(table: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c != results.ERROR or not results.failed_rows(table).empty]
     shown = table[columns].rename(columns=TABLE_COLUMNS)
     shown.insert(shown.columns.get_loc("b1 runs"), "b1 +-", [_precision_text(row) for _, row in table.iterrows()])
+    for name in results.extra_set_names(table):
+        shown.insert(shown.columns.get_loc("bytes"), f"{name} change",
+                     [_set_change(row, name) for _, row in table.iterrows()])
     shown["simulated"] = shown["simulated"].map({True: "simulated"}).fillna("")
     shown["pareto"] = shown["pareto"].map({True: "*"}).fillna("")
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
@@ -146,6 +161,13 @@ def format_table(table: pd.DataFrame) -> str:
         latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
         latency += "; b1 +- = the median's 95% interval (! = stopped by the time cap first)"
     return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}; * = on the 3-D Pareto front"
+
+
+def _set_change(row: pd.Series, name: str) -> str:
+    figures = row.get(results.EXTRA_SETS)
+    if not isinstance(figures, dict) or name not in figures:
+        return "-"
+    return f"{figures[name][results.DELTA]:+.4g}"
 
 
 def _precision_text(row: pd.Series) -> str:
@@ -192,9 +214,12 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     calibration = None if args.calibration_data is None else workspace.add_dataset(
         args.calibration_data, args.calibration_data.name, model.id, CLI_OWNER, label_column=args.label_column,
         slice_column=args.slice_column)
+    extra_sets = [(name, workspace.add_dataset(path, path.name, model.id, CLI_OWNER, label_column=args.label_column,
+                                               slice_column=args.slice_column).id) for name, path in args.also]
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
                                     batch=args.batch, scheduler=args.scheduler,
-                                    calibration_dataset_id=calibration and calibration.id, mask=args.mask)
+                                    calibration_dataset_id=calibration and calibration.id, mask=args.mask,
+                                    extra_sets=extra_sets, shifts=args.shift)
     if args.detach:
         print(job_id)
         return 0

@@ -49,6 +49,9 @@ METRIC_NAME = "metric_name"  # the primary metric's name, the same on every row 
 METRIC = "metric"  # the primary metric's value
 PER_SLICE = "per_slice"  # {slice: {metric: value, "rows": n}}
 FIDELITY_MASK = "fidelity_mask"  # which output positions fidelity counts (engine.masking.Masking.describe)
+# The same figures on each extra evaluation set (engine.shifts, --also): {name: set_figures(...)}; in results.csv
+# flattened to NAME.metric, NAME.delta, NAME.<metric>...
+EXTRA_SETS = "extra_sets"
 # What was scored and what calibrated (engine.sweep.plan).
 ROWS_SCORED = "rows_scored"  # how many validation rows every metric of the table is computed on
 SCORED_ROWS = "scored_rows"  # which, in words: "rows 129..540 of the validation set"
@@ -97,7 +100,7 @@ PARETO_SIZE, PARETO_LATENCY, PARETO_3D = PARETO_FRONTS
 # Columns a results table always has, even when no row filled them (failed, simulated or untimed rows).
 OPTIONAL_COLUMNS = (
     ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, METRIC_CI_LOW, METRIC_CI_HIGH, DELTA, DELTA_CI_LOW,
-    DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, ERROR, THREADS, LATENCY_BATCH,
+    DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, EXTRA_SETS, ERROR, THREADS, LATENCY_BATCH,
     SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95,
 )
 
@@ -154,6 +157,12 @@ def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | No
     if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
         return None
     return max(p50 - low, high - p50) / p50
+
+
+def set_figures(rows: int, metric_name: str, scores: dict[str, float], sureness) -> dict:
+    """A row's figures on one extra evaluation set, keyed like the row's own columns."""
+    return {ROWS_SCORED: rows, METRIC_NAME: metric_name, METRIC: scores[metric_name], DELTA: sureness.delta,
+            DELTA_CI_LOW: sureness.delta_interval.low, DELTA_CI_HIGH: sureness.delta_interval.high, **scores}
 
 
 def scoring_columns(first_scored: int, validation_rows: int, calibration_source: str | None,
@@ -231,6 +240,14 @@ def reference_row(table: pd.DataFrame) -> pd.Series | None:
 
 def row_for(table: pd.DataFrame, recipe_key: str) -> pd.Series:
     return table[table[RECIPE_KEY] == recipe_key].iloc[0]
+
+
+def extra_set_names(table: pd.DataFrame) -> list[str]:
+    """The extra evaluation sets the table's rows were scored on, in the order they were given."""
+    names: dict[str, None] = {}
+    for sets in table[EXTRA_SETS] if EXTRA_SETS in table else ():
+        names.update(dict.fromkeys(sets if isinstance(sets, dict) else ()))
+    return list(names)
 
 
 def timed_batch_sizes(table: pd.DataFrame) -> tuple[int | None, int | None]:
@@ -318,11 +335,16 @@ def write_results(table: pd.DataFrame, out_dir: Path) -> None:
         if isinstance(record[ARTIFACT], str):
             record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(out_dir.resolve()))
     (out_dir / "results.json").write_text(json.dumps(records, indent=2))
-    flat = table.drop(columns=[PER_SLICE, FLOAT_LAYERS]).assign(
+    flat = table.drop(columns=[PER_SLICE, FLOAT_LAYERS, EXTRA_SETS]).assign(
         **{FLOAT_LAYERS: table[FLOAT_LAYERS].map(lambda layers: len(layers) if isinstance(layers, list) else None),
            ARTIFACT: [record[ARTIFACT] for record in records]},
     )
-    flat.to_csv(out_dir / "results.csv", index=False)
+    on_sets = pd.DataFrame([
+        {f"{name}.{key}": value for name, figures in (sets if isinstance(sets, dict) else {}).items()
+         for key, value in figures.items() if key != METRIC_NAME}
+        for sets in table[EXTRA_SETS]
+    ], index=table.index)
+    pd.concat([flat, on_sets], axis=1).to_csv(out_dir / "results.csv", index=False)
 
 
 def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:

@@ -118,15 +118,20 @@ class Workspace:
     def submit_sweep(self, model_id: str, dataset_id: str, recipes: Sequence[Recipe], owner: str,
                      threads: int = 1, batch: int | None = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
                      workers: int | None = None, calibration_dataset_id: str | None = None,
-                     mask: str = AUTO) -> str:
+                     mask: str = AUTO, extra_sets: Sequence[tuple[str, str]] = (), shifts: Sequence[str] = ()) -> str:
         """Queue a sweep and start its runner; returns the job id at once. Static recipes calibrate on
         `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan);
-        `mask` chooses which output positions fidelity counts (engine.masking)."""
+        `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each
+        (name, dataset id) of `extra_sets` and on each synthetic shift ("noise:0.1": engine.shifts)."""
         self._model(model_id, owner)
-        for data_id in (dataset_id, calibration_dataset_id):
+        for data_id in (dataset_id, calibration_dataset_id, *(data_id for _, data_id in extra_sets)):
             if data_id is not None and (dataset := self._dataset(data_id, owner)).model_id != model_id:
                 raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
-        params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask)
+        try:
+            params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask,
+                                 tuple(extra_sets), tuple(shifts))
+        except DataError as error:  # a shift or set name the sweep cannot use
+            raise WorkspaceError(str(error)) from None
         return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
 
     def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:

@@ -224,3 +224,45 @@ def test_calibration_data_calibrates_static_rows_and_every_validation_row_is_sco
     assert rows["W8A8 static channel minmax"]["calibration_source"] == "calibration.npz"
     assert rows["fp32"]["calibration_source"] is None
     assert all(row["latency_batch"] is None and row["latency_b1_runs"] >= 5 for row in rows.values())
+
+
+def test_extra_sets_and_shifts_give_per_set_figures_and_fp32_matches_a_plain_run(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    model = load_model(sample.model_path)
+    validation = load_dataset(sample.data_path, model.summary.inputs)
+    with np.load(sample.data_path) as arrays:
+        noisy_arrays = dict(arrays)
+    rng = np.random.default_rng(0)
+    noisy_arrays["features"] = (noisy_arrays["features"] * rng.normal(1, 0.3, noisy_arrays["features"].shape)
+                                ).astype(np.float32)
+    noisy = tmp_path / "noisy.npz"
+    np.savez(noisy, **noisy_arrays)
+    out = tmp_path / "out"
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--weights", "4,2", "--no-batch",
+                     "--also", f"noisy={noisy}", "--shift", "noise:0.2")
+    assert result.returncode == 0, result.stderr
+    assert "noisy change" in result.stdout and "noise:0.2 change" in result.stdout
+    rows = {row["name"]: row for row in json.loads((out / "results.json").read_text())}
+    fp32 = rows["fp32"]["extra_sets"]
+    assert list(fp32) == ["noisy", "noise:0.2"]
+    plain = predict(open_session(sample.model_path), load_dataset(noisy, model.summary.inputs))
+    assert fp32["noisy"]["top1"] == float(np.mean(plain.argmax(1) == validation.labels))
+    assert fp32["noisy"]["rows_scored"] == len(validation) and fp32["noisy"]["delta"] == 0
+    assert fp32["noise:0.2"]["rows_scored"] == len(validation)  # nothing calibrates: every row is scored
+    for row in rows.values():
+        for figures in row["extra_sets"].values():
+            assert figures["delta_ci_low"] <= figures["delta"] <= figures["delta_ci_high"]
+    flat = pd.read_csv(out / "results.csv")
+    assert {"noisy.top1", "noisy.delta", "noise:0.2.top1"} <= set(flat.columns)
+
+
+def test_a_shift_that_does_not_fit_the_model_is_one_line(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--shift", "brightness:0.2", "--weights", "4")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "the shift brightness:0.2 changes image inputs (4-D float), and this model has none")
+    bad = run_cli("sweep", sample.model_path, sample.data_path, "--shift", "blur:1")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "quantscope: error: a shift is KIND:LEVEL with KIND one of noise, scale, brightness, contrast, dropout, "
+        "e.g. noise:0.1; got 'blur:1'"]

@@ -29,6 +29,7 @@ from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.sweep import Reference, build_and_evaluate, reference_for, time_artifact
+from engine.shifts import Shift
 from engine.sweep.plan import DataPlan, plan_data
 from engine.text import error_line
 
@@ -70,20 +71,27 @@ class JobInputs:
     validation: DataSource
     calibration: DataSource | None = None
     calibration_rows_asked: int = 0  # engine.sweep.plan.calibration_rows_asked of the job's recipes
+    extra_sets: tuple[tuple[str, DataSource], ...] = ()  # (name, data) of each extra evaluation set
+    shifts: tuple[str, ...] = ()  # engine.shifts specs, e.g. "noise:0.1"
 
     @property
     def identity(self) -> tuple:
         calibration = None if self.calibration is None else self.calibration.identity
-        return self.model_sha, self.validation.identity, calibration, self.calibration_rows_asked
+        extras = tuple((name, source.identity) for name, source in self.extra_sets)
+        return self.model_sha, self.validation.identity, calibration, self.calibration_rows_asked, extras, self.shifts
 
     def load(self) -> tuple[LoadedModel, DataPlan]:
         model = load_model(self.model)
         calibration = None if self.calibration is None else self.calibration.load(model)
-        return model, plan_data(self.validation.load(model), self.calibration_rows_asked, calibration)
+        extras = {name: source.load(model) for name, source in self.extra_sets}
+        return model, plan_data(self.validation.load(model), self.calibration_rows_asked, calibration, extras,
+                                [Shift.parse(spec) for spec in self.shifts])
 
     def as_bytes(self) -> JobInputs:
         calibration = None if self.calibration is None else self.calibration.as_bytes()
-        return replace(self, model=_read(self.model), validation=self.validation.as_bytes(), calibration=calibration)
+        extras = tuple((name, source.as_bytes()) for name, source in self.extra_sets)
+        return replace(self, model=_read(self.model), validation=self.validation.as_bytes(), calibration=calibration,
+                       extra_sets=extras)
 
 
 def _read(source: Path | bytes) -> bytes:
@@ -137,7 +145,7 @@ class ReferenceTask:
     mask: str  # engine.masking: AUTO, NO_MASK or the mask input's name
 
     def run(self, model: LoadedModel, plan: DataPlan) -> Reference:
-        return reference_for(model, plan.scored, self.workdir, self.mask)
+        return reference_for(model, plan.scored, self.workdir, self.mask, plan.extras)
 
     def describe(self) -> str:
         return "computing the fp32 reference"
@@ -184,7 +192,8 @@ class BuildTask:
         try:
             known = {} if self.ranges is None else {calibration_key(self.recipe): self.ranges}
             calibration = None if plan.calibration is None else CalibrationSet(plan.calibration, known)
-            row = build_and_evaluate(model, plan.scored, self.recipe, artifact_path, self.reference, calibration)
+            row = build_and_evaluate(model, plan.scored, self.recipe, artifact_path, self.reference, calibration,
+                                     plan.extras)
             return Built({**row, **plan.columns(self.recipe)})
         except Exception as error:
             # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an

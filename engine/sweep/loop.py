@@ -16,6 +16,7 @@ from engine.errors import QuantscopeError
 from engine.masking import AUTO
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
+from engine.shifts import Shift
 from engine.recipe import Recipe
 from engine.results import results_table
 from engine.sweep.plan import calibration_rows_asked, plan_data
@@ -34,22 +35,26 @@ def sweep(
     progress: Progress | None = None,
     calibration_data: Dataset | None = None,
     mask: str = AUTO,
+    extra_sets: dict[str, Dataset] | None = None,
+    shifts: Sequence[Shift] = (),
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
 
     Static recipes calibrate on `calibration_data`, else on validation rows held out of scoring for every
     recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once.
-    `mask` chooses which output positions fidelity counts (engine.masking)."""
+    `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each of
+    `extra_sets` and on each synthetic shift of the scored rows (engine.shifts)."""
     out_dir = Path(out_dir)
-    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    reference = reference_for(model, plan.scored, out_dir, mask)
+    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data, extra_sets, shifts)
+    reference = reference_for(model, plan.scored, out_dir, mask, plan.extras)
     calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
     rows = []
     for done, recipe in enumerate(recipes):
         if progress:
             progress(done, len(recipes), recipe.short_name())
         try:
-            row = measure_recipe(model, plan.scored, recipe, out_dir, reference, threads, batch, calibration)
+            row = measure_recipe(model, plan.scored, recipe, out_dir, reference, threads, batch, calibration,
+                                 extras=plan.extras)
             rows.append({**row, **plan.columns(recipe)})
         except QuantscopeError:
             raise

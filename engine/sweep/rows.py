@@ -8,7 +8,7 @@ The row's columns are engine.results'; the job system runs these same steps in i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,30 +30,57 @@ DEFAULT_LATENCY_BATCH = 32
 
 
 @dataclass(frozen=True)
+class SetReference:
+    """The original model on one extra evaluation set: its outputs, the set's task and primary metric."""
+
+    output: np.ndarray
+    task: Task
+    metric: str
+
+
+@dataclass(frozen=True)
 class Reference:
-    """What every quantized row is compared with: the original model's outputs and size, and which output
-    positions fidelity counts."""
+    """What every quantized row is compared with: the original model's outputs and size, which output
+    positions fidelity counts, and its outputs on each extra evaluation set."""
 
     output: np.ndarray
     task: Task
     metric: str  # the primary metric's name
     size_bytes: int
     masking: Masking
+    extras: dict[str, SetReference] = field(default_factory=dict)
 
     def failed_row(self, recipe: Recipe, error: BaseException) -> dict:
         """The row of a recipe that could not be built or measured, in this reference's table."""
         return results.failed_row(recipe, self.task.value, self.metric, error)
 
 
-def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path, mask: str = AUTO) -> Reference:
-    """The fp32 model's outputs on `dataset`; `mask` is engine.masking's AUTO, NO_MASK or a mask input's name."""
+def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path, mask: str = AUTO,
+                  extras: dict[str, Dataset] | None = None) -> Reference:
+    """The fp32 model's outputs on `dataset` and on each extra set; `mask` is engine.masking's AUTO, NO_MASK or
+    a mask input's name."""
     path = Path(workdir) / "reference.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.serialized())
-    output = predict(open_session(path), dataset)
+    session = open_session(path)
+    output = predict(session, dataset)
     task = detect_task(output, dataset.labels)
     return Reference(output, task, primary_metric(task, output), path.stat().st_size,
-                     choose_masking(dataset, output, mask))
+                     choose_masking(dataset, output, mask),
+                     {name: _set_reference(predict(session, data), data) for name, data in (extras or {}).items()})
+
+
+def _set_reference(output: np.ndarray, data: Dataset) -> SetReference:
+    task = detect_task(output, data.labels)
+    return SetReference(output, task, primary_metric(task, output))
+
+
+def _scored(reference: np.ndarray, output: np.ndarray, data: Dataset, task: Task, metric: str, masking: Masking,
+            by_slice: bool = True):
+    """(evaluation, uncertainty) of `output` against the fp32 `reference` on `data`."""
+    mask = masking.mask(data)
+    evaluation = evaluate(reference, output, data.labels, data.slices if by_slice else None, task, mask)
+    return evaluation, uncertainty(metric, apply_mask(reference, mask), apply_mask(output, mask), data.labels)
 
 
 def build_and_evaluate(
@@ -63,20 +90,29 @@ def build_and_evaluate(
     artifact_path: Path,
     reference: Reference,
     calibration: CalibrationSet | None = None,
+    extras: dict[str, Dataset] | None = None,
 ) -> dict:
-    """Realise the recipe and score its artifact on the whole validation set: every column but latency.
+    """Realise the recipe and score its artifact on `dataset` and on each extra set: every column but latency.
 
     Calibration comes from `calibration` (ranges shared with other recipes), else from the dataset."""
     artifact = quantize(model, recipe, artifact_path, calibration=calibration or dataset)
-    # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
-    output = reference.output if recipe.is_reference else predict(open_session(artifact.path), dataset)
-    mask = reference.masking.mask(dataset)
-    evaluation = evaluate(reference.output, output, dataset.labels, dataset.slices, reference.task, mask)
-    sureness = uncertainty(reference.metric, apply_mask(reference.output, mask), apply_mask(output, mask),
-                           dataset.labels)
+    session = None if recipe.is_reference else open_session(artifact.path)
+
+    def outputs(data: Dataset, original: np.ndarray) -> np.ndarray:
+        # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
+        return original if session is None else predict(session, data)
+
+    evaluation, sureness = _scored(reference.output, outputs(dataset, reference.output), dataset, reference.task,
+                                   reference.metric, reference.masking)
     row = results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice, sureness)
-    return {**row, results.FIDELITY_MASK: reference.masking.describe()}
+    on_sets = {}
+    for name, data in (extras or {}).items():
+        original = reference.extras[name]
+        scored, sure = _scored(original.output, outputs(data, original.output), data, original.task,
+                               original.metric, reference.masking, by_slice=False)
+        on_sets[name] = results.set_figures(len(data), original.metric, {**scored.metrics, **scored.fidelity}, sure)
+    return {**row, results.FIDELITY_MASK: reference.masking.describe(), results.EXTRA_SETS: on_sets}
 
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
@@ -107,10 +143,11 @@ def measure_recipe(
     batch: int | None = DEFAULT_LATENCY_BATCH,
     calibration: CalibrationSet | None = None,
     protocol: LatencyProtocol = ADAPTIVE,
+    extras: dict[str, Dataset] | None = None,
 ) -> dict:
     """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed)."""
     artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
-    row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration)
+    row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration, extras)
     if not row[results.SIMULATED]:
         row.update(time_artifact(artifact_path, dataset, threads, batch, protocol))
     return row

@@ -35,7 +35,8 @@ from engine.recipe import Recipe
 from engine.store import DatasetRecord, cache, jobs, library
 from engine.store.db import transaction
 from engine.sweep import DEFAULT_LATENCY_BATCH, Reference
-from engine.sweep.plan import calibration_rows_asked, plan_identity
+from engine.shifts import Shift
+from engine.sweep.plan import calibration_rows_asked, check_set_name, plan_identity
 
 REMOTE_POLL_SECONDS = 0.1
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
@@ -52,6 +53,8 @@ class SweepParams:
     workers: int | None = None  # parallel builds; None: one per core
     calibration_dataset: str | None = None  # a dataset id to calibrate on; None: held-out validation rows
     mask: str = AUTO  # which output positions fidelity counts: engine.masking's AUTO, NO_MASK or an input's name
+    extra_sets: tuple[tuple[str, str], ...] = ()  # (name, dataset id) of each extra evaluation set
+    shifts: tuple[str, ...] = ()  # synthetic shifts of the scored rows, engine.shifts specs such as "noise:0.1"
 
     def __post_init__(self) -> None:
         unique = tuple({recipe.key(): recipe for recipe in self.recipes}.values())  # a recipe twice is one row
@@ -66,16 +69,23 @@ class SweepParams:
                 raise WorkspaceError(f"{name} must be a positive integer; got {value!r}")
         if self.scheduler is not None and not SCHEDULER_ADDRESS.match(self.scheduler):
             raise WorkspaceError(f"a Dask scheduler address looks like tcp://host:8786; got {self.scheduler!r}")
+        object.__setattr__(self, "extra_sets", tuple(tuple(pair) for pair in self.extra_sets))
+        object.__setattr__(self, "shifts", tuple(Shift.parse(spec).name for spec in self.shifts))
+        names: list[str] = []
+        for name in [name for name, _ in self.extra_sets] + list(self.shifts):
+            names.append(check_set_name(name, names))
 
     def to_dict(self) -> dict:
         return {"recipes": [recipe.to_json() for recipe in self.recipes], "threads": self.threads,
                 "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers,
-                "calibration_dataset": self.calibration_dataset, "mask": self.mask}
+                "calibration_dataset": self.calibration_dataset, "mask": self.mask,
+                "extra_sets": [list(pair) for pair in self.extra_sets], "shifts": list(self.shifts)}
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepParams:
         return cls(tuple(Recipe.from_json(text) for text in data["recipes"]), data["threads"], data["batch"],
-                   data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"), data.get("mask", AUTO))
+                   data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"), data.get("mask", AUTO),
+                   tuple(tuple(pair) for pair in data.get("extra_sets", ())), tuple(data.get("shifts", ())))
 
 
 @dataclass(frozen=True)
@@ -133,13 +143,19 @@ class SweepRun(JobRun):
         dataset = library.find_dataset(self.conn, self.job.dataset_id)
         wanted = self.params.calibration_dataset
         calibration = None if wanted is None else library.find_dataset(self.conn, wanted)
-        if model is None or dataset is None or (wanted is not None and calibration is None):
+        extras = [(name, library.find_dataset(self.conn, data_id)) for name, data_id in self.params.extra_sets]
+        if model is None or dataset is None or (wanted is not None and calibration is None) \
+                or any(record is None for _, record in extras):
             raise JobFailed("the job's model or data is no longer in the workspace")
         asked = calibration_rows_asked(self.recipes)
         self.fingerprint = dataset.fingerprint
-        self.plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint)
+        fingerprints = [(name, record.fingerprint) for name, record in extras]
+        fingerprints += [(shift, shift) for shift in self.params.shifts]
+        self.plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint,
+                                  fingerprints)
         self.inputs = JobInputs(model.id, self.store.blobs.path(model.id), self._source(dataset),
-                                None if calibration is None else self._source(calibration), asked)
+                                None if calibration is None else self._source(calibration), asked,
+                                tuple((name, self._source(record)) for name, record in extras), self.params.shifts)
 
     def _source(self, dataset: DatasetRecord) -> DataSource:
         return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
