@@ -8,7 +8,8 @@ here mirror a plain key instead of being the source of truth.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -49,7 +50,7 @@ def choose(key: str, value: Any) -> None:
 
 def pick(
     label: str,
-    options: Sequence[Any],
+    options: Sequence[Hashable],
     key: str,
     format_func: Callable[[Any], str] = str,
     help: str | None = None,
@@ -63,6 +64,8 @@ def pick(
     if not options:
         return None
     options = list(options)
+    labels = unique_labels([format_func(option) for option in options])
+    label_of = dict(zip(options, labels))
     shown = chosen(key) if chosen(key) in options else options[0]
     widget_key = f"{key}_widget"
     st.session_state[widget_key] = shown  # the widget shows the session's choice, wherever it was made
@@ -70,8 +73,23 @@ def pick(
         label,
         options,
         key=widget_key,
-        format_func=format_func,
+        format_func=label_of.get,
         help=help,
         on_change=lambda: choose(key, st.session_state[widget_key]),
     )
     return shown
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """The labels, a repeated one numbered from its second showing on ('x', 'x (2)').
+
+    A selectbox tells the server which option was picked by its label, so of options that read alike only the last
+    could ever be picked.
+    """
+    repeated = {text for text, count in Counter(labels).items() if count > 1}
+    seen: Counter[str] = Counter()
+    numbered = []
+    for text in labels:
+        seen[text] += 1
+        numbered.append(f"{text} ({seen[text]})" if text in repeated and seen[text] > 1 else text)
+    return numbered

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dashboard import charts, comparisons, help_text, report, summaries, tables
+from dashboard import charts, comparisons, help_text, jobs_view, pickers, report, state, summaries, tables
+from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
 from engine.data import load_dataset
 from engine.metrics import METRICS
@@ -19,6 +20,7 @@ from engine import results
 from engine.recipe import Recipe
 from engine.results import Goal
 from engine.sweep import PRESETS, default_grid, sweep
+from engine.workspace import JobInfo, JobState, ModelRecord
 from sample_models.catalog import SAMPLES
 
 DIGITS = SAMPLES["digits_cnn"]
@@ -252,3 +254,33 @@ def test_model_summary_tables_come_from_the_stored_summary():
         "Shape": "? x 1 x 8 x 8",
         "Number type": "float32",
     }
+
+
+# --- names in pickers --------------------------------------------------------------------------------------------
+
+
+def _job(job_id: str, created: float, owner: str = "someone") -> JobInfo:
+    return JobInfo(id=job_id, kind="sweep", state=JobState.DONE, done=4, total=4, message="", error=None, owner=owner,
+                   model_id="m", dataset_id="d", created=created, started=created, finished=created + 5)
+
+
+def test_sweeps_of_the_same_minute_have_different_labels():
+    names = ({"m": "wide_cnn.onnx"}, {"d": "wide_val.npz"})
+    first, second = _job("a", 1_800_000_000.0), _job("b", 1_800_000_007.0)
+    assert jobs_view.job_label(first, *names) != jobs_view.job_label(second, *names)
+    assert jobs_view.job_label(first, *names).startswith("wide_cnn.onnx on wide_val.npz, 4 recipes, ")
+
+
+def test_labels_that_read_alike_are_numbered():
+    assert state.unique_labels(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]
+
+
+def test_samples_read_as_samples_next_to_a_look_alike_upload():
+    def record(name: str, owner: str, shared: bool) -> ModelRecord:
+        return ModelRecord(id=name, name=name, owner=owner, shared=shared, bytes=1, summary={}, created=0.0)
+
+    assert pickers.library_label(record("wide_cnn", SAMPLE_OWNER, True), "me") == "wide_cnn (sample)"
+    assert pickers.library_label(record("wide_cnn.onnx", "me", False), "me") == "wide_cnn.onnx (yours, private)"
+    assert pickers.library_label(record("resnet.onnx", "me", True), "me") == "resnet.onnx (yours, shared)"
+    assert pickers.library_label(record("resnet.onnx", "you", True), "me") == "resnet.onnx (shared library)"
+

@@ -232,6 +232,35 @@ def test_recommendation_follows_the_tolerance_slider(finished_job):
     assert at.success[0].value.startswith("Smallest model within 5% of the original top-1 accuracy:")
 
 
+def test_picking_the_second_of_two_options_that_read_alike_picks_it():
+    def two_alike() -> None:
+        import streamlit as st
+
+        from dashboard import state
+
+        st.session_state["shown"] = state.pick("Sweep", ["first", "second"], "picked", format_func=lambda _: "07:27")
+
+    at = AppTest.from_function(two_alike, default_timeout=RUN_TIMEOUT).run()
+    assert selectbox(at, "Sweep").options == ["07:27", "07:27 (2)"]
+    for option in ("second", "first"):  # a selectbox names the pick by its label: alike, both would be one
+        selectbox(at, "Sweep").set_value(option).run()
+        assert (at.session_state["shown"], at.session_state["picked"]) == (option, option)
+
+
+def test_picking_the_second_of_two_sweeps_of_the_same_minute_shows_it(ws, digits, finished_job):
+    model, dataset = digits
+    recipes = PRESETS["fastest"].recipes  # all in the finished sweep: served from the cache at once
+    first, second = (ws.submit_sweep(model.id, dataset.id, recipes, owner=OWNER) for _ in range(2))
+    assert finished(ws, first).state == finished(ws, second).state == "done"
+    at = page("tradeoffs", **{state.CHOSEN_JOB: first})
+    options = selectbox(at, "Sweep").options
+    assert len(set(options)) == len(options)
+    selectbox(at, "Sweep").set_value(second).run()
+    assert_no_exception(at)
+    assert at.session_state[state.CHOSEN_JOB] == second
+    assert selectbox(at, "Sweep").value == second
+
+
 def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
     table = ws.results(finished_job)
     simulated = table[table["simulated"]].iloc[0]
@@ -291,3 +320,14 @@ def test_sample_sweeps_are_submitted_once_and_shared(ws):
     assert shared_names == set(SAMPLES)
     for job_id in job_ids:
         ws.cancel(job_id)  # the test has what it needs; spare the CPU
+
+
+def test_samples_read_as_samples_next_to_a_look_alike_upload(ws):
+    ensure_sample_sweeps(ws)
+    for job in ws.jobs(SAMPLE_OWNER):
+        ws.cancel(job.id)
+    look_alike = ws.add_model(BREAST_CANCER.model_path, name="wide_cnn.onnx", owner="lookalike")
+    at = page("models_data", owner="lookalike", **{state.CHOSEN_MODEL: look_alike.id})
+    assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)
+    at = page("sweep", owner="lookalike")
+    assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)

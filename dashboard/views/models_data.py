@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import help_text, state, summaries
+from dashboard import help_text, pickers, state, summaries
 from dashboard.samples import sample_description
 from dashboard.uploads import DATASET_TYPES, MODEL_TYPES, is_table, table_columns, upload_limit_mb
 from engine.errors import QuantscopeError
@@ -18,12 +18,6 @@ AUTOMATIC = "automatic"  # column picker choice: let the engine find the label/s
 
 ws = state.workspace()
 owner = state.owner()
-
-
-def ownership(record) -> str:
-    if record.owner == owner:
-        return "yours, shared" if record.shared else "yours, private"
-    return "shared library"
 
 
 def model_upload_form() -> None:
@@ -134,7 +128,7 @@ with pick_column:
         "Model",
         list(models),
         state.CHOSEN_MODEL,
-        format_func=lambda model_id: f"{models[model_id].name} ({ownership(models[model_id])})",
+        format_func=lambda model_id: pickers.library_label(models[model_id], owner),
         help=help_text.MODEL_PICKER,
     )
 if model_id is None:
@@ -155,7 +149,7 @@ with pick_column:
         f"Data checked against {models[model_id].name}",
         list(datasets),
         state.CHOSEN_DATASET,
-        format_func=lambda dataset_id: f"{datasets[dataset_id].filename} ({ownership(datasets[dataset_id])})",
+        format_func=lambda dataset_id: pickers.library_label(datasets[dataset_id], owner),
         help=help_text.DATASET_PICKER,
     )
 if dataset_id is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import help_text, jobs_view, state
+from dashboard import help_text, jobs_view, pickers, state
 from dashboard.sweep_form import (
     ACTIVATION_CHOICES,
     GROUP_SIZE_CHOICES,
@@ -28,7 +28,8 @@ PROGRESS_REFRESH_SECONDS = 1.0
 
 ws = state.workspace()
 owner = state.owner()
-model_names = {record.id: record.name for record in ws.models(owner)}
+models = {record.id: record for record in ws.models(owner)}
+model_names = {model_id: record.name for model_id, record in models.items()}
 dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
 
 
@@ -36,13 +37,14 @@ def pick_model_and_data() -> tuple[str | None, str | None]:
     model_column, data_column = st.columns(2)
     with model_column:
         model_id = state.pick(
-            "Model", list(model_names), state.CHOSEN_MODEL, format_func=model_names.get, help=help_text.MODEL_PICKER
+            "Model", list(models), state.CHOSEN_MODEL, help=help_text.MODEL_PICKER,
+            format_func=lambda model_id: pickers.library_label(models[model_id], owner),
         )
-    datasets = {record.id: record.filename for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
+    datasets = {record.id: record for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
     with data_column:
         dataset_id = state.pick(
-            "Validation data", list(datasets), state.CHOSEN_DATASET, format_func=datasets.get,
-            help=help_text.DATASET_PICKER,
+            "Validation data", list(datasets), state.CHOSEN_DATASET, help=help_text.DATASET_PICKER,
+            format_func=lambda dataset_id: pickers.library_label(datasets[dataset_id], owner),
         )
     return model_id, dataset_id
 
