@@ -6,6 +6,8 @@ explanations live with the presets (`engine.sweep.grids`). Everything else a use
 
 from __future__ import annotations
 
+from engine.text import FROM_TORCH_COMMAND
+
 # --- the idea, shown once at the top of the app ------------------------------------------------------------------
 
 WHAT_IS_QUANTIZATION = (
@@ -31,6 +33,11 @@ NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothi
 
 MODEL_PICKER = "Models you uploaded in this browser session, plus the shared library (which includes the samples)."
 MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
+PYTORCH_UPLOAD = (
+    "{name} looks like a PyTorch model file, and this tool takes ONNX models (.onnx), so it was not opened. "
+    "Whoever made the model can export it to ONNX with torch.onnx.export, or run this on a computer with PyTorch: "
+    f"`{FROM_TORCH_COMMAND}`"
+)
 DATASET_PICKER = "Example inputs with the right answers, used to check how well each smaller model still answers."
 DATASET_UPLOAD = (
     "NPZ: one array per model input plus optional 'labels' and 'slice'; CSV/Parquet: one row per example; "

@@ -7,11 +7,13 @@ simulated rows too); tests that need a different state make it themselves.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
@@ -158,6 +160,39 @@ def test_uploads_stay_private_until_saved_to_the_shared_library(ws):
     assert_no_exception(alice)
     bob = page("models_data", owner="bob")
     assert selectbox(bob, "Model").options == [f"{model.name} (shared library)"]
+
+
+def test_a_pytorch_file_is_answered_with_how_to_export_it_and_never_read(ws, monkeypatch):
+    at = page("models_data", owner="torch-user")
+    monkeypatch.setattr(UploadedFile, "getvalue", lambda self: pytest.fail("the PyTorch file was read"))
+    monkeypatch.setattr(UploadedFile, "read", lambda self, *size: pytest.fail("the PyTorch file was read"))
+    at.file_uploader(key="model_file").set_value(("resnet.pt", pickle.dumps({"w": [1.0]}), "application/octet-stream"))
+    at.run()
+    assert_no_exception(at)
+    assert [warning.value for warning in at.warning] == [help_text.PYTORCH_UPLOAD.format(name="resnet.pt")]
+    assert "torch.onnx.export" in at.warning[0].value and "quantscope from-torch" in at.warning[0].value
+    assert button(at, "Add model").disabled
+    assert not [model for model in ws.models("torch-user") if model.owner == "torch-user"]
+
+
+def test_an_empty_model_file_is_one_plain_line(ws):
+    at = page("models_data", owner="empty-handed")
+    at.file_uploader(key="model_file").set_value(("empty.onnx", b"", "application/octet-stream"))
+    at.run()
+    at = button(at, "Add model").click().run()
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == ["empty.onnx is an empty file (0 bytes), not an ONNX model"]
+
+
+def test_an_empty_csv_is_one_plain_line_said_once(ws):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="empty-handed")
+    at = page("models_data", owner="empty-handed", **{state.CHOSEN_MODEL: model.id})
+    at.file_uploader(key="data_file").set_value(("empty.csv", b"", "text/csv"))
+    at.run()
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == ["empty.csv is an empty file (0 bytes): it holds no examples"]
+    assert not [box for box in at.selectbox if box.label == "Label column"]
+    assert button(at, "Add data").disabled  # adding it could only say the same again
 
 
 # --- Sweep -------------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import streamlit as st
 
 from dashboard import help_text, pickers, state, summaries
 from dashboard.samples import sample_description
-from dashboard.uploads import DATASET_TYPES, MODEL_TYPES, is_table, table_columns, upload_limit_mb
+from dashboard.uploads import (
+    DATASET_TYPES, MODEL_TYPES, PYTORCH_TYPES, is_pytorch_file, is_table, table_columns, upload_limit_mb,
+)
 from engine.errors import QuantscopeError
 
 AUTOMATIC = "automatic"  # column picker choice: let the engine find the label/slice column by its name
@@ -22,10 +24,15 @@ owner = state.owner()
 
 def model_upload_form() -> None:
     st.subheader("Upload your own")
-    uploaded = st.file_uploader("ONNX model", type=MODEL_TYPES, help=help_text.MODEL_UPLOAD, key="model_file")
+    uploaded = st.file_uploader(
+        "ONNX model", type=MODEL_TYPES + PYTORCH_TYPES, help=help_text.MODEL_UPLOAD, key="model_file"
+    )
     st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
+    pytorch = uploaded is not None and is_pytorch_file(uploaded.name)
+    if pytorch:  # accepted by the uploader only to say so; its bytes are never read
+        st.warning(help_text.PYTORCH_UPLOAD.format(name=uploaded.name), icon=":material/swap_horiz:")
     shared = st.checkbox("Save to the shared library", key="share_model", help=help_text.SHARE_UPLOAD)
-    if st.button("Add model", disabled=uploaded is None, type="primary"):
+    if st.button("Add model", disabled=uploaded is None or pytorch, type="primary"):
         try:
             record = ws.add_model(uploaded.getvalue(), name=uploaded.name, owner=owner, shared=shared)
         except QuantscopeError as error:
@@ -67,16 +74,18 @@ def data_upload_form(model) -> None:
     )
     st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
     label_column = slice_column = None
+    unreadable = False
     if uploaded is not None and is_table(uploaded.name):
         try:
             columns = table_columns(uploaded.getvalue(), uploaded.name)
         except QuantscopeError as error:
-            st.error(str(error))
-            columns = []
-        label_column = column_choice("Label column", columns, help_text.LABEL_COLUMN)
-        slice_column = column_choice("Slice column", columns, help_text.SLICE_COLUMN)
+            st.error(str(error))  # said once: adding this file would only fail the same way again
+            unreadable = True
+        else:
+            label_column = column_choice("Label column", columns, help_text.LABEL_COLUMN)
+            slice_column = column_choice("Slice column", columns, help_text.SLICE_COLUMN)
     shared = st.checkbox("Save to the shared library", key="share_data", help=help_text.SHARE_UPLOAD)
-    if st.button("Add data", disabled=uploaded is None, type="primary"):
+    if st.button("Add data", disabled=uploaded is None or unreadable, type="primary"):
         try:
             record = ws.add_dataset(
                 uploaded.getvalue(),
