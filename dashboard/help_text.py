@@ -119,6 +119,7 @@ COLUMN_SIMULATED = "No real fast code exists for this recipe: its answers were s
 COLUMN_BEST = "Not beaten by any other recipe on score and size together, or on score and speed together."
 CHOOSE_RECIPE = "Pick a recipe (or click a dot in a chart) to see its details and to export it."
 FLOAT_LAYERS = "Layers left at full precision, either on purpose or because no fast shrunken version of them exists."
+ALL_LAYERS_KEPT = "all (original model)"
 PER_SLICE = "The same scores computed separately for each group of examples, to spot a group that suffers more."
 SIMULATED_DETAIL = (
     "This recipe is simulated: the answers are what the shrunken model would give, but no fast code exists for it, "

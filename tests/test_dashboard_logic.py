@@ -186,6 +186,22 @@ def test_3d_chart_has_one_marker_per_timed_row(digits_table):
     assert sorted(_markers(figure)) == sorted(results.single_example_rows(digits_table)["recipe_key"])
 
 
+def test_a_rate_axis_never_runs_past_100_percent_or_below_0(digits_table):
+    assert digits_table["name"].iloc[0] == "fp32"  # timed, so on both charts
+    perfect = digits_table.assign(metric=np.linspace(1.0, 0.9, len(digits_table)))  # fp32 scores 100%
+    for figure in (charts.size_figure(perfect), charts.latency_figure(perfect)):
+        low, high = figure.layout.yaxis.range
+        assert high == 100 and 0 < low < 100
+    assert charts.three_d_figure(perfect).layout.scene.zaxis.range[1] == 100
+    hopeless = digits_table.assign(metric=np.linspace(0.0, 0.1, len(digits_table)))
+    assert charts.size_figure(hopeless).layout.yaxis.range[0] == 0
+
+
+def test_an_error_metric_axis_is_padded_on_both_sides(regression_table):
+    low, high = charts.size_figure(regression_table).layout.yaxis.range
+    assert low < regression_table["metric"].min() and high > regression_table["metric"].max()
+
+
 def test_hover_shows_the_recipe_in_words(digits_table):
     figure = charts.size_figure(digits_table)
     trace = next(trace for trace in figure.data if trace.mode == "markers")
@@ -237,6 +253,15 @@ def test_report_states_what_a_fixed_batch_model_was_timed_at(digits_table):
     assert "single-example runs" in one and "Time per batch" not in one
     four = report.report_markdown(batch_of_four, reference, "m", "d.npz")
     assert "Time per batch of 4" in four and "single-example runs" not in four
+
+
+def test_the_original_model_keeps_all_its_layers_at_full_precision_in_one_phrase(digits_table):
+    reference = results.reference_row(digits_table)
+    assert comparisons.full_precision_layers(reference) is None
+    text = report.report_markdown(reference, reference, "digits_cnn", "digits_cnn.npz")
+    assert f"- Layers kept at full precision: {help_text.ALL_LAYERS_KEPT}\n" in text
+    quantized = digits_table[digits_table["name"] == "W4 weight-only group32"].iloc[0]
+    assert comparisons.full_precision_layers(quantized) == list(quantized["float_layers"])
 
 
 def test_artifact_download_is_the_artifact_file_byte_for_byte(digits_table):

@@ -296,6 +296,14 @@ def test_picking_the_second_of_two_sweeps_of_the_same_minute_shows_it(ws, digits
     assert selectbox(at, "Sweep").value == second
 
 
+def test_the_original_models_detail_card_says_it_keeps_every_layer(ws, finished_job):
+    table = ws.results(finished_job)
+    fp32 = table[table["name"] == "fp32"].iloc[0]
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: fp32["recipe_key"]})
+    assert_no_exception(at)
+    assert help_text.ALL_LAYERS_KEPT in [markdown.value for markdown in at.markdown]
+
+
 def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
     table = ws.results(finished_job)
     simulated = table[table["simulated"]].iloc[0]
