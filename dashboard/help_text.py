@@ -29,6 +29,10 @@ NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model fi
 NO_FINISHED_SWEEP = "No finished sweep yet: start one on the **Sweep** page."
 NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothing to chart or export."
 
+# --- what went wrong, when it was not the user's file -------------------------------------------------------------
+
+UNEXPECTED_ERROR = "Something went wrong: {problem}. Details are in {log}"
+
 # --- Models & data -----------------------------------------------------------------------------------------------
 
 MODEL_PICKER = "Models you uploaded in this browser session, plus the shared library (which includes the samples)."

@@ -17,14 +17,16 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from dashboard import help_text, state
+import dashboard.samples
+from dashboard import errors, help_text, jobs_view, state
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
 
-PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "views"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+PAGES = APP.parent / "views"
 OWNER = "test-session"
 RUN_TIMEOUT = 60  # seconds per script run: the first one imports onnxruntime and plotly
 JOB_TIMEOUT = 180
@@ -77,6 +79,15 @@ def page(name: str, owner: str = OWNER, **chosen) -> AppTest:
     for key, value in chosen.items():
         at.session_state[key] = value
     return at.run()
+
+
+def through_app(name: str, monkeypatch, owner: str = OWNER) -> AppTest:
+    """A page as app.py routes to it (its navigation and its error guard), without the sample sweeps app.py starts."""
+    monkeypatch.setattr(dashboard.samples, "ensure_sample_sweeps", lambda ws: [])
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
+    at.session_state[state.OWNER] = owner
+    at.run()
+    return at.switch_page(f"views/{name}.py").run()
 
 
 def assert_no_exception(at: AppTest) -> None:
@@ -229,6 +240,18 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(ws):
     assert ws.job(job_id).state == "cancelled"
 
 
+def test_the_progress_section_reports_its_own_errors_in_one_line(digits, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("the jobs table broke")
+
+    monkeypatch.setattr(jobs_view, "jobs_table", explode)  # only the refreshing section draws it
+    at = page("sweep")
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == [
+        help_text.UNEXPECTED_ERROR.format(problem="the jobs table broke", log=errors.log_path())
+    ]
+
+
 def test_the_advanced_grid_replaces_the_preset(digits):
     model, dataset = digits
     at = page("sweep", **{state.CHOSEN_MODEL: model.id, state.CHOSEN_DATASET: dataset.id})
@@ -313,6 +336,21 @@ def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
     assert at.warning[0].value == help_text.SIMULATED_DETAIL
     assert any(metric.label == "Time per example" and metric.value == "not timed" for metric in at.metric)
     assert at.session_state[state.CHOSEN_RECIPE] == simulated["recipe_key"]
+
+
+# --- unexpected errors -------------------------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(home, monkeypatch):
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("the disk is on fire.")
+
+    monkeypatch.setattr(Workspace, "models", explode)
+    at = through_app("models_data", monkeypatch)
+    assert_no_exception(at)
+    log = home / "logs" / "dashboard.log"
+    assert [error.value for error in at.error] == [f"Something went wrong: the disk is on fire. Details are in {log}"]
+    assert "Traceback" in log.read_text() and "RuntimeError: the disk is on fire." in log.read_text()
 
 
 # --- Export ------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text, jobs_view, pickers, state
+from dashboard.errors import reported_in_one_line
 from dashboard.sweep_form import (
     ACTIVATION_CHOICES,
     GROUP_SIZE_CHOICES,
@@ -106,6 +107,7 @@ def recipe_list(recipes: list[Recipe]) -> None:
     )
 
 
+@reported_in_one_line()  # the fragment's own reruns happen outside the guard that app.py puts around the page
 def jobs_section() -> None:
     """Progress of the active jobs, with a cancel button for the session's own, then every job in a table."""
     jobs = jobs_view.visible_jobs(ws, owner)
