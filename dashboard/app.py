@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 from dashboard import help_text, state  # noqa: E402
 from dashboard.errors import reported_in_one_line  # noqa: E402
 from dashboard.samples import ensure_sample_sweeps  # noqa: E402
+from dashboard.workspace_link import workspace_link_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 
@@ -41,5 +42,6 @@ with reported_in_one_line():  # around every page: no traceback ever reaches the
             st.Page(PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
         ]
     )
+    workspace_link_sidebar()
     st.sidebar.caption(help_text.WHAT_IS_QUANTIZATION)
     navigation.run()

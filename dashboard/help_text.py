@@ -29,13 +29,28 @@ NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model fi
 NO_FINISHED_SWEEP = "No finished sweep yet: start one on the **Sweep** page."
 NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothing to chart or export."
 
+# --- where a user's work lives: this page's link -----------------------------------------------------------------
+
+BOOKMARK_LINK = (
+    "Your uploads and sweeps are kept at this page's link: bookmark it to come back to them later, in this or any "
+    "browser. Anyone you give the link to sees them too."
+)
+OPEN_WORKSPACE = (
+    "Paste a link you bookmarked earlier (or just its workspace code) to get back the uploads and sweeps made there."
+)
+PASTED_NOT_A_WORKSPACE = "That is not a workspace link: paste the whole link you bookmarked."
+LINK_NOT_A_WORKSPACE = (
+    "The link you opened does not lead to a workspace, so a new, empty one was started; check that the whole link "
+    "was copied."
+)
+
 # --- what went wrong, when it was not the user's file -------------------------------------------------------------
 
 UNEXPECTED_ERROR = "Something went wrong: {problem}. Details are in {log}"
 
 # --- Models & data -----------------------------------------------------------------------------------------------
 
-MODEL_PICKER = "Models you uploaded in this browser session, plus the shared library (which includes the samples)."
+MODEL_PICKER = "Models you uploaded to this workspace, plus the shared library and the samples."
 MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
 PYTORCH_UPLOAD = (
     "{name} looks like a PyTorch model file, and this tool takes ONNX models (.onnx), so it was not opened. "
@@ -55,7 +70,10 @@ SLICE_COLUMN = (
     "An optional column that splits rows into groups (for example by region), so you can see if one group "
     "suffers more; 'automatic' uses a column named slice."
 )
-SHARE_UPLOAD = "Saved items are visible to everyone using this dashboard; unsaved items stay private to your browser session."
+SHARE_UPLOAD = (
+    "Saved items are visible to everyone using this dashboard; unsaved items stay in your workspace, seen only by "
+    "those with its link."
+)
 SHARE_EXISTING = "Make this item visible to everyone using this dashboard."
 UPLOAD_LIMIT = "Files up to {limit_mb} MB each."
 LAYERS_TABLE = "The layers whose stored numbers (weights) can be shrunk; the bigger a layer, the more shrinking it saves."
@@ -85,7 +103,7 @@ USE_GRID = "Measure exactly the combinations chosen below instead of the goal's 
 THREADS = "How many processor cores each timing run may use; 1 gives the steadiest comparison."
 START_SWEEP = "Runs in the background: you can switch pages while it works and come back."
 CANCEL = "Stops the job after the recipe it is working on; finished recipes are kept."
-JOB_LIST = "Every sweep you started in this browser session, plus the shared sample sweeps."
+JOB_LIST = "Every sweep started in this workspace, plus the shared sample sweeps."
 
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dashboard import charts, comparisons, help_text, jobs_view, pickers, report, state, summaries, tables
 from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
+from engine.cli import CLI_OWNER
 from engine.data import load_dataset
 from engine.metrics import METRICS
 from engine.model import load_model
@@ -281,7 +283,7 @@ def test_model_summary_tables_come_from_the_stored_summary():
     }
 
 
-# --- names in pickers --------------------------------------------------------------------------------------------
+# --- names in pickers, workspace links ---------------------------------------------------------------------------
 
 
 def _job(job_id: str, created: float, owner: str = "someone") -> JobInfo:
@@ -309,3 +311,20 @@ def test_samples_read_as_samples_next_to_a_look_alike_upload():
     assert pickers.library_label(record("resnet.onnx", "me", True), "me") == "resnet.onnx (yours, shared)"
     assert pickers.library_label(record("resnet.onnx", "you", True), "me") == "resnet.onnx (shared library)"
 
+
+def test_a_workspace_token_is_long_random_url_safe_text_and_nothing_else():
+    assert state.is_workspace_token(secrets.token_urlsafe(state.TOKEN_BYTES))
+    assert state.is_workspace_token("A" * 22)
+    for hostile in (SAMPLE_OWNER, CLI_OWNER, "", "short", "../../../etc/passwd", "a" * 21, "a" * 65,
+                    "x' OR '1'='1' --xxxxxxxx", "a/b" * 10, "é" * 30, None, ["a" * 30]):
+        assert not state.is_workspace_token(hostile), hostile
+
+
+def test_a_pasted_link_or_bare_token_opens_that_workspace():
+    token = secrets.token_urlsafe(state.TOKEN_BYTES)
+    assert state.token_from_link(f"http://127.0.0.1:8501/sweep?workspace={token}") == token
+    assert state.token_from_link(f"  http://localhost:8501/?embed=true&workspace={token}\n") == token
+    assert state.token_from_link(token) == token
+    assert state.token_from_link("http://127.0.0.1:8501/sweep") is None
+    assert state.token_from_link("http://127.0.0.1:8501/?workspace=samples") is None
+    assert state.token_from_link("hello") is None

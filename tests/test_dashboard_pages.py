@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import secrets
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from streamlit.testing.v1 import app_test as app_test_module
 import dashboard.samples
 from dashboard import errors, help_text, jobs_view, state
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
+from dashboard.workspace_link import LINK_INPUT
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
@@ -81,6 +83,10 @@ def page(name: str, owner: str = OWNER, **chosen) -> AppTest:
     return at.run()
 
 
+def new_token() -> str:
+    return secrets.token_urlsafe(state.TOKEN_BYTES)
+
+
 def through_app(name: str, monkeypatch, owner: str = OWNER) -> AppTest:
     """A page as app.py routes to it (its navigation and its error guard), without the sample sweeps app.py starts."""
     monkeypatch.setattr(dashboard.samples, "ensure_sample_sweeps", lambda ws: [])
@@ -88,6 +94,14 @@ def through_app(name: str, monkeypatch, owner: str = OWNER) -> AppTest:
     at.session_state[state.OWNER] = owner
     at.run()
     return at.switch_page(f"views/{name}.py").run()
+
+
+def opened_with_link(name: str, token: str | None) -> AppTest:
+    """A page as a new browser tab (a reload, another browser) opens it: from the link alone, no session yet."""
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=RUN_TIMEOUT)
+    if token is not None:
+        at.query_params[state.WORKSPACE_PARAM] = token
+    return at.run()
 
 
 def assert_no_exception(at: AppTest) -> None:
@@ -204,6 +218,81 @@ def test_an_empty_csv_is_one_plain_line_said_once(ws):
     assert [error.value for error in at.error] == ["empty.csv is an empty file (0 bytes): it holds no examples"]
     assert not [box for box in at.selectbox if box.label == "Label column"]
     assert button(at, "Add data").disabled  # adding it could only say the same again
+
+
+# --- the workspace link ------------------------------------------------------------------------------------------
+
+
+def test_a_first_visit_gets_a_new_token_written_into_its_link():
+    at = opened_with_link("models_data", None)
+    assert_no_exception(at)
+    token = at.query_params[state.WORKSPACE_PARAM]
+    assert state.is_workspace_token(token) and len(token) >= 22
+    assert at.session_state[state.OWNER] == token
+    assert opened_with_link("models_data", None).query_params[state.WORKSPACE_PARAM] != token
+
+
+def test_the_link_brings_back_uploads_and_a_running_sweeps_progress_and_nothing_else_does(ws):
+    token = new_token()
+    wide = SAMPLES["wide_cnn"]
+    model = ws.add_model(wide.model_path, name="wide_cnn.onnx", owner=token)
+    dataset = ws.add_dataset(wide.data_path, filename="wide_cnn.npz", model_id=model.id, owner=token)
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["everything"].recipes, owner=token)
+    try:
+        # A reload, a new tab, another browser or a restarted server: a new session that has only the link.
+        models_page = opened_with_link("models_data", token)
+        assert "wide_cnn.onnx (yours, private)" in selectbox(models_page, "Model").options
+        sweep_page = opened_with_link("sweep", token)
+        assert_no_exception(sweep_page)
+        assert any("wide_cnn.onnx on wide_cnn.npz" in bar.proto.text for bar in sweep_page.get("progress"))
+        assert sweep_page.session_state[state.OWNER] == token
+
+        stranger = opened_with_link("sweep", None)
+        assert not stranger.get("progress")
+        assert "wide_cnn.onnx" not in stranger.dataframe[0].value.to_string()
+        stranger_models = [box for box in opened_with_link("models_data", None).selectbox if box.label == "Model"]
+        assert not [option for box in stranger_models for option in box.options if "wide_cnn.onnx" in option]
+    finally:
+        ws.cancel(job_id)
+
+
+def link_box() -> None:
+    """AppTest script: the sidebar's workspace link box, alone."""
+    from dashboard import state
+    from dashboard.workspace_link import workspace_link_sidebar
+
+    state.owner()
+    workspace_link_sidebar()
+
+
+def test_a_pasted_link_opens_that_workspace():
+    at = AppTest.from_function(link_box, default_timeout=RUN_TIMEOUT).run()
+    first = at.session_state[state.OWNER]
+    at.session_state[state.CHOSEN_MODEL] = "a model of the first workspace"
+    token = new_token()
+    at.text_input(key=LINK_INPUT).input(f"http://127.0.0.1:8501/sweep?workspace={token}")
+    at = button(at, "Open").click().run()
+    assert_no_exception(at)
+    assert at.session_state[state.OWNER] == token != first
+    assert at.query_params[state.WORKSPACE_PARAM] == token
+    assert state.CHOSEN_MODEL not in at.session_state
+
+    at.text_input(key=LINK_INPUT).input("my workspace, please")
+    at = button(at, "Open").click().run()
+    assert [error.value for error in at.error] == [help_text.PASTED_NOT_A_WORKSPACE]
+    assert at.session_state[state.OWNER] == token
+
+
+@pytest.mark.parametrize("link_token", [SAMPLE_OWNER, "cli", "../../quantscope.db", "short"])
+def test_a_link_without_a_real_token_opens_a_new_workspace_and_says_so(link_token):
+    at = AppTest.from_function(link_box, default_timeout=RUN_TIMEOUT)
+    at.query_params[state.WORKSPACE_PARAM] = link_token
+    at.run()
+    assert_no_exception(at)
+    owner = at.session_state[state.OWNER]
+    assert owner != link_token and state.is_workspace_token(owner)
+    assert at.query_params[state.WORKSPACE_PARAM] == owner
+    assert [warning.value for warning in at.warning] == [help_text.LINK_NOT_A_WORKSPACE]
 
 
 # --- Sweep -------------------------------------------------------------------------------------------------------
