@@ -104,6 +104,9 @@ THREADS = "How many processor cores each timing run may use; 1 gives the steadie
 START_SWEEP = "Runs in the background: you can switch pages while it works and come back."
 CANCEL = "Stops the job after the recipe it is working on; finished recipes are kept."
 JOB_LIST = "Every sweep started in this workspace, plus the shared sample sweeps."
+SWEEP_FINISHED = "Finished: {label}. Its results are ready to compare."
+SWEEP_ENDED = "Ended before finishing: {label} ({state})."
+SEE_TRADE_OFFS = "See its trade-offs"
 
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 

@@ -47,6 +47,18 @@ def started_text(job: JobInfo) -> str:
     return started.strftime("%H:%M:%S" if started.date() == date.today() else "%Y-%m-%d %H:%M:%S")
 
 
+def watch(jobs: list[JobInfo], watched: dict[str, bool]) -> list[JobInfo]:
+    """The watched jobs that have just ended. `watched` (job id -> still active) learns every job seen active."""
+    ended = []
+    for job in jobs:
+        if job.state.is_active:
+            watched[job.id] = True
+        elif watched.get(job.id):
+            watched[job.id] = False
+            ended.append(job)
+    return ended
+
+
 def progress_text(job: JobInfo) -> str:
     return f"{job.done} of {job.total} recipes measured — {job.message}"
 

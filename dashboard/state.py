@@ -29,6 +29,7 @@ CHOSEN_DATASET = "chosen_dataset"
 CHOSEN_JOB = "chosen_job"
 CHOSEN_RECIPE = "chosen_recipe"
 CHOICES = (CHOSEN_MODEL, CHOSEN_DATASET, CHOSEN_JOB, CHOSEN_RECIPE)
+WATCHED_JOBS = "watched_jobs"  # job id -> still active, for the user's jobs this session saw running
 
 WORKSPACE_PARAM = "workspace"  # the page link's query parameter that holds the token
 TOKEN_BYTES = 24  # 192 random bits
@@ -69,7 +70,7 @@ def open_workspace(token: str) -> None:
     """Make `token` this session's workspace, in the page's link too; choices made in the other one are dropped."""
     st.session_state[OWNER] = token
     st.query_params[WORKSPACE_PARAM] = token
-    for key in CHOICES:
+    for key in (*CHOICES, WATCHED_JOBS):
         st.session_state.pop(key, None)
 
 

@@ -22,6 +22,7 @@ import dashboard.samples
 from dashboard import errors, help_text, jobs_view, state
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
+from engine.recipe import Recipe
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
@@ -327,6 +328,28 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(ws):
     at = at.button(key=f"cancel-{job_id}").click().run()
     assert_no_exception(at)
     assert ws.job(job_id).state == "cancelled"
+    assert at.warning[0].value.startswith("Ended before finishing: wide_cnn.onnx on wide_cnn.npz, ")
+    assert at.warning[0].value.endswith("(cancelled).")
+
+
+def test_a_watched_sweep_that_finishes_is_announced_with_a_link_to_its_trade_offs(ws, monkeypatch):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="watcher")
+    dataset = ws.add_dataset(BREAST_CANCER.data_path, filename="bc.npz", model_id=model.id, owner="watcher")
+    job_id = ws.submit_sweep(model.id, dataset.id, [Recipe.fp32()], owner="watcher")
+    at = through_app("sweep", monkeypatch, owner="watcher")
+    assert_no_exception(at)
+    assert at.get("progress") and not at.success  # seen running
+
+    assert finished(ws, job_id).state == "done"
+    at.run()
+    assert_no_exception(at)
+    label = jobs_view.job_label(ws.job(job_id), {model.id: model.name}, {dataset.id: dataset.filename})
+    assert [success.value for success in at.success] == [help_text.SWEEP_FINISHED.format(label=label)]
+    (link,) = at.get("page_link")
+    assert link.proto.label == help_text.SEE_TRADE_OFFS
+    assert link.proto.query_string == f"{state.WORKSPACE_PARAM}=watcher"  # the link keeps the user's workspace
+    assert at.session_state[state.CHOSEN_JOB] == job_id  # Trade-offs opens at this sweep
+    assert not at.get("progress")
 
 
 def test_the_progress_section_reports_its_own_errors_in_one_line(digits, monkeypatch):
