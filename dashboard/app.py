@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 from dashboard import help_text, state  # noqa: E402
+from dashboard.errors import reported_in_one_line  # noqa: E402
 from dashboard.samples import ensure_sample_sweeps  # noqa: E402
+from dashboard.workspace_link import workspace_link_sidebar  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 
@@ -29,16 +31,17 @@ def _samples_ready(workspace_root: str) -> bool:
 
 
 st.set_page_config(page_title="quantscope", page_icon=":material/compress:", layout="wide")
-_samples_ready(str(state.workspace().root))
-state.owner()
-
-navigation = st.navigation(
-    [
-        st.Page(PAGES_DIR / "models_data.py", title="Models & data", icon=":material/upload_file:", default=True),
-        st.Page(PAGES_DIR / "sweep.py", title="Sweep", icon=":material/tune:"),
-        st.Page(PAGES_DIR / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
-        st.Page(PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
-    ]
-)
-st.sidebar.caption(help_text.WHAT_IS_QUANTIZATION)
-navigation.run()
+with reported_in_one_line():  # around every page: no traceback ever reaches the browser
+    _samples_ready(str(state.workspace().root))
+    state.owner()
+    navigation = st.navigation(
+        [
+            st.Page(PAGES_DIR / "models_data.py", title="Models & data", icon=":material/upload_file:", default=True),
+            st.Page(PAGES_DIR / "sweep.py", title="Sweep", icon=":material/tune:"),
+            st.Page(PAGES_DIR / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+            st.Page(PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
+        ]
+    )
+    workspace_link_sidebar()
+    st.sidebar.caption(help_text.WHAT_IS_QUANTIZATION)
+    navigation.run()

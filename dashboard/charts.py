@@ -29,6 +29,7 @@ CHART_HEIGHT = 460
 # every dot against the left edge. Whiskers that reach further run off the chart; the hover gives their value.
 LATENCY_AXIS_HEADROOM = 2.0
 Y_MARGIN = 0.12  # share of the metric's span left free above and below the dots
+RATE_AXIS = (0.0, 100.0)  # rates are drawn as percentages
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def _markers(rows: pd.DataFrame, axis: Axis, scale: float, metric: str, style: M
         legendgroup=style.legend,
         showlegend=legend,
         marker=dict(size=11, color=style.color, symbol=style.symbol, opacity=style.opacity),
+        cliponaxis=False,  # a dot on an axis's end (100% accuracy) is drawn whole; a zoom still hides those outside
         # A clicked dot grows; the others keep their own look instead of Plotly's default dimming.
         selected=dict(marker=dict(size=17)),
         unselected=dict(marker=dict(opacity=style.opacity)),
@@ -211,16 +213,25 @@ def three_d_figure(table: pd.DataFrame) -> go.Figure:
         scene=dict(
             xaxis_title=f"Size ({label})",
             yaxis_title="Time (ms)",
-            zaxis=dict(title=METRICS[metric].label, ticksuffix="%" if metric in RATE_METRICS else ""),
+            zaxis=dict(
+                title=METRICS[metric].label,
+                ticksuffix="%" if metric in RATE_METRICS else "",
+                range=_padded_range(_metric_values(rows, metric), metric) if not rows.empty else None,
+            ),
         ),
     )
     return figure
 
 
-def _padded_range(values: list[float]) -> list[float]:
-    """The values' span plus a margin, so the top and bottom dots are not cut by the plot's edge or the legend."""
+def _padded_range(values: list[float], metric: str) -> list[float]:
+    """The values' span plus a margin, so the top and bottom dots are not cut by the plot's edge or the legend.
+
+    A rate's axis stops at 0% and 100%, which no value can pass; the markers' cliponaxis=False draws the dots
+    there whole."""
     low, high = min(values), max(values)
     margin = Y_MARGIN * (high - low) or Y_MARGIN * max(abs(high), 1e-9)  # all equal: a margin around the one value
+    if metric in RATE_METRICS:
+        return [max(low - margin, RATE_AXIS[0]), min(high + margin, RATE_AXIS[1])]
     return [low - margin, high + margin]
 
 
@@ -234,7 +245,7 @@ def _layout(figure: go.Figure, x_title: str, metric: str, y_values: list[float])
         hoverlabel=dict(align="left"),
     )
     if y_values:
-        figure.update_yaxes(range=_padded_range(y_values))
+        figure.update_yaxes(range=_padded_range(y_values, metric))
     if metric in RATE_METRICS:
         figure.update_yaxes(ticksuffix="%")
 

@@ -12,9 +12,10 @@ import pandas as pd
 
 from dashboard.formatting import RATE_METRICS, metric_text, ratio_text, speed_text
 from engine.metrics import METRICS
+from engine.recipe import Recipe
 from engine.results import (
-    DELTA, DELTA_CI_HIGH, DELTA_CI_LOW, DESCRIPTION, LATENCY, METRIC_NAME, NAME, PER_SLICE, SIZE_BYTES,
-    SIZE_IS_ESTIMATE, SIZE_RATIO, Goal, change_is_measurable, metric_name, recommend,
+    DELTA, DELTA_CI_HIGH, DELTA_CI_LOW, DESCRIPTION, FLOAT_LAYERS, LATENCY, METRIC_NAME, NAME, PER_SLICE, RECIPE,
+    SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, Goal, change_is_measurable, metric_name, recommend,
 )
 from engine.text import size_text
 
@@ -123,6 +124,14 @@ def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
         latency=f"{latency:.3g} ms" if timed else "not timed",
         speed=speed or "-",
     )
+
+
+def full_precision_layers(row: pd.Series) -> list[str] | None:
+    """The quantizable layers this recipe left at full precision; None for the original model, which keeps them all
+    (listing every one of them would say nothing)."""
+    if Recipe.from_json(row[RECIPE]).is_reference:
+        return None
+    return list(row[FLOAT_LAYERS])
 
 
 def _is_nan(value) -> bool:

@@ -6,6 +6,8 @@ explanations live with the presets (`engine.sweep.grids`). Everything else a use
 
 from __future__ import annotations
 
+from engine.text import FROM_TORCH_COMMAND
+
 # --- the idea, shown once at the top of the app ------------------------------------------------------------------
 
 WHAT_IS_QUANTIZATION = (
@@ -27,10 +29,34 @@ NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model fi
 NO_FINISHED_SWEEP = "No finished sweep yet: start one on the **Sweep** page."
 NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothing to chart or export."
 
+# --- where a user's work lives: this page's link -----------------------------------------------------------------
+
+BOOKMARK_LINK = (
+    "Your uploads and sweeps are kept at this page's link: bookmark it to come back to them later, in this or any "
+    "browser. Anyone you give the link to sees them too."
+)
+OPEN_WORKSPACE = (
+    "Paste a link you bookmarked earlier (or just its workspace code) to get back the uploads and sweeps made there."
+)
+PASTED_NOT_A_WORKSPACE = "That is not a workspace link: paste the whole link you bookmarked."
+LINK_NOT_A_WORKSPACE = (
+    "The link you opened does not lead to a workspace, so a new, empty one was started; check that the whole link "
+    "was copied."
+)
+
+# --- what went wrong, when it was not the user's file -------------------------------------------------------------
+
+UNEXPECTED_ERROR = "Something went wrong: {problem}. Details are in {log}"
+
 # --- Models & data -----------------------------------------------------------------------------------------------
 
-MODEL_PICKER = "Models you uploaded in this browser session, plus the shared library (which includes the samples)."
+MODEL_PICKER = "Models you uploaded to this workspace, plus the shared library and the samples."
 MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
+PYTORCH_UPLOAD = (
+    "{name} looks like a PyTorch model file, and this tool takes ONNX models (.onnx), so it was not opened. "
+    "Whoever made the model can export it to ONNX with torch.onnx.export, or run this on a computer with PyTorch: "
+    f"`{FROM_TORCH_COMMAND}`"
+)
 DATASET_PICKER = "Example inputs with the right answers, used to check how well each smaller model still answers."
 DATASET_UPLOAD = (
     "NPZ: one array per model input plus optional 'labels' and 'slice'; CSV/Parquet: one row per example; "
@@ -44,7 +70,10 @@ SLICE_COLUMN = (
     "An optional column that splits rows into groups (for example by region), so you can see if one group "
     "suffers more; 'automatic' uses a column named slice."
 )
-SHARE_UPLOAD = "Saved items are visible to everyone using this dashboard; unsaved items stay private to your browser session."
+SHARE_UPLOAD = (
+    "Saved items are visible to everyone using this dashboard; unsaved items stay in your workspace, seen only by "
+    "those with its link."
+)
 SHARE_EXISTING = "Make this item visible to everyone using this dashboard."
 UPLOAD_LIMIT = "Files up to {limit_mb} MB each."
 LAYERS_TABLE = "The layers whose stored numbers (weights) can be shrunk; the bigger a layer, the more shrinking it saves."
@@ -74,7 +103,10 @@ USE_GRID = "Measure exactly the combinations chosen below instead of the goal's 
 THREADS = "How many processor cores each timing run may use; 1 gives the steadiest comparison."
 START_SWEEP = "Runs in the background: you can switch pages while it works and come back."
 CANCEL = "Stops the job after the recipe it is working on; finished recipes are kept."
-JOB_LIST = "Every sweep you started in this browser session, plus the shared sample sweeps."
+JOB_LIST = "Every sweep started in this workspace, plus the shared sample sweeps."
+SWEEP_FINISHED = "Finished: {label}. Its results are ready to compare."
+SWEEP_ENDED = "Ended before finishing: {label} ({state})."
+SEE_TRADE_OFFS = "See its trade-offs"
 
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 
@@ -119,6 +151,7 @@ COLUMN_SIMULATED = "No real fast code exists for this recipe: its answers were s
 COLUMN_BEST = "Not beaten by any other recipe on score and size together, or on score and speed together."
 CHOOSE_RECIPE = "Pick a recipe (or click a dot in a chart) to see its details and to export it."
 FLOAT_LAYERS = "Layers left at full precision, either on purpose or because no fast shrunken version of them exists."
+ALL_LAYERS_KEPT = "all (original model)"
 PER_SLICE = "The same scores computed separately for each group of examples, to spot a group that suffers more."
 SIMULATED_DETAIL = (
     "This recipe is simulated: the answers are what the shrunken model would give, but no fast code exists for it, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 
@@ -34,12 +34,29 @@ def jobs_with_results(jobs: list[JobInfo]) -> list[JobInfo]:
 
 
 def job_label(job: JobInfo, model_names: dict[str, str], dataset_names: dict[str, str]) -> str:
-    """E.g. 'digits_cnn on digits_cnn.npz, 4 recipes, 14:02 (sample)'."""
-    started = datetime.fromtimestamp(job.created).strftime("%H:%M")
+    """E.g. 'digits_cnn on digits_cnn.npz, 4 recipes, 14:02:37 (sample)': to the second, as the jobs table says."""
     model = model_names.get(job.model_id, "a model no longer listed")
     data = dataset_names.get(job.dataset_id, "data no longer listed")
     sample = " (sample)" if job.owner == SAMPLE_OWNER else ""
-    return f"{model} on {data}, {job.total} recipes, {started}{sample}"
+    return f"{model} on {data}, {job.total} recipes, {started_text(job)}{sample}"
+
+
+def started_text(job: JobInfo) -> str:
+    """The time a job was started, with its date unless that is today."""
+    started = datetime.fromtimestamp(job.created)
+    return started.strftime("%H:%M:%S" if started.date() == date.today() else "%Y-%m-%d %H:%M:%S")
+
+
+def watch(jobs: list[JobInfo], watched: dict[str, bool]) -> list[JobInfo]:
+    """The watched jobs that have just ended. `watched` (job id -> still active) learns every job seen active."""
+    ended = []
+    for job in jobs:
+        if job.state.is_active:
+            watched[job.id] = True
+        elif watched.get(job.id):
+            watched[job.id] = False
+            ended.append(job)
+    return ended
 
 
 def progress_text(job: JobInfo) -> str:
@@ -50,7 +67,7 @@ def jobs_table(jobs: list[JobInfo], model_names: dict[str, str], dataset_names: 
     return pd.DataFrame(
         [
             {
-                "Started": datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M"),
+                "Started": started_text(job),
                 "Model": model_names.get(job.model_id, "?"),
                 "Data": dataset_names.get(job.dataset_id, "?"),
                 "Recipes measured": f"{job.done} / {job.total}",

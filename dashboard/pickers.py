@@ -1,4 +1,5 @@
-"""The two choices Trade-offs and Export share: which finished sweep, and which of its recipes."""
+"""The choices several pages share: a model or data set (named so a sample reads as one), a finished sweep, one of its
+recipes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,21 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text, jobs_view, state
+from dashboard.samples import SAMPLE_OWNER
 from engine import results
-from engine.workspace import JobInfo
+from engine.workspace import DatasetRecord, JobInfo, ModelRecord
+
+
+def library_label(record: ModelRecord | DatasetRecord, owner: str) -> str:
+    """'wide_cnn (sample)' next to 'wide_cnn.onnx (yours, private)': what an item is, and whose."""
+    name = record.name if isinstance(record, ModelRecord) else record.filename
+    if record.owner == SAMPLE_OWNER:
+        whose = "sample"
+    elif record.owner == owner:
+        whose = "yours, shared" if record.shared else "yours, private"
+    else:
+        whose = "shared library"
+    return f"{name} ({whose})"
 
 
 def pick_finished_job(ws, owner: str) -> JobInfo | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dashboard import help_text
-from dashboard.comparisons import change_text, headline, metric_comparison, slice_comparison
+from dashboard.comparisons import change_text, full_precision_layers, headline, metric_comparison, slice_comparison
 from engine import results
 from engine.recipe import Recipe
 
@@ -80,7 +80,7 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
         *([f"- {row[results.METRIC_NAME]} against the original: {change_text(row)}"] if reference is not None else []),
         f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
         *_latency_details(row),
-        f"- Layers kept at full precision: {', '.join(row[results.FLOAT_LAYERS]) or 'none'}",
+        f"- Layers kept at full precision: {_full_precision_text(row)}",
         "",
         "## Scores",
         "",
@@ -91,6 +91,11 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
         lines += ["", "## Scores per group", "", _markdown_table(slices)]
     lines += ["", "## Recipe", "", "```json", json.dumps(json.loads(row[results.RECIPE]), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _full_precision_text(row: pd.Series) -> str:
+    layers = full_precision_layers(row)
+    return help_text.ALL_LAYERS_KEPT if layers is None else ", ".join(layers) or "none"
 
 
 def _latency_details(row: pd.Series) -> list[str]:

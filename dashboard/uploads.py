@@ -9,11 +9,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
 
-from engine.data import SUPPORTED_EXTENSIONS
+from engine.data import SUPPORTED_EXTENSIONS, require_content
 from engine.errors import DataError
 from engine.text import first_line
 
 MODEL_TYPES = ["onnx"]
+# What PyTorch models are saved as. The model uploader takes them only to say that this tool takes ONNX, and how to
+# get there: it never reads one, since unpickling a file can run any code.
+PYTORCH_TYPES = ["pt", "pth", "bin", "safetensors", "ckpt"]
 DATASET_TYPES = [extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS]
 TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
 
@@ -23,12 +26,17 @@ def upload_limit_mb() -> int:
     return int(st.get_option("server.maxUploadSize"))
 
 
+def is_pytorch_file(filename: str) -> bool:
+    return Path(filename).suffix.lower().lstrip(".") in PYTORCH_TYPES
+
+
 def is_table(filename: str) -> bool:
     return Path(filename).suffix.lower() in TABLE_EXTENSIONS
 
 
 def table_columns(data: bytes, filename: str) -> list[str]:
     """The column names only: the header of a CSV, the schema of a Parquet file; nothing else is parsed."""
+    require_content(data, filename)
     try:
         if Path(filename).suffix.lower() == ".csv":
             return [str(name) for name in pd.read_csv(io.BytesIO(data), nrows=0).columns]

@@ -1,4 +1,4 @@
-"""`quantscope` on the command line: inspect a model, sweep recipes, print the trade-off table.
+"""`quantscope` on the command line: inspect a model, sweep recipes, print the trade-off table, export PyTorch to ONNX.
 
 Bad input prints one line on stderr and exits with code 2; there is never a traceback for it.
 """
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from engine import results
 from engine.errors import QuantscopeError
+from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
 from engine.jobs.executor import cpu_count
 from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
@@ -108,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
     run.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build on; default: local processes")
 
+    torch_export = commands.add_parser(
+        "from-torch", help="export your own PyTorch model to ONNX by running your code that builds it (needs torch)"
+    )
+    torch_export.add_argument("target", metavar="FILE.py:FACTORY",
+                              help="your Python file and the function in it that returns the torch.nn.Module")
+    torch_export.add_argument("--example-shape", type=_csv(int), required=True,
+                              help="the shape of one example input, batch first, e.g. 1,3,224,224")
+    torch_export.add_argument("--example-dtype", choices=EXAMPLE_DTYPES, default="float32",
+                              help="the example input's number type (default float32)")
+    torch_export.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
+    torch_export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    torch_export.add_argument("--dynamic-batch", action="store_true",
+                              help="let the model take any batch size, not only the example's")
+
     jobs_command = commands.add_parser("jobs", help="list, show, cancel or resume sweep jobs in the workspace")
     jobs_actions = jobs_command.add_subparsers(dest="action", required=True)
     jobs_actions.add_parser("list", help="every job, newest first")
@@ -188,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_as_job(args)
         elif args.command == "jobs":
             return jobs_command(args)
+        elif args.command == "from-torch":
+            model = export_from_torch(args.target, tuple(args.example_shape), args.out, args.example_dtype,
+                                      args.opset, args.dynamic_batch)
+            print(f"wrote {args.out}: {describe_summary(model.summary)}")
     except QuantscopeError as error:
         print(f"quantscope: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

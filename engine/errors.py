@@ -20,3 +20,7 @@ class RecipeError(QuantscopeError):
 class WorkspaceError(QuantscopeError):
     """A workspace request that cannot be carried out: an unknown model, dataset or job, a job in the wrong
     state, bad job parameters."""
+
+
+class ExportError(QuantscopeError):
+    """A PyTorch module cannot be built from the user's code or exported to ONNX (`quantscope from-torch`)."""

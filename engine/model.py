@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,9 +15,13 @@ from onnx import numpy_helper
 
 from engine.errors import ModelError
 from engine.tensors import TensorSpec
-from engine.text import first_line
+from engine.text import FROM_TORCH_COMMAND, first_line
 
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own ceiling for a single-file model
+ZIP_MAGIC = b"PK\x03\x04"
+# A pickle of protocol 2 to 5 starts with the PROTO opcode and its number. An ONNX file cannot start so: its
+# first byte is the tag of a low-numbered ModelProto field, never a two-byte tag.
+PICKLE_STARTS = frozenset(bytes([0x80, protocol]) for protocol in range(2, 6))
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,30 @@ def load_model(source: str | Path | bytes, *, name: str | None = None) -> Loaded
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    if not data:  # protobuf reads no bytes as an empty model, which the checker then calls a bad ir_version
+        raise ModelError(f"{label} is an empty file (0 bytes), not an ONNX model")
+    if _is_pytorch_file(data):
+        raise ModelError(
+            f"{label} is a PyTorch file, not an ONNX model: export it with torch.onnx.export or `{FROM_TORCH_COMMAND}`"
+        )
     try:
         return onnx.load_from_string(data)
     except Exception as error:  # protobuf raises several types for garbage input
         raise ModelError(f"{label} is not an ONNX model ({type(error).__name__})") from None
+
+
+def _is_pytorch_file(data: bytes) -> bool:
+    """torch.save writes a zip holding a data.pkl, or (before PyTorch 1.6) a bare pickle. Only the first bytes and
+    the zip's list of names are looked at: nothing is unpickled."""
+    if data[:2] in PICKLE_STARTS:
+        return True
+    if not data.startswith(ZIP_MAGIC):
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return any(name.endswith(".pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError):  # not a zip anyone could read
+        return False
 
 
 def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

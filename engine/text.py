@@ -10,6 +10,10 @@ from collections.abc import Sequence
 KB, MB, GB = 1000, 1000**2, 1000**3  # decimal units, as file managers and browsers show sizes
 MAX_LINE = 200  # characters of a parser's message we repeat: hostile input can make it arbitrarily long
 
+# How a PyTorch model becomes one quantscope takes: the model loader's error for a PyTorch file and the dashboard
+# both say it.
+FROM_TORCH_COMMAND = "quantscope from-torch FILE.py:FACTORY --example-shape 1,3,224,224 --out model.onnx"
+
 
 def first_line(error: BaseException) -> str:
     """The error's message up to its first line break, at most MAX_LINE characters; its type's name when it has

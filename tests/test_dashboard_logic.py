@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import numpy as np
 import onnx
@@ -10,8 +11,10 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dashboard import charts, comparisons, help_text, report, summaries, tables
+from dashboard import charts, comparisons, help_text, jobs_view, pickers, report, state, summaries, tables
+from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
+from engine.cli import CLI_OWNER
 from engine.data import load_dataset
 from engine.metrics import METRICS
 from engine.model import load_model
@@ -19,6 +22,7 @@ from engine import results
 from engine.recipe import Recipe
 from engine.results import Goal
 from engine.sweep import PRESETS, default_grid, sweep
+from engine.workspace import JobInfo, JobState, ModelRecord
 from sample_models.catalog import SAMPLES
 
 DIGITS = SAMPLES["digits_cnn"]
@@ -184,6 +188,22 @@ def test_3d_chart_has_one_marker_per_timed_row(digits_table):
     assert sorted(_markers(figure)) == sorted(results.single_example_rows(digits_table)["recipe_key"])
 
 
+def test_a_rate_axis_never_runs_past_100_percent_or_below_0(digits_table):
+    assert digits_table["name"].iloc[0] == "fp32"  # timed, so on both charts
+    perfect = digits_table.assign(metric=np.linspace(1.0, 0.9, len(digits_table)))  # fp32 scores 100%
+    for figure in (charts.size_figure(perfect), charts.latency_figure(perfect)):
+        low, high = figure.layout.yaxis.range
+        assert high == 100 and 0 < low < 100
+    assert charts.three_d_figure(perfect).layout.scene.zaxis.range[1] == 100
+    hopeless = digits_table.assign(metric=np.linspace(0.0, 0.1, len(digits_table)))
+    assert charts.size_figure(hopeless).layout.yaxis.range[0] == 0
+
+
+def test_an_error_metric_axis_is_padded_on_both_sides(regression_table):
+    low, high = charts.size_figure(regression_table).layout.yaxis.range
+    assert low < regression_table["metric"].min() and high > regression_table["metric"].max()
+
+
 def test_hover_shows_the_recipe_in_words(digits_table):
     figure = charts.size_figure(digits_table)
     trace = next(trace for trace in figure.data if trace.mode == "markers")
@@ -238,6 +258,15 @@ def test_report_states_what_a_fixed_batch_model_was_timed_at(digits_table):
     assert "Time per batch of 4" in four and "single-example runs" not in four
 
 
+def test_the_original_model_keeps_all_its_layers_at_full_precision_in_one_phrase(digits_table):
+    reference = results.reference_row(digits_table)
+    assert comparisons.full_precision_layers(reference) is None
+    text = report.report_markdown(reference, reference, "digits_cnn", "digits_cnn.npz")
+    assert f"- Layers kept at full precision: {help_text.ALL_LAYERS_KEPT}\n" in text
+    quantized = digits_table[digits_table["name"] == "W4 weight-only group32"].iloc[0]
+    assert comparisons.full_precision_layers(quantized) == list(quantized["float_layers"])
+
+
 def test_artifact_download_is_the_artifact_file_byte_for_byte(digits_table):
     row = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
     download = report.artifact_download(row, row["artifact"], "digits_cnn")
@@ -274,3 +303,50 @@ def test_every_marker_has_error_bars_spanning_its_metric_interval(digits_table):
         rows = digits_table.set_index(results.RECIPE_KEY).loc[[point[0] for point in trace.customdata]]
         assert trace.error_y.array == pytest.approx(list((rows[results.METRIC_CI_HIGH] - rows[results.METRIC]) * 100))
         assert trace.error_y.arrayminus == pytest.approx(list((rows[results.METRIC] - rows[results.METRIC_CI_LOW]) * 100))
+
+
+# --- names in pickers, workspace links ---------------------------------------------------------------------------
+
+
+def _job(job_id: str, created: float, owner: str = "someone") -> JobInfo:
+    return JobInfo(id=job_id, kind="sweep", state=JobState.DONE, done=4, total=4, message="", error=None, owner=owner,
+                   model_id="m", dataset_id="d", created=created, started=created, finished=created + 5)
+
+
+def test_sweeps_of_the_same_minute_have_different_labels():
+    names = ({"m": "wide_cnn.onnx"}, {"d": "wide_val.npz"})
+    first, second = _job("a", 1_800_000_000.0), _job("b", 1_800_000_007.0)
+    assert jobs_view.job_label(first, *names) != jobs_view.job_label(second, *names)
+    assert jobs_view.job_label(first, *names).startswith("wide_cnn.onnx on wide_val.npz, 4 recipes, ")
+
+
+def test_labels_that_read_alike_are_numbered():
+    assert state.unique_labels(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]
+
+
+def test_samples_read_as_samples_next_to_a_look_alike_upload():
+    def record(name: str, owner: str, shared: bool) -> ModelRecord:
+        return ModelRecord(id=name, name=name, owner=owner, shared=shared, bytes=1, summary={}, created=0.0)
+
+    assert pickers.library_label(record("wide_cnn", SAMPLE_OWNER, True), "me") == "wide_cnn (sample)"
+    assert pickers.library_label(record("wide_cnn.onnx", "me", False), "me") == "wide_cnn.onnx (yours, private)"
+    assert pickers.library_label(record("resnet.onnx", "me", True), "me") == "resnet.onnx (yours, shared)"
+    assert pickers.library_label(record("resnet.onnx", "you", True), "me") == "resnet.onnx (shared library)"
+
+
+def test_a_workspace_token_is_long_random_url_safe_text_and_nothing_else():
+    assert state.is_workspace_token(secrets.token_urlsafe(state.TOKEN_BYTES))
+    assert state.is_workspace_token("A" * 22)
+    for hostile in (SAMPLE_OWNER, CLI_OWNER, "", "short", "../../../etc/passwd", "a" * 21, "a" * 65,
+                    "x' OR '1'='1' --xxxxxxxx", "a/b" * 10, "é" * 30, None, ["a" * 30]):
+        assert not state.is_workspace_token(hostile), hostile
+
+
+def test_a_pasted_link_or_bare_token_opens_that_workspace():
+    token = secrets.token_urlsafe(state.TOKEN_BYTES)
+    assert state.token_from_link(f"http://127.0.0.1:8501/sweep?workspace={token}") == token
+    assert state.token_from_link(f"  http://localhost:8501/?embed=true&workspace={token}\n") == token
+    assert state.token_from_link(token) == token
+    assert state.token_from_link("http://127.0.0.1:8501/sweep") is None
+    assert state.token_from_link("http://127.0.0.1:8501/?workspace=samples") is None
+    assert state.token_from_link("hello") is None

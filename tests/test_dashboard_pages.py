@@ -7,22 +7,29 @@ simulated rows too); tests that need a different state make it themselves.
 from __future__ import annotations
 
 import json
+import pickle
+import secrets
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from dashboard import help_text, state
+import dashboard.samples
+from dashboard import errors, help_text, jobs_view, state
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
+from dashboard.workspace_link import LINK_INPUT
+from engine.recipe import Recipe
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
 
-PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "views"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+PAGES = APP.parent / "views"
 OWNER = "test-session"
 RUN_TIMEOUT = 60  # seconds per script run: the first one imports onnxruntime and plotly
 JOB_TIMEOUT = 180
@@ -74,6 +81,27 @@ def page(name: str, owner: str = OWNER, **chosen) -> AppTest:
     at.session_state[state.OWNER] = owner
     for key, value in chosen.items():
         at.session_state[key] = value
+    return at.run()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(state.TOKEN_BYTES)
+
+
+def through_app(name: str, monkeypatch, owner: str = OWNER) -> AppTest:
+    """A page as app.py routes to it (its navigation and its error guard), without the sample sweeps app.py starts."""
+    monkeypatch.setattr(dashboard.samples, "ensure_sample_sweeps", lambda ws: [])
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
+    at.session_state[state.OWNER] = owner
+    at.run()
+    return at.switch_page(f"views/{name}.py").run()
+
+
+def opened_with_link(name: str, token: str | None) -> AppTest:
+    """A page as a new browser tab (a reload, another browser) opens it: from the link alone, no session yet."""
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=RUN_TIMEOUT)
+    if token is not None:
+        at.query_params[state.WORKSPACE_PARAM] = token
     return at.run()
 
 
@@ -160,6 +188,114 @@ def test_uploads_stay_private_until_saved_to_the_shared_library(ws):
     assert selectbox(bob, "Model").options == [f"{model.name} (shared library)"]
 
 
+def test_a_pytorch_file_is_answered_with_how_to_export_it_and_never_read(ws, monkeypatch):
+    at = page("models_data", owner="torch-user")
+    monkeypatch.setattr(UploadedFile, "getvalue", lambda self: pytest.fail("the PyTorch file was read"))
+    monkeypatch.setattr(UploadedFile, "read", lambda self, *size: pytest.fail("the PyTorch file was read"))
+    at.file_uploader(key="model_file").set_value(("resnet.pt", pickle.dumps({"w": [1.0]}), "application/octet-stream"))
+    at.run()
+    assert_no_exception(at)
+    assert [warning.value for warning in at.warning] == [help_text.PYTORCH_UPLOAD.format(name="resnet.pt")]
+    assert "torch.onnx.export" in at.warning[0].value and "quantscope from-torch" in at.warning[0].value
+    assert button(at, "Add model").disabled
+    assert not [model for model in ws.models("torch-user") if model.owner == "torch-user"]
+
+
+def test_an_empty_model_file_is_one_plain_line(ws):
+    at = page("models_data", owner="empty-handed")
+    at.file_uploader(key="model_file").set_value(("empty.onnx", b"", "application/octet-stream"))
+    at.run()
+    at = button(at, "Add model").click().run()
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == ["empty.onnx is an empty file (0 bytes), not an ONNX model"]
+
+
+def test_an_empty_csv_is_one_plain_line_said_once(ws):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="empty-handed")
+    at = page("models_data", owner="empty-handed", **{state.CHOSEN_MODEL: model.id})
+    at.file_uploader(key="data_file").set_value(("empty.csv", b"", "text/csv"))
+    at.run()
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == ["empty.csv is an empty file (0 bytes): it holds no examples"]
+    assert not [box for box in at.selectbox if box.label == "Label column"]
+    assert button(at, "Add data").disabled  # adding it could only say the same again
+
+
+# --- the workspace link ------------------------------------------------------------------------------------------
+
+
+def test_a_first_visit_gets_a_new_token_written_into_its_link():
+    at = opened_with_link("models_data", None)
+    assert_no_exception(at)
+    token = at.query_params[state.WORKSPACE_PARAM]
+    assert state.is_workspace_token(token) and len(token) >= 22
+    assert at.session_state[state.OWNER] == token
+    assert opened_with_link("models_data", None).query_params[state.WORKSPACE_PARAM] != token
+
+
+def test_the_link_brings_back_uploads_and_a_running_sweeps_progress_and_nothing_else_does(ws):
+    token = new_token()
+    wide = SAMPLES["wide_cnn"]
+    model = ws.add_model(wide.model_path, name="wide_cnn.onnx", owner=token)
+    dataset = ws.add_dataset(wide.data_path, filename="wide_cnn.npz", model_id=model.id, owner=token)
+    job_id = ws.submit_sweep(model.id, dataset.id, PRESETS["everything"].recipes, owner=token)
+    try:
+        # A reload, a new tab, another browser or a restarted server: a new session that has only the link.
+        models_page = opened_with_link("models_data", token)
+        assert "wide_cnn.onnx (yours, private)" in selectbox(models_page, "Model").options
+        sweep_page = opened_with_link("sweep", token)
+        assert_no_exception(sweep_page)
+        assert any("wide_cnn.onnx on wide_cnn.npz" in bar.proto.text for bar in sweep_page.get("progress"))
+        assert sweep_page.session_state[state.OWNER] == token
+
+        stranger = opened_with_link("sweep", None)
+        assert not stranger.get("progress")
+        assert "wide_cnn.onnx" not in stranger.dataframe[0].value.to_string()
+        stranger_models = [box for box in opened_with_link("models_data", None).selectbox if box.label == "Model"]
+        assert not [option for box in stranger_models for option in box.options if "wide_cnn.onnx" in option]
+    finally:
+        ws.cancel(job_id)
+
+
+def link_box() -> None:
+    """AppTest script: the sidebar's workspace link box, alone."""
+    from dashboard import state
+    from dashboard.workspace_link import workspace_link_sidebar
+
+    state.owner()
+    workspace_link_sidebar()
+
+
+def test_a_pasted_link_opens_that_workspace():
+    at = AppTest.from_function(link_box, default_timeout=RUN_TIMEOUT).run()
+    first = at.session_state[state.OWNER]
+    at.session_state[state.CHOSEN_MODEL] = "a model of the first workspace"
+    token = new_token()
+    at.text_input(key=LINK_INPUT).input(f"http://127.0.0.1:8501/sweep?workspace={token}")
+    at = button(at, "Open").click().run()
+    assert_no_exception(at)
+    assert at.session_state[state.OWNER] == token != first
+    assert at.query_params[state.WORKSPACE_PARAM] == token
+    assert state.CHOSEN_MODEL not in at.session_state
+
+    at.text_input(key=LINK_INPUT).input("my workspace, please")
+    at = button(at, "Open").click().run()
+    assert [error.value for error in at.error] == [help_text.PASTED_NOT_A_WORKSPACE]
+    assert at.session_state[state.OWNER] == token
+
+
+@pytest.mark.parametrize("link_token", [SAMPLE_OWNER, "cli", "../../quantscope.db", "short"])
+def test_a_link_without_a_real_token_opens_a_new_workspace_and_says_so(link_token):
+    at = AppTest.from_function(link_box, default_timeout=RUN_TIMEOUT)
+    at.query_params[state.WORKSPACE_PARAM] = link_token
+    at.run()
+    assert_no_exception(at)
+    owner = at.session_state[state.OWNER]
+    assert owner != link_token and state.is_workspace_token(owner)
+    assert at.query_params[state.WORKSPACE_PARAM] == owner
+    assert [warning.value for warning in at.warning] == [help_text.LINK_NOT_A_WORKSPACE]
+
+
 # --- Sweep -------------------------------------------------------------------------------------------------------
 
 
@@ -192,6 +328,40 @@ def test_an_active_job_shows_progress_and_can_be_cancelled(ws):
     at = at.button(key=f"cancel-{job_id}").click().run()
     assert_no_exception(at)
     assert ws.job(job_id).state == "cancelled"
+    assert at.warning[0].value.startswith("Ended before finishing: wide_cnn.onnx on wide_cnn.npz, ")
+    assert at.warning[0].value.endswith("(cancelled).")
+
+
+def test_a_watched_sweep_that_finishes_is_announced_with_a_link_to_its_trade_offs(ws, monkeypatch):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="watcher")
+    dataset = ws.add_dataset(BREAST_CANCER.data_path, filename="bc.npz", model_id=model.id, owner="watcher")
+    job_id = ws.submit_sweep(model.id, dataset.id, [Recipe.fp32()], owner="watcher")
+    at = through_app("sweep", monkeypatch, owner="watcher")
+    assert_no_exception(at)
+    assert at.get("progress") and not at.success  # seen running
+
+    assert finished(ws, job_id).state == "done"
+    at.run()
+    assert_no_exception(at)
+    label = jobs_view.job_label(ws.job(job_id), {model.id: model.name}, {dataset.id: dataset.filename})
+    assert [success.value for success in at.success] == [help_text.SWEEP_FINISHED.format(label=label)]
+    (link,) = at.get("page_link")
+    assert link.proto.label == help_text.SEE_TRADE_OFFS
+    assert link.proto.query_string == f"{state.WORKSPACE_PARAM}=watcher"  # the link keeps the user's workspace
+    assert at.session_state[state.CHOSEN_JOB] == job_id  # Trade-offs opens at this sweep
+    assert not at.get("progress")
+
+
+def test_the_progress_section_reports_its_own_errors_in_one_line(digits, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("the jobs table broke")
+
+    monkeypatch.setattr(jobs_view, "jobs_table", explode)  # only the refreshing section draws it
+    at = page("sweep")
+    assert_no_exception(at)
+    assert [error.value for error in at.error] == [
+        help_text.UNEXPECTED_ERROR.format(problem="the jobs table broke", log=errors.log_path())
+    ]
 
 
 def test_the_advanced_grid_replaces_the_preset(digits):
@@ -232,6 +402,43 @@ def test_recommendation_follows_the_tolerance_slider(finished_job):
     assert at.success[0].value.startswith("Smallest model within 5% of the original top-1 accuracy:")
 
 
+def test_picking_the_second_of_two_options_that_read_alike_picks_it():
+    def two_alike() -> None:
+        import streamlit as st
+
+        from dashboard import state
+
+        st.session_state["shown"] = state.pick("Sweep", ["first", "second"], "picked", format_func=lambda _: "07:27")
+
+    at = AppTest.from_function(two_alike, default_timeout=RUN_TIMEOUT).run()
+    assert selectbox(at, "Sweep").options == ["07:27", "07:27 (2)"]
+    for option in ("second", "first"):  # a selectbox names the pick by its label: alike, both would be one
+        selectbox(at, "Sweep").set_value(option).run()
+        assert (at.session_state["shown"], at.session_state["picked"]) == (option, option)
+
+
+def test_picking_the_second_of_two_sweeps_of_the_same_minute_shows_it(ws, digits, finished_job):
+    model, dataset = digits
+    recipes = PRESETS["fastest"].recipes  # all in the finished sweep: served from the cache at once
+    first, second = (ws.submit_sweep(model.id, dataset.id, recipes, owner=OWNER) for _ in range(2))
+    assert finished(ws, first).state == finished(ws, second).state == "done"
+    at = page("tradeoffs", **{state.CHOSEN_JOB: first})
+    options = selectbox(at, "Sweep").options
+    assert len(set(options)) == len(options)
+    selectbox(at, "Sweep").set_value(second).run()
+    assert_no_exception(at)
+    assert at.session_state[state.CHOSEN_JOB] == second
+    assert selectbox(at, "Sweep").value == second
+
+
+def test_the_original_models_detail_card_says_it_keeps_every_layer(ws, finished_job):
+    table = ws.results(finished_job)
+    fp32 = table[table["name"] == "fp32"].iloc[0]
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: fp32["recipe_key"]})
+    assert_no_exception(at)
+    assert help_text.ALL_LAYERS_KEPT in [markdown.value for markdown in at.markdown]
+
+
 def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
     table = ws.results(finished_job)
     simulated = table[table["simulated"]].iloc[0]
@@ -241,6 +448,21 @@ def test_picking_a_simulated_recipe_shows_its_detail_card(ws, finished_job):
     assert at.warning[0].value == help_text.SIMULATED_DETAIL
     assert any(metric.label == "Time per example" and metric.value == "not timed" for metric in at.metric)
     assert at.session_state[state.CHOSEN_RECIPE] == simulated["recipe_key"]
+
+
+# --- unexpected errors -------------------------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(home, monkeypatch):
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("the disk is on fire.")
+
+    monkeypatch.setattr(Workspace, "models", explode)
+    at = through_app("models_data", monkeypatch)
+    assert_no_exception(at)
+    log = home / "logs" / "dashboard.log"
+    assert [error.value for error in at.error] == [f"Something went wrong: the disk is on fire. Details are in {log}"]
+    assert "Traceback" in log.read_text() and "RuntimeError: the disk is on fire." in log.read_text()
 
 
 # --- Export ------------------------------------------------------------------------------------------------------
@@ -291,3 +513,14 @@ def test_sample_sweeps_are_submitted_once_and_shared(ws):
     assert shared_names == set(SAMPLES)
     for job_id in job_ids:
         ws.cancel(job_id)  # the test has what it needs; spare the CPU
+
+
+def test_samples_read_as_samples_next_to_a_look_alike_upload(ws):
+    ensure_sample_sweeps(ws)
+    for job in ws.jobs(SAMPLE_OWNER):
+        ws.cancel(job.id)
+    look_alike = ws.add_model(BREAST_CANCER.model_path, name="wide_cnn.onnx", owner="lookalike")
+    at = page("models_data", owner="lookalike", **{state.CHOSEN_MODEL: look_alike.id})
+    assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)
+    at = page("sweep", owner="lookalike")
+    assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)

@@ -391,6 +391,13 @@ def test_unreadable_table(filename, kind):
         load_dataset(b"\xff\xfe\x00garbage\x00", [spec()], filename=filename)
 
 
+@pytest.mark.parametrize("extension", SUPPORTED_EXTENSIONS)
+def test_an_empty_file_is_said_to_be_empty_in_one_line(extension):
+    with pytest.raises(DataError) as raised:
+        load_dataset(b"", [spec()], filename=f"empty{extension}")
+    assert str(raised.value) == f"empty{extension} is an empty file (0 bytes): it holds no examples"
+
+
 def test_pq_extension_reads_parquet():
     data = load_dataset(table_bytes(four_features(), "parquet"), [spec(shape=(None, 4))], filename="t.pq")
     assert data.inputs["x"].shape == (3, 4)

@@ -6,43 +6,23 @@ Chromium through Playwright, and writes a full-page screenshot of each page to d
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dashboard.samples import SAMPLE_OWNER
 from engine.workspace import Workspace
-from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
-
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
+from tests.browser import (
+    CHROMIUM, NEEDS_CHROMIUM, REPO, VIEWPORT, chromium, free_port, new_page, open_app, open_page, selected, stop_jobs,
+    streamlit_server, submitted_job, upload, wait_for_rerun,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NEEDS_CHROMIUM)
+
 SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
-SERVER_START_SECONDS = 60
-UI_TIMEOUT_MS = 60_000  # one Streamlit rerun; the first one imports onnxruntime and plotly
 SWEEP_TIMEOUT_MS = 240_000  # the sample sweeps started by the app share the two cores with ours
 PRESET = "Smallest"
 EXPORTED_RECIPE = "W8A8 static channel minmax"  # in the Smallest preset, real (not simulated)
@@ -56,110 +36,23 @@ class Server:
     ws: Workspace  # opened before any job exists: opening a workspace also recovers (and stops) lost jobs
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {SERVER_START_SECONDS}s")
-
-
-def stop_jobs(home: Path) -> None:
-    """Job runners are detached so they outlive the server; cancel the ones this test's app started."""
-    ws = Workspace.open(home)
-    for job in ws.jobs():
-        if not job.is_finished:
-            ws.cancel(job.id)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("quantscope-home")
-    port = free_port()
-    log = open(home / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-            "--server.address", "127.0.0.1",
-            "--server.port", str(port),
-            "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=REPO,
-        env={**os.environ, HOME_VARIABLE: str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so stopping it cannot touch pytest
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process)
-        yield Server(url, home, Workspace.open(home))
+        with streamlit_server(home, free_port()) as url:
+            yield Server(url, home, Workspace.open(home))
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
         stop_jobs(home)
 
 
 @pytest.fixture
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-            context.set_default_timeout(UI_TIMEOUT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield new_page(browser)
 
 
 # --- helpers: Streamlit as a browser sees it ---------------------------------------------------------------------
-
-
-def wait_for_rerun(page) -> None:
-    """Until Streamlit has finished running the script (its status widget says 'Running...' meanwhile)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]')"
-        " || !document.querySelector('[data-testid=stStatusWidget]').innerText.includes('Running')"
-    )
-    page.wait_for_timeout(300)
-
-
-def open_page(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title, level=1).wait_for()
-    wait_for_rerun(page)
-
-
-def upload(page, uploader_label: str, path: Path, button: str) -> None:
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text=uploader_label)
-    uploader.locator("input[type=file]").set_input_files(path)
-    uploader.get_by_text(path.name).wait_for()
-    add = page.get_by_role("button", name=button)
-    add.wait_for()
-    page.wait_for_function(f"() => [...document.querySelectorAll('button')].some(b => b.innerText === '{button}' && !b.disabled)")
-    add.click()
-    page.get_by_text(f"Added {path.name}").wait_for()
-    wait_for_rerun(page)
 
 
 def screenshot(page, name: str) -> None:
@@ -195,24 +88,9 @@ def click_point(page, chart_index: int, recipe_name: str) -> None:
     wait_for_rerun(page)
 
 
-def selected(page, label: str) -> str:
-    return page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).get_by_role("combobox").input_value()
-
-
 def chart_points(page, index: int) -> int:
     """Markers Plotly drew in the index-th chart; the Pareto line and the whiskers draw none."""
     return page.locator(".js-plotly-plot").nth(index).locator(".scatterlayer .point").count()
-
-
-def submitted_job(ws: Workspace):
-    """The one job a user (not the sample set-up) submitted, once the click's rerun has recorded it."""
-    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        if jobs := [job for job in ws.jobs() if job.owner != SAMPLE_OWNER]:
-            (job,) = jobs
-            return job
-        time.sleep(0.2)
-    raise TimeoutError("no job was submitted")
 
 
 def finished(ws: Workspace, job_id: str):
@@ -228,9 +106,7 @@ def finished(ws: Workspace, job_id: str):
 
 
 def test_upload_sweep_chart_and_export(server, page, tmp_path):
-    page.goto(server.url)
-    page.get_by_role("heading", name="Models & data", level=1).wait_for()
-    wait_for_rerun(page)
+    open_app(page, server.url)
 
     # Models & data: the digits sample, uploaded as a user would.
     upload(page, "ONNX model", DIGITS.model_path, "Add model")

@@ -1,5 +1,9 @@
 """Model loading: checked, summarised, and safe with untrusted files."""
 
+import io
+import pickle
+import zipfile
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -41,12 +45,50 @@ def test_bytes_and_path_give_the_same_summary():
     "data, message",
     [
         (b"certainly not protobuf \xff\xfe", "is not an ONNX model"),
-        (b"", "fails the ONNX checker"),
     ],
 )
 def test_garbage_bytes_are_rejected(data, message):
     with pytest.raises(ModelError, match=message):
         load_model(data, name="upload.onnx")
+
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelError) as raised:
+        load_model(tmp_path / "empty.onnx")
+    assert str(raised.value) == "empty.onnx is an empty file (0 bytes), not an ONNX model"
+
+
+def _torch_zip() -> bytes:
+    """The layout torch.save writes (a zip with a pickle inside), built without torch."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("model/data.pkl", pickle.dumps({"weight": [1.0]}))
+        archive.writestr("model/data/0", b"\0" * 16)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_torch_zip(), pickle.dumps({"weight": [1.0]}, protocol=2), pickle.dumps({"weight": [1.0]}, protocol=5)],
+    ids=["zip", "pickle-2", "pickle-5"],
+)
+def test_a_pytorch_file_is_named_as_such_and_never_unpickled(data, monkeypatch):
+    monkeypatch.setattr(pickle, "loads", lambda *args, **kwargs: pytest.fail("a PyTorch file was unpickled"))
+    with pytest.raises(ModelError) as raised:
+        load_model(data, name="model.pt")
+    message = str(raised.value)
+    assert message.startswith("model.pt is a PyTorch file, not an ONNX model")
+    assert "torch.onnx.export" in message and "quantscope from-torch" in message
+    assert "\n" not in message
+
+
+def test_a_zip_without_a_pickle_is_not_taken_for_pytorch():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("images/cat.png", b"png")
+    with pytest.raises(ModelError, match="is not an ONNX model"):
+        load_model(buffer.getvalue(), name="images.zip")
 
 
 def test_a_model_failing_the_checker_is_rejected():

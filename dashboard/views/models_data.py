@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import help_text, state, summaries
+from dashboard import help_text, pickers, state, summaries
 from dashboard.samples import sample_description
-from dashboard.uploads import DATASET_TYPES, MODEL_TYPES, is_table, table_columns, upload_limit_mb
+from dashboard.uploads import (
+    DATASET_TYPES, MODEL_TYPES, PYTORCH_TYPES, is_pytorch_file, is_table, table_columns, upload_limit_mb,
+)
 from engine.errors import QuantscopeError
 
 AUTOMATIC = "automatic"  # column picker choice: let the engine find the label/slice column by its name
@@ -20,18 +22,17 @@ ws = state.workspace()
 owner = state.owner()
 
 
-def ownership(record) -> str:
-    if record.owner == owner:
-        return "yours, shared" if record.shared else "yours, private"
-    return "shared library"
-
-
 def model_upload_form() -> None:
     st.subheader("Upload your own")
-    uploaded = st.file_uploader("ONNX model", type=MODEL_TYPES, help=help_text.MODEL_UPLOAD, key="model_file")
+    uploaded = st.file_uploader(
+        "ONNX model", type=MODEL_TYPES + PYTORCH_TYPES, help=help_text.MODEL_UPLOAD, key="model_file"
+    )
     st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
+    pytorch = uploaded is not None and is_pytorch_file(uploaded.name)
+    if pytorch:  # accepted by the uploader only to say so; its bytes are never read
+        st.warning(help_text.PYTORCH_UPLOAD.format(name=uploaded.name), icon=":material/swap_horiz:")
     shared = st.checkbox("Save to the shared library", key="share_model", help=help_text.SHARE_UPLOAD)
-    if st.button("Add model", disabled=uploaded is None, type="primary"):
+    if st.button("Add model", disabled=uploaded is None or pytorch, type="primary"):
         try:
             record = ws.add_model(uploaded.getvalue(), name=uploaded.name, owner=owner, shared=shared)
         except QuantscopeError as error:
@@ -73,16 +74,18 @@ def data_upload_form(model) -> None:
     )
     st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
     label_column = slice_column = None
+    unreadable = False
     if uploaded is not None and is_table(uploaded.name):
         try:
             columns = table_columns(uploaded.getvalue(), uploaded.name)
         except QuantscopeError as error:
-            st.error(str(error))
-            columns = []
-        label_column = column_choice("Label column", columns, help_text.LABEL_COLUMN)
-        slice_column = column_choice("Slice column", columns, help_text.SLICE_COLUMN)
+            st.error(str(error))  # said once: adding this file would only fail the same way again
+            unreadable = True
+        else:
+            label_column = column_choice("Label column", columns, help_text.LABEL_COLUMN)
+            slice_column = column_choice("Slice column", columns, help_text.SLICE_COLUMN)
     shared = st.checkbox("Save to the shared library", key="share_data", help=help_text.SHARE_UPLOAD)
-    if st.button("Add data", disabled=uploaded is None, type="primary"):
+    if st.button("Add data", disabled=uploaded is None or unreadable, type="primary"):
         try:
             record = ws.add_dataset(
                 uploaded.getvalue(),
@@ -134,7 +137,7 @@ with pick_column:
         "Model",
         list(models),
         state.CHOSEN_MODEL,
-        format_func=lambda model_id: f"{models[model_id].name} ({ownership(models[model_id])})",
+        format_func=lambda model_id: pickers.library_label(models[model_id], owner),
         help=help_text.MODEL_PICKER,
     )
 if model_id is None:
@@ -155,7 +158,7 @@ with pick_column:
         f"Data checked against {models[model_id].name}",
         list(datasets),
         state.CHOSEN_DATASET,
-        format_func=lambda dataset_id: f"{datasets[dataset_id].filename} ({ownership(datasets[dataset_id])})",
+        format_func=lambda dataset_id: pickers.library_label(datasets[dataset_id], owner),
         help=help_text.DATASET_PICKER,
     )
 if dataset_id is None:

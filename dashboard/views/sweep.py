@@ -6,10 +6,13 @@ Map: what to sweep (model, data) -> which recipes (goal preset, or the Advanced 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from dashboard import help_text, jobs_view, state
+from dashboard import help_text, jobs_view, pickers, state
+from dashboard.errors import reported_in_one_line
 from dashboard.sweep_form import (
     ACTIVATION_CHOICES,
     GROUP_SIZE_CHOICES,
@@ -22,13 +25,15 @@ from dashboard.sweep_form import (
 from engine.errors import QuantscopeError
 from engine.recipe import Calibration, Granularity, Recipe
 from engine.sweep import PRESETS
-from engine.workspace import JobState
+from engine.workspace import JobInfo, JobState
 
 PROGRESS_REFRESH_SECONDS = 1.0
+TRADE_OFFS_PAGE = Path(__file__).with_name("tradeoffs.py")
 
 ws = state.workspace()
 owner = state.owner()
-model_names = {record.id: record.name for record in ws.models(owner)}
+models = {record.id: record for record in ws.models(owner)}
+model_names = {model_id: record.name for model_id, record in models.items()}
 dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
 
 
@@ -36,13 +41,14 @@ def pick_model_and_data() -> tuple[str | None, str | None]:
     model_column, data_column = st.columns(2)
     with model_column:
         model_id = state.pick(
-            "Model", list(model_names), state.CHOSEN_MODEL, format_func=model_names.get, help=help_text.MODEL_PICKER
+            "Model", list(models), state.CHOSEN_MODEL, help=help_text.MODEL_PICKER,
+            format_func=lambda model_id: pickers.library_label(models[model_id], owner),
         )
-    datasets = {record.id: record.filename for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
+    datasets = {record.id: record for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
     with data_column:
         dataset_id = state.pick(
-            "Validation data", list(datasets), state.CHOSEN_DATASET, format_func=datasets.get,
-            help=help_text.DATASET_PICKER,
+            "Validation data", list(datasets), state.CHOSEN_DATASET, help=help_text.DATASET_PICKER,
+            format_func=lambda dataset_id: pickers.library_label(datasets[dataset_id], owner),
         )
     return model_id, dataset_id
 
@@ -104,9 +110,31 @@ def recipe_list(recipes: list[Recipe]) -> None:
     )
 
 
+def announce_ended(jobs: list[JobInfo]) -> None:
+    """A line for each of the user's jobs this session saw running and that has ended since; a finished one links to
+    its trade-offs."""
+    watched = st.session_state.setdefault(state.WATCHED_JOBS, {})
+    for job in jobs_view.watch([job for job in jobs if job.owner == owner], watched):
+        if job.state is JobState.DONE:
+            state.choose(state.CHOSEN_JOB, job.id)  # the Trade-offs page opens at this sweep
+    for job in jobs:
+        if watched.get(job.id) is not False:  # not watched, or still active
+            continue
+        label = jobs_view.job_label(job, model_names, dataset_names)
+        if job.state is JobState.DONE:
+            st.success(help_text.SWEEP_FINISHED.format(label=label), icon=":material/check_circle:")
+            st.page_link(TRADE_OFFS_PAGE, label=help_text.SEE_TRADE_OFFS, icon=":material/scatter_plot:",
+                         query_params={state.WORKSPACE_PARAM: owner})
+        else:
+            ended = help_text.SWEEP_ENDED.format(label=label, state=jobs_view.STATE_WORDS[job.state])
+            st.warning(f"{ended} {job.error}" if job.error else ended)
+
+
+@reported_in_one_line()  # the fragment's own reruns happen outside the guard that app.py puts around the page
 def jobs_section() -> None:
     """Progress of the active jobs, with a cancel button for the session's own, then every job in a table."""
     jobs = jobs_view.visible_jobs(ws, owner)
+    announce_ended(jobs)
     active = jobs_view.active_jobs(jobs)
     for job in active:
         label = jobs_view.job_label(job, model_names, dataset_names)

@@ -86,7 +86,11 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
         slices_column.markdown("**Per group of examples**", help=help_text.PER_SLICE)
         slices_column.table(slices.set_index("Group"))
     layers_column.markdown("**Layers kept at full precision**", help=help_text.FLOAT_LAYERS)
-    layers_column.markdown("\n".join(f"- `{name}`" for name in row[results.FLOAT_LAYERS]) or "none")
+    layers = comparisons.full_precision_layers(row)
+    if layers is None:
+        layers_column.markdown(help_text.ALL_LAYERS_KEPT)
+    else:
+        layers_column.markdown("\n".join(f"- `{name}`" for name in layers) or "none")
 
 
 st.title("Trade-offs")

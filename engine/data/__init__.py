@@ -17,10 +17,10 @@ Uploads are untrusted: NPZ files are never unpickled and zip members are never w
 
 from engine.data.dataset import Dataset
 from engine.data.images import MAX_IMAGE_PIXELS, ImageOptions
-from engine.data.loaders import MAX_DATASET_BYTES, SUPPORTED_EXTENSIONS, load_dataset
+from engine.data.loaders import MAX_DATASET_BYTES, SUPPORTED_EXTENSIONS, load_dataset, require_content
 from engine.data.zips import MAX_ZIP_MEMBERS
 
 __all__ = [
     "MAX_DATASET_BYTES", "MAX_IMAGE_PIXELS", "MAX_ZIP_MEMBERS", "SUPPORTED_EXTENSIONS", "Dataset", "ImageOptions",
-    "load_dataset",
+    "load_dataset", "require_content",
 ]

@@ -46,7 +46,7 @@ def load_dataset(
     name = filename or (None if isinstance(source, bytes) else Path(source).name)
     parse = _loader_for(name)
     request = ParseRequest(
-        data=_read_bytes(source, name, max_bytes),
+        data=require_content(_read_bytes(source, name, max_bytes), name),
         source=name,
         model_inputs=tuple(model_inputs),
         label_column=label_column,
@@ -77,6 +77,13 @@ def _read_bytes(source: str | Path | bytes, name: str, max_bytes: int) -> bytes:
         raise DataError(f"no data file at {path}")
     _check_size(path.stat().st_size, name, max_bytes)
     return path.read_bytes()
+
+
+def require_content(data: bytes, name: str) -> bytes:
+    """The bytes, unless there are none: an empty file is said plainly instead of in a parser's words."""
+    if not data:
+        raise DataError(f"{name} is an empty file (0 bytes): it holds no examples")
+    return data
 
 
 def _check_size(size: int, name: str, max_bytes: int) -> None:

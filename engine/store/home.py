@@ -32,6 +32,7 @@ class Store:
     artifacts/ab/ab...onnx quantized artifacts, by sha256 of their bytes
     jobs/<job id>/         a job's runner log and scratch space
     latency.lock           held while an artifact is timed, so timings never overlap (any job, any process)
+    logs/dashboard.log     the dashboard's unexpected errors with their tracebacks (written by dashboard/errors.py)
     """
 
     root: Path
