@@ -111,6 +111,18 @@ SEE_TRADE_OFFS = "See its trade-offs"
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 
 JOB_PICKER = "A finished sweep whose results you want to compare."
+SHIFTED_DATA = (
+    "How much each recipe loses against the original model, on your data and on each other data set the sweep "
+    "scored (yours, or made by shifting yours: noise, brightness, dropped words). A recipe that holds up on your "
+    "data but loses much more on shifted data may fail when real inputs drift."
+)
+COLUMN_SHIFT_LOSS = "Loss against the original model on this data, in {unit}: 0 is no loss, negative is a gain."
+COLUMN_MUCH_WORSE = (
+    "Data sets on which this recipe loses measurably more than twice what it loses on your data, plus one point."
+)
+DEGRADES_UNDER_SHIFT = (
+    "{recipe} loses much more on {sets} than on your data: check it on data like what it will meet before using it."
+)
 CHANGE_INTERVAL = (
     "Scores on a finite set of examples wobble: the 95% interval is the range the true change lies in 95 times in "
     "100. When it includes 0, the data cannot tell this recipe from the original."

@@ -8,7 +8,6 @@ import streamlit as st
 from dashboard import help_text
 from dashboard.formatting import RATE_METRICS
 from engine import results
-from engine.text import size_unit
 from engine.metrics import METRICS
 from engine.text import size_unit
 
@@ -62,3 +61,37 @@ def results_columns(table: pd.DataFrame) -> dict:
             format="percent" if name in RATE_METRICS else "%.4g", help=METRICS[name].help
         )
     return columns
+
+
+CLEAN_DATA = "Your data"
+
+
+def _loss_points(change: float, metric: str) -> float:
+    """A change against the original as a loss, in points for rates (percentage points), else in the metric's units."""
+    return results.loss(change, metric) * (100 if metric in RATE_METRICS else 1)
+
+
+def shifted_view(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured quantized recipe: its loss against the original on the scored validation rows and on
+    each extra set side by side, and the sets where it degrades much more than on clean data."""
+    names = results.extra_set_names(table)
+    records = []
+    for _, row in results.measured_rows(table).iterrows():
+        if results.is_reference(row):
+            continue
+        record = {"Recipe": row[results.NAME], CLEAN_DATA: _loss_points(row[results.DELTA], row[results.METRIC_NAME])}
+        sets = row[results.EXTRA_SETS]
+        for name in names:
+            figures = sets.get(name) if isinstance(sets, dict) else None
+            record[name] = None if figures is None else _loss_points(figures[results.DELTA], figures[results.METRIC_NAME])
+        record["Much worse on"] = ", ".join(name for name in names if isinstance(sets, dict) and name in sets
+                                            and results.degrades_under_shift(row, name))
+        records.append(record)
+    return pd.DataFrame(records, columns=["Recipe", CLEAN_DATA, *names, "Much worse on"])
+
+
+def shifted_columns(table: pd.DataFrame) -> dict:
+    unit = "points" if results.metric_name(table) in RATE_METRICS else METRICS[results.metric_name(table)].label
+    loss = st.column_config.NumberColumn(format="%.2f", help=help_text.COLUMN_SHIFT_LOSS.format(unit=unit))
+    return {CLEAN_DATA: loss, **{name: loss for name in results.extra_set_names(table)},
+            "Much worse on": st.column_config.TextColumn(help=help_text.COLUMN_MUCH_WORSE)}

@@ -178,6 +178,26 @@ def change_is_measurable(row) -> bool:
     return not (row[DELTA_CI_LOW] <= 0 <= row[DELTA_CI_HIGH])
 
 
+# A recipe "degrades under shift" when it loses, on an extra set, more than twice what it loses on the scored
+# validation rows plus this share of fp32's figure there (one accuracy point at 100%), and measurably so.
+SHIFT_MARGIN = 0.01
+
+
+def loss(change: float, metric_name: str) -> float:
+    """A change against fp32 as a loss: positive when worse, whichever way the metric points."""
+    return -change if METRICS[metric_name].higher_is_better else change
+
+
+def degrades_under_shift(row, name: str) -> bool:
+    """Whether the recipe's loss on extra set `name` is much larger than on the clean scored rows."""
+    figures = row[EXTRA_SETS][name]
+    metric = figures[METRIC_NAME]
+    worse_beyond_noise = (figures[DELTA_CI_HIGH] < 0) if METRICS[metric].higher_is_better else (figures[DELTA_CI_LOW] > 0)
+    original = figures[METRIC] - figures[DELTA]
+    clean = max(loss(row[DELTA], row[METRIC_NAME]), 0.0) if metric == row[METRIC_NAME] else 0.0
+    return worse_beyond_noise and loss(figures[DELTA], metric) > 2 * clean + SHIFT_MARGIN * abs(original)
+
+
 def failed_row(recipe: Recipe, task: str, metric_name: str, error: BaseException) -> dict:
     """A recipe that could not be built or measured: its identity and the error, no numbers."""
     return {**identity(recipe), TASK: task, METRIC_NAME: metric_name, ERROR: error_line(error)}
@@ -230,10 +250,15 @@ def failed_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table[ERROR].notna()] if ERROR in table else table.iloc[0:0]
 
 
+def is_reference(row) -> bool:
+    """Whether the row is the original fp32 model's."""
+    return Recipe.from_json(row[RECIPE]).is_reference
+
+
 def reference_row(table: pd.DataFrame) -> pd.Series | None:
     """The original fp32 model's row, which every other row is compared with; None if the sweep left it out."""
     for _, row in measured_rows(table).iterrows():
-        if Recipe.from_json(row[RECIPE]).is_reference:
+        if is_reference(row):
             return row
     return None
 

@@ -350,3 +350,15 @@ def test_a_pasted_link_or_bare_token_opens_that_workspace():
     assert state.token_from_link("http://127.0.0.1:8501/sweep") is None
     assert state.token_from_link("http://127.0.0.1:8501/?workspace=samples") is None
     assert state.token_from_link("hello") is None
+
+
+def test_a_recipe_degrades_under_shift_only_when_it_loses_measurably_and_much_more_than_on_clean_data():
+    def row(clean_delta: float, set_delta: float, set_high: float) -> dict:
+        return {results.METRIC_NAME: "top1", results.DELTA: clean_delta, results.EXTRA_SETS: {"noisy": {
+            results.METRIC_NAME: "top1", results.METRIC: 0.8 + set_delta, results.DELTA: set_delta,
+            results.DELTA_CI_LOW: set_delta - 0.01, results.DELTA_CI_HIGH: set_high}}}
+
+    assert results.degrades_under_shift(row(-0.01, -0.05, -0.03), "noisy")  # 5 points against 1: much worse
+    assert not results.degrades_under_shift(row(-0.01, -0.05, 0.01), "noisy")  # inside the noise
+    assert not results.degrades_under_shift(row(-0.03, -0.05, -0.03), "noisy")  # not twice the clean loss
+    assert not results.degrades_under_shift(row(0.0, -0.006, -0.002), "noisy")  # under the one-point margin

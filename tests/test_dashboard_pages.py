@@ -524,3 +524,27 @@ def test_samples_read_as_samples_next_to_a_look_alike_upload(ws):
     assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)
     at = page("sweep", owner="lookalike")
     assert {"wide_cnn (sample)", "wide_cnn.onnx (yours, private)"} <= set(selectbox(at, "Model").options)
+
+
+def test_trade_offs_shows_each_recipes_loss_on_shifted_data_beside_its_loss_on_clean_data(ws):
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="shifter")
+    dataset = ws.add_dataset(BREAST_CANCER.data_path, filename="bc.npz", model_id=model.id, owner="shifter")
+    grid = {recipe.short_name(): recipe for recipe in PRESETS["everything"].recipes}
+    recipes = [grid[name] for name in ("fp32", "W4 weight-only group32", "W2 weight-only channel")]
+    job_id = ws.submit_sweep(model.id, dataset.id, recipes, owner="shifter", batch=None,
+                             shifts=["noise:0.5", "scale:0.5"])
+    assert finished(ws, job_id).state == "done"
+    at = page("tradeoffs", owner="shifter", **{state.CHOSEN_JOB: job_id})
+    assert_no_exception(at)
+    assert "On other data" in [header.value for header in at.subheader]
+    shifted = next(frame.value for frame in at.dataframe if "Much worse on" in frame.value.columns)
+    assert list(shifted.columns) == ["Recipe", "Your data", "noise:0.5", "scale:0.5", "Much worse on"]
+    assert list(shifted["Recipe"]) == ["W4 weight-only group32", "W2 weight-only channel"]
+    table = ws.results(job_id).set_index("name")
+    w2 = table.loc["W2 weight-only channel"]
+    assert shifted.iloc[1]["noise:0.5"] == pytest.approx(-100 * w2["extra_sets"]["noise:0.5"]["delta"])
+    flagged = shifted[shifted["Much worse on"] != ""]
+    assert list(flagged["Recipe"]) == ["W2 weight-only channel"]  # 2-bit weights lose much more on scaled inputs
+    assert [warning.value for warning in at.warning if "loses much more" in warning.value] == [
+        help_text.DEGRADES_UNDER_SHIFT.format(recipe=row["Recipe"], sets=row["Much worse on"])
+        for _, row in flagged.iterrows()]

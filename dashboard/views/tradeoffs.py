@@ -106,6 +106,15 @@ st.dataframe(tables.results_view(table), column_config=tables.results_columns(ta
 st.caption(help_text.RESULTS_TABLE)
 show_failures(table)
 
+if results.extra_set_names(table):
+    st.subheader("On other data")
+    shifted = tables.shifted_view(table)
+    st.dataframe(shifted, column_config=tables.shifted_columns(table), hide_index=True, width="stretch")
+    st.caption(help_text.SHIFTED_DATA)
+    for _, flagged in shifted[shifted["Much worse on"] != ""].iterrows():
+        st.warning(help_text.DEGRADES_UNDER_SHIFT.format(recipe=flagged["Recipe"], sets=flagged["Much worse on"]),
+                   icon=":material/trending_down:")
+
 st.subheader("One recipe in detail")
 detail_card(pickers.pick_recipe(table), reference)
 st.caption(help_text.NEXT_EXPORT)
