@@ -14,8 +14,9 @@ from dashboard.formatting import RATE_METRICS, metric_text, ratio_text, speed_te
 from engine.metrics import METRICS
 from engine.recipe import Recipe
 from engine.results import (
-    DELTA, DELTA_CI_HIGH, DELTA_CI_LOW, DESCRIPTION, FLOAT_LAYERS, LATENCY, METRIC_NAME, NAME, PER_SLICE, RECIPE,
-    SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, Goal, change_is_measurable, metric_name, recommend,
+    CALIBRATION_NOTE, CALIBRATION_SOURCE, DELTA, DELTA_CI_HIGH, DELTA_CI_LOW, DESCRIPTION, FIDELITY_MASK, FLOAT_LAYERS,
+    LATENCY, METRIC_NAME, NAME, PER_SLICE, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES,
+    SIZE_IS_ESTIMATE, SIZE_RATIO, THREADS, Goal, change_is_measurable, latency_precision, metric_name, recommend,
 )
 from engine.text import size_text
 
@@ -124,6 +125,24 @@ def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
         latency=f"{latency:.3g} ms" if timed else "not timed",
         speed=speed or "-",
     )
+
+
+def how_measured(row: pd.Series) -> list[str]:
+    """What a row's figures rest on, in plain sentences: the examples scored, what calibrated it, which output
+    positions fidelity counted, and how precise its time is."""
+    notes = [f"Scored on {row[ROWS_SCORED]:,} examples ({row[SCORED_ROWS]})."]
+    if isinstance(row.get(CALIBRATION_SOURCE), str):
+        notes.append(f"Calibrated on {row[CALIBRATION_SOURCE]}." + (
+            f" {row[CALIBRATION_NOTE][0].upper()}{row[CALIBRATION_NOTE][1:]}." if isinstance(row.get(CALIBRATION_NOTE), str)
+            else ""))
+    if isinstance(row.get(FIDELITY_MASK), str):
+        notes.append(f"Agreement with the original counts: {row[FIDELITY_MASK]}.")
+    precision = latency_precision(row)
+    if precision is not None:
+        capped = " (the time limit came first)" if bool(row.get(SINGLE_EXAMPLE.capped)) else ""
+        notes.append(f"Time per example: median of {int(row[SINGLE_EXAMPLE.runs])} runs with {int(row[THREADS])} "
+                     f"thread(s), within ±{precision:.1%} with 95% confidence{capped}.")
+    return notes
 
 
 def full_precision_layers(row: pd.Series) -> list[str] | None:

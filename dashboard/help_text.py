@@ -100,7 +100,23 @@ CALIBRATION = (
     "the others ignore rare outliers to keep more precision."
 )
 USE_GRID = "Measure exactly the combinations chosen below instead of the goal's ready-made set."
-THREADS = "How many processor cores each timing run may use; 1 gives the steadiest comparison."
+THREADS = (
+    "How many processor cores each timing run may use: 1 gives the steadiest comparison, all cores the shortest "
+    "times on this machine. Every time says which it used."
+)
+TIME_BATCHES = "Also time groups of examples at once, as a server answering many requests would."
+CALIBRATION_DATA = (
+    "Recipes that shrink the numbers passed between layers first look at example inputs to learn their ranges. "
+    "By default the first rows of your validation data are used for that and left out of the scores, so no "
+    "recipe is graded on examples it learned from; or pick other data of yours."
+)
+HELD_OUT_ROWS = "First rows of the validation data (kept out of the scores)"
+EXTRA_SETS = "Other data of yours for this model: every recipe is also scored on it, to see if it holds up."
+SHIFTS = (
+    "Copies of your validation data with noise added, or scaled, brightened, given more contrast, or with words "
+    "dropped: a quick check of whether a recipe holds up when real inputs drift. Kinds that do not fit your model "
+    "stop the sweep with a message."
+)
 START_SWEEP = "Runs in the background: you can switch pages while it works and come back."
 CANCEL = "Stops the job after the recipe it is working on; finished recipes are kept."
 JOB_LIST = "Every sweep started in this workspace, plus the shared sample sweeps."
@@ -123,6 +139,7 @@ COLUMN_MUCH_WORSE = (
 DEGRADES_UNDER_SHIFT = (
     "{recipe} loses much more on {sets} than on your data: check it on data like what it will meet before using it."
 )
+HOW_MEASURED = "What these figures rest on: every number on this page was measured on the file you would download."
 CHANGE_INTERVAL = (
     "Scores on a finite set of examples wobble: the 95% interval is the range the true change lies in 95 times in "
     "100. When it includes 0, the data cannot tell this recipe from the original."

@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from dashboard import help_text
-from dashboard.comparisons import change_text, full_precision_layers, headline, metric_comparison, slice_comparison
+from dashboard.comparisons import (
+    change_text, full_precision_layers, headline, how_measured, metric_comparison, slice_comparison,
+)
 from engine import results
 from engine.recipe import Recipe
 
@@ -80,6 +82,7 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
         *([f"- {row[results.METRIC_NAME]} against the original: {change_text(row)}"] if reference is not None else []),
         f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
         *_latency_details(row),
+        *[f"- {note}" for note in how_measured(row)],
         f"- Layers kept at full precision: {_full_precision_text(row)}",
         "",
         "## Scores",

@@ -362,3 +362,13 @@ def test_a_recipe_degrades_under_shift_only_when_it_loses_measurably_and_much_mo
     assert not results.degrades_under_shift(row(-0.01, -0.05, 0.01), "noisy")  # inside the noise
     assert not results.degrades_under_shift(row(-0.03, -0.05, -0.03), "noisy")  # not twice the clean loss
     assert not results.degrades_under_shift(row(0.0, -0.006, -0.002), "noisy")  # under the one-point margin
+
+
+def test_a_row_says_what_its_figures_rest_on(digits_table):
+    static = digits_table.set_index(results.NAME).loc["W8A8 static channel minmax"]
+    notes = comparisons.how_measured(static)
+    assert notes[0] == "Scored on 412 examples (rows 129..540 of the validation set)."
+    assert notes[1] == "Calibrated on rows 1..128 of the validation set."
+    assert notes[2] == "Agreement with the original counts: every position counts (no attention-mask-like input)."
+    assert notes[3].startswith(f"Time per example: median of {int(static[results.SINGLE_EXAMPLE.runs])} runs with 1 "
+                               "thread(s), within ±")

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 import dashboard.samples
-from dashboard import errors, help_text, jobs_view, state
+from dashboard import errors, help_text, jobs_view, state, sweep_form
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
 from engine.recipe import Recipe
@@ -548,3 +548,25 @@ def test_trade_offs_shows_each_recipes_loss_on_shifted_data_beside_its_loss_on_c
     assert [warning.value for warning in at.warning if "loses much more" in warning.value] == [
         help_text.DEGRADES_UNDER_SHIFT.format(recipe=row["Recipe"], sets=row["Much worse on"])
         for _, row in flagged.iterrows()]
+
+
+def test_how_to_measure_reaches_the_job(ws):
+    """Calibration data, an extra set, a shift, all cores and no batch timing, chosen on the form, are the job's."""
+    model = ws.add_model(BREAST_CANCER.model_path, name="breast_cancer_mlp.onnx", owner="measurer")
+    dataset = ws.add_dataset(BREAST_CANCER.data_path, filename="bc.npz", model_id=model.id, owner="measurer")
+    other = ws.add_dataset(BREAST_CANCER.data_path.with_name("breast_cancer_mlp_val.csv"), filename="bc more.csv",
+                           model_id=model.id, owner="measurer")
+    at = page("sweep", owner="measurer", **{state.CHOSEN_MODEL: model.id, state.CHOSEN_DATASET: dataset.id})
+    assert_no_exception(at)
+    at.selectbox(key="calibration_data").set_value(other.id)
+    at.multiselect(key="extra_sets").set_value([other.id])
+    at.multiselect(key="shifts").set_value(["noise:0.1"])
+    at.radio(key="threads").set_value(sweep_form.THREAD_CHOICES[-1])
+    at.checkbox(key="time_batches").uncheck()
+    at = button(at.run(), "Start sweep").click().run()
+    assert_no_exception(at)
+    (job,) = ws.jobs("measurer")
+    assert job.params["calibration_dataset"] == other.id
+    assert job.params["extra_sets"] == [["bc_more", other.id]] and job.params["shifts"] == ["noise:0.1"]
+    assert job.params["threads"] == sweep_form.THREAD_CHOICES[-1] and job.params["batch"] is None
+    ws.cancel(job.id)

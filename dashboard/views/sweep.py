@@ -1,7 +1,7 @@
 """Sweep: choose recipes (a preset, or an Advanced grid), start them as a background job, follow its progress.
 
-Map: what to sweep (model, data) -> which recipes (goal preset, or the Advanced grid) -> start -> jobs
-(live progress with cancel, then every job in a table).
+Map: what to sweep (model, data) -> which recipes (goal preset, or the Advanced grid) -> how to measure
+(calibration data, other data, timing) -> start -> jobs (live progress with cancel, then every job in a table).
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from dashboard.errors import reported_in_one_line
 from dashboard.sweep_form import (
     ACTIVATION_CHOICES,
     GROUP_SIZE_CHOICES,
-    MAX_THREADS,
+    SHIFT_CHOICES,
+    THREAD_CHOICES,
     WEIGHT_BIT_CHOICES,
     GridChoice,
+    MeasureChoice,
     activation_label,
+    set_names,
+    threads_label,
     weight_label,
 )
+from engine.sweep import DEFAULT_LATENCY_BATCH
 from engine.errors import QuantscopeError
 from engine.recipe import Calibration, Granularity, Recipe
 from engine.sweep import PRESETS
@@ -53,8 +58,8 @@ def pick_model_and_data() -> tuple[str | None, str | None]:
     return model_id, dataset_id
 
 
-def advanced_grid() -> tuple[GridChoice, int]:
-    """The developer's grid and the timing threads, as the Advanced form holds them."""
+def advanced_grid() -> GridChoice:
+    """The developer's grid, as the Advanced form holds it."""
     first, second, third = st.columns(3)
     defaults = GridChoice()
     weight_bits = first.multiselect(
@@ -73,13 +78,11 @@ def advanced_grid() -> tuple[GridChoice, int]:
         help=help_text.CALIBRATION,
     )
     group_size = third.select_slider("Group size", GROUP_SIZE_CHOICES, defaults.group_size, help=help_text.GROUP_SIZE)
-    threads = third.number_input("Threads for timing", 1, MAX_THREADS, 1, help=help_text.THREADS)
-    choice = GridChoice(tuple(weight_bits), tuple(granularities), group_size, tuple(activation_bits), tuple(calibrations))
-    return choice, int(threads)
+    return GridChoice(tuple(weight_bits), tuple(granularities), group_size, tuple(activation_bits), tuple(calibrations))
 
 
-def choose_recipes() -> tuple[list[Recipe], int]:
-    """The goal's preset, unless the Advanced grid is switched on; and the threads to time with."""
+def choose_recipes() -> list[Recipe]:
+    """The goal's preset, unless the Advanced grid is switched on."""
     preset_name = st.radio(
         "Goal",
         list(PRESETS),
@@ -90,14 +93,40 @@ def choose_recipes() -> tuple[list[Recipe], int]:
     )
     with st.expander("Advanced: build your own grid"):
         use_grid = st.toggle("Use this grid instead of the goal above", key="use_grid", help=help_text.USE_GRID)
-        choice, threads = advanced_grid()
+        choice = advanced_grid()
     if not use_grid:
-        return list(PRESETS[preset_name].recipes), threads
+        return list(PRESETS[preset_name].recipes)
     try:
-        return choice.recipes(), threads
+        return choice.recipes()
     except QuantscopeError as error:
         st.error(str(error))
-        return [], threads
+        return []
+
+
+def choose_measuring(model_id: str | None, dataset_id: str | None) -> MeasureChoice:
+    """What calibrates, what else to score on, and how to time: defaults that suit most users, in an expander."""
+    others = {record.id: record for record in ws.datasets(owner, model_id=model_id) if record.id != dataset_id} \
+        if model_id else {}
+    with st.expander("How to measure: calibration data, other data to check, timing"):
+        calibration_column, other_column, timing_column = st.columns(3)
+        calibration = calibration_column.selectbox(
+            "Calibration data", [None, *others], key="calibration_data", help=help_text.CALIBRATION_DATA,
+            format_func=lambda data_id: help_text.HELD_OUT_ROWS if data_id is None
+            else pickers.library_label(others[data_id], owner),
+        )
+        extra_ids = other_column.multiselect(
+            "Also check on", list(others), key="extra_sets", help=help_text.EXTRA_SETS,
+            format_func=lambda data_id: pickers.library_label(others[data_id], owner),
+        )
+        shifts = other_column.multiselect("Also check on shifted copies of your data", SHIFT_CHOICES, key="shifts",
+                                          help=help_text.SHIFTS)
+        threads = timing_column.radio("Timing threads", THREAD_CHOICES, format_func=threads_label, key="threads",
+                                      help=help_text.THREADS)
+        batches = timing_column.checkbox(f"Also time batches of {DEFAULT_LATENCY_BATCH}", value=True,
+                                         key="time_batches", help=help_text.TIME_BATCHES)
+    names = set_names([others[data_id].filename for data_id in extra_ids])
+    return MeasureChoice(calibration, tuple(zip(names, extra_ids)), tuple(shifts), threads,
+                         DEFAULT_LATENCY_BATCH if batches else None)
 
 
 def recipe_list(recipes: list[Recipe]) -> None:
@@ -155,15 +184,19 @@ def jobs_section() -> None:
 st.title("Sweep")
 st.caption(help_text.SWEEP_INTRO)
 model_id, dataset_id = pick_model_and_data()
-recipes, threads = choose_recipes()
+recipes = choose_recipes()
 recipe_list(recipes)
+measuring = choose_measuring(model_id, dataset_id)
 
 if model_id is None or dataset_id is None:
     st.info("Pick a model and its validation data on the Models & data page first.")
 ready = model_id is not None and dataset_id is not None and bool(recipes)
 if st.button("Start sweep", type="primary", disabled=not ready, help=help_text.START_SWEEP):
     try:
-        state.choose(state.CHOSEN_JOB, ws.submit_sweep(model_id, dataset_id, recipes, owner=owner, threads=threads))
+        state.choose(state.CHOSEN_JOB, ws.submit_sweep(
+            model_id, dataset_id, recipes, owner=owner, threads=measuring.threads, batch=measuring.batch,
+            calibration_dataset_id=measuring.calibration_dataset, extra_sets=measuring.extra_sets,
+            shifts=measuring.shifts))
     except QuantscopeError as error:
         st.error(str(error))
 

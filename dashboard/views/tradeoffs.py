@@ -80,6 +80,7 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
         st.caption(f"Change in {row[results.METRIC_NAME]} against the original: {comparisons.change_text(row)}.",
                    help=help_text.CHANGE_INTERVAL)
     st.table(comparisons.metric_comparison(row, reference).set_index("Score"))  # a table, not a grid: long text wraps
+    st.caption(" ".join(comparisons.how_measured(row)), help=help_text.HOW_MEASURED)
     slices_column, layers_column = st.columns(2, gap="large")
     slices = comparisons.slice_comparison(row, reference)
     if not slices.empty:
