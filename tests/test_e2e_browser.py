@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NEEDS_CHROMIUM)
 SCREENSHOTS = REPO / "docs" / "screenshots"
 SWEEP_TIMEOUT_MS = 240_000  # the sample sweeps started by the app share the two cores with ours
 PRESET = "Smallest"
+SHIFT = "noise:0.3"
 EXPORTED_RECIPE = "W8A8 static channel minmax"  # in the Smallest preset, real (not simulated)
 DIGITS = SAMPLES["digits_cnn"]
 
@@ -118,6 +119,19 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     open_page(page, "Sweep")
     page.get_by_test_id("stRadio").get_by_text(PRESET, exact=True).click()
     wait_for_rerun(page)
+    page.get_by_text("How to measure: calibration data, other data to check, timing").click()
+    shifts = page.get_by_test_id("stMultiSelect").filter(has_text="Also check on shifted copies")
+    shifts.wait_for()
+    wait_for_rerun(page)  # a rerun redrawing the form would close the list as it opens
+    option = page.get_by_role("option").filter(has_text=SHIFT).first
+    for _ in range(5):  # the list does not always open on the first click (the first one may only focus)
+        shifts.get_by_role("combobox").click()
+        if option.is_visible() or (page.wait_for_timeout(800) or option.is_visible()):
+            break
+    option.click()
+    shifts.get_by_text(SHIFT, exact=True).wait_for()  # shown as chosen
+    page.keyboard.press("Escape")
+    wait_for_rerun(page)
     page.get_by_role("button", name="Start sweep").click()
     ws = server.ws
     job = finished(ws, submitted_job(ws).id)
@@ -139,6 +153,9 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     assert selected(page, "Recipe") == EXPORTED_RECIPE
     page.get_by_text("All three at once (3-D)").click()
     page.locator(".js-plotly-plot").nth(2).wait_for()
+    page.get_by_text("On other data", exact=True).wait_for()  # each recipe's loss on the shifted copy beside clean data
+    assert page.get_by_test_id("stDataFrame").filter(has_text="Much worse on").count() == 1
+    assert ws.job(job.id).params["shifts"] == [SHIFT]
     screenshot(page, "tradeoffs")
 
     # Export: the downloaded model is the measured artifact, byte for byte.
