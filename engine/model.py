@@ -199,7 +199,10 @@ def _external_locations(proto: onnx.ModelProto) -> set[str]:
 def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
     total = 0
-    for location in sorted(_external_locations(proto)):
+    locations = _external_locations(proto)
+    if not all(isinstance(location, str) for location in locations):  # protobuf hands undecodable text over as bytes
+        raise ModelError(f"{label}: an external data location is not valid UTF-8 text")
+    for location in sorted(locations):
         shown = repr(location if len(location) <= 80 else location[:77] + "...")
         try:
             target = (model_dir / location).resolve()

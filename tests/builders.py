@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
+from PIL import Image
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -67,3 +71,22 @@ def padded_sequences(rows: int = 64, sequence: int = 16, vocabulary: int = 50, s
     mask = (np.arange(sequence)[None, :] < lengths[:, None]).astype(np.int64)
     ids = np.where(mask == 1, rng.integers(1, vocabulary, (rows, sequence)), 0).astype(np.int64)
     return ids, mask
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gray_png(value: int = 0, size: int = 8) -> bytes:
+    """A size x size PNG of one gray level."""
+    return png_bytes(np.full((size, size), value))
+
+
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()

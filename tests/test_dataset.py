@@ -24,6 +24,7 @@ import engine.data.zips as zips_module
 from engine.data import SUPPORTED_EXTENSIONS, Dataset, ImageOptions, load_dataset
 from engine.errors import DataError
 from engine.tensors import TensorSpec
+from tests.builders import gray_png, png_bytes, zip_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,22 +42,10 @@ def npz_bytes(compressed: bool = False, **arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
-def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
-def gray(value: int, size: int = 8) -> bytes:
-    return png_bytes(np.full((size, size), value))
 
 
 def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
@@ -410,7 +399,7 @@ GRAY_8 = spec("image", (None, 1, 8, 8))
 
 def test_zip_grayscale_into_nchw():
     # Written out of order: rows come back sorted by class, then member name.
-    members = {"dogs/c.png": gray(51), "cats/b.png": gray(0), "cats/a.png": gray(255)}
+    members = {"dogs/c.png": gray_png(51), "cats/b.png": gray_png(0), "cats/a.png": gray_png(255)}
     data = load_zip(members, GRAY_8)
 
     assert data.inputs["image"].shape == (3, 1, 8, 8)
@@ -432,7 +421,7 @@ def test_zip_rgb_into_nhwc_with_mean_and_std():
 
 
 def test_zip_gray_image_fills_all_channels_of_rgb_model():
-    data = load_zip({"a/x.png": gray(102)}, spec("image", (None, 3, 8, 8)))
+    data = load_zip({"a/x.png": gray_png(102)}, spec("image", (None, 3, 8, 8)))
     assert data.inputs["image"].shape == (1, 3, 8, 8)
     np.testing.assert_allclose(data.inputs["image"][0, :, 0, 0], [0.4, 0.4, 0.4], rtol=1e-6)
 
@@ -450,17 +439,17 @@ def test_zip_resizes_to_model_height_and_width():
 
 def test_zip_without_resize_reports_shape_mismatch():
     with raises(r"input 'image' expects shape \[\?, 1, 8, 8\] but images\.zip has \[1, 1, 16, 16\]"):
-        load_zip({"a/x.png": gray(0, size=16)}, GRAY_8, image_options=ImageOptions(resize=False))
+        load_zip({"a/x.png": gray_png(0, size=16)}, GRAY_8, image_options=ImageOptions(resize=False))
 
 
 def test_zip_mixed_sizes_need_a_fixed_model_size():
-    members = {"a/x.png": gray(0, size=8), "a/y.png": gray(0, size=10)}
+    members = {"a/x.png": gray_png(0, size=8), "a/y.png": gray_png(0, size=10)}
     with raises(r"images in images\.zip differ in size \(a/x\.png is 8x8, a/y\.png is 10x10\)"):
         load_zip(members, spec("image", (None, 1, "h", "w")))
 
 
 def test_zip_integer_folders_are_their_own_label_ids():
-    members = {"10/a.png": gray(0), "2/b.png": gray(0), "0/c.png": gray(0)}
+    members = {"10/a.png": gray_png(0), "2/b.png": gray_png(0), "0/c.png": gray_png(0)}
     data = load_zip(members, GRAY_8)
 
     assert data.labels.tolist() == [0, 2, 10]  # numeric, not "0" < "10" < "2"
@@ -471,8 +460,8 @@ def test_zip_integer_folders_are_their_own_label_ids():
 def test_zip_top_folder_and_clutter_are_ignored():
     members = {
         "photos/": b"",
-        "photos/cats/a.png": gray(0),
-        "photos/dogs/b.png": gray(255),
+        "photos/cats/a.png": gray_png(0),
+        "photos/dogs/b.png": gray_png(255),
         "photos/dogs/notes.txt": b"not an image",
         "photos/.DS_Store": b"finder",
         "photos/dogs/.hidden.png": b"not decoded",
@@ -485,13 +474,13 @@ def test_zip_top_folder_and_clutter_are_ignored():
 
 def test_zip_image_outside_a_class_folder():
     with raises(r"image 'loose\.png' in images\.zip is not directly inside a class folder"):
-        load_zip({"cats/a.png": gray(0), "loose.png": gray(0)}, GRAY_8)
+        load_zip({"cats/a.png": gray_png(0), "loose.png": gray_png(0)}, GRAY_8)
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "cats/../../evil.png", "/etc/evil.png", "C:/evil.png", "..\\evil.png"])
 def test_zip_slip_and_absolute_members_are_refused(name):
     with raises(r"images\.zip has an unsafe member path .*evil\.png"):
-        load_zip({"cats/a.png": gray(0), name: gray(0)}, GRAY_8)
+        load_zip({"cats/a.png": gray_png(0), name: gray_png(0)}, GRAY_8)
 
 
 def test_zip_bomb_is_refused_before_reading_members():
@@ -505,12 +494,12 @@ def test_zip_bomb_is_refused_before_reading_members():
 def test_zip_member_count_is_bounded(monkeypatch):
     monkeypatch.setattr(zips_module, "MAX_ZIP_MEMBERS", 2)  # the module that reads it
     with raises(r"images\.zip has 3 members; the limit is 2"):
-        load_zip({"a/1.png": gray(0), "a/2.png": gray(0), "a/3.png": gray(0)}, GRAY_8)
+        load_zip({"a/1.png": gray_png(0), "a/2.png": gray_png(0), "a/3.png": gray_png(0)}, GRAY_8)
 
 
 def test_zip_undecodable_image_names_the_member():
     with raises(r"image 'cats/bad\.png' in images\.zip cannot be decoded"):
-        load_zip({"cats/good.png": gray(0), "cats/bad.png": b"\x89PNG but not really"}, GRAY_8)
+        load_zip({"cats/good.png": gray_png(0), "cats/bad.png": b"\x89PNG but not really"}, GRAY_8)
 
 
 def test_zip_truncated_image_fails_while_decoding():
@@ -539,7 +528,7 @@ def test_zip_reads_every_supported_image_type(extension, pil_format):
 def test_zip_image_pixel_count_is_bounded(monkeypatch):
     monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 63)  # the module that reads it
     with raises(r"image 'cats/a\.png' in images\.zip is 8x8 pixels, over the 63 pixel limit"):
-        load_zip({"cats/a.png": gray(0)}, GRAY_8)
+        load_zip({"cats/a.png": gray_png(0)}, GRAY_8)
 
 
 def test_empty_zip():
@@ -557,14 +546,14 @@ def test_zip_that_is_not_a_zip():
 )
 def test_zip_needs_one_4d_image_input(model):
     with raises(r"an image-folder zip needs a model with one input \[batch, C, H, W\]"):
-        load_dataset(zip_bytes({"a/x.png": gray(0)}), model, filename="images.zip")
+        load_dataset(zip_bytes({"a/x.png": gray_png(0)}), model, filename="images.zip")
 
 
 def test_zip_channel_axis_must_be_clear():
     with raises(r"cannot tell the channel axis of image: float32\[\?, 5, 8, 8\]"):
-        load_zip({"a/x.png": gray(0)}, spec("image", (None, 5, 8, 8)))
+        load_zip({"a/x.png": gray_png(0)}, spec("image", (None, 5, 8, 8)))
     with raises(r"NHWC input image: float32\[\?, 1, 8, 8\] needs 1 or 3 channels at dim 3"):
-        load_zip({"a/x.png": gray(0)}, GRAY_8, image_options=ImageOptions(layout="NHWC"))
+        load_zip({"a/x.png": gray_png(0)}, GRAY_8, image_options=ImageOptions(layout="NHWC"))
 
 
 def test_image_options_are_validated():
@@ -573,7 +562,7 @@ def test_image_options_are_validated():
     with raises(r"std must not contain 0"):
         ImageOptions(std=(1.0, 0.0, 1.0))
     with raises(r"image mean has 2 values; the model has 3 channels"):
-        load_zip({"a/x.png": gray(0)}, spec("image", (None, 3, 8, 8)), image_options=ImageOptions(mean=(0.1, 0.2)))
+        load_zip({"a/x.png": gray_png(0)}, spec("image", (None, 3, 8, 8)), image_options=ImageOptions(mean=(0.1, 0.2)))
 
 
 # --- Sources, formats and limits -----------------------------------------------------------

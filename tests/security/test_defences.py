@@ -30,6 +30,7 @@ from engine import DataError, ModelError, load_dataset, load_model
 from engine.workspace import Workspace
 from engine.tensors import TensorSpec
 from sample_models.catalog import SAMPLES
+from tests.builders import gray_png, zip_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MLP = SAMPLES["breast_cancer_mlp"]
@@ -59,23 +60,13 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
 
 
-def png(value: int = 0) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
-def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def zip_lying_about_size(name: str, content: bytes, declared: int) -> bytes:
     """A one-member deflated zip whose local and central headers both declare `declared` unpacked bytes."""
-    data = bytearray(zip_of({name: content}, zipfile.ZIP_DEFLATED))
+    data = bytearray(zip_bytes({name: content}, zipfile.ZIP_DEFLATED))
     struct.pack_into("<I", data, data.find(b"PK\x03\x04") + 22, declared)
     struct.pack_into("<I", data, data.find(b"PK\x01\x02") + 24, declared)
     return bytes(data)
@@ -236,13 +227,13 @@ def test_graph_inputs_and_outputs_must_be_tensors(kind):
 def test_zip_member_paths_are_vetted_even_when_they_are_not_images(name):
     # The older test uses image names; a member the loader would skip must be refused just the same.
     with pytest.raises(DataError, match=r"images\.zip has an unsafe member path .* refusing the archive") as error:
-        load_dataset(zip_of({"cats/a.png": png(), name: b"not an image"}), IMAGE_INPUT, filename="images.zip")
+        load_dataset(zip_bytes({"cats/a.png": gray_png(), name: b"not an image"}), IMAGE_INPUT, filename="images.zip")
     assert_one_line(error)
 
 
 def test_a_tiny_png_declaring_a_huge_canvas_is_refused_before_decoding():
     # 8000 x 8000 is over the project's limit but under Pillow's own bomb check (89 million pixels).
-    bomb = zip_of({"cats/a.png": png_declaring(8000, 8000)})
+    bomb = zip_bytes({"cats/a.png": png_declaring(8000, 8000)})
     assert len(bomb) < 1000
     with pytest.raises(DataError, match=rf"image 'cats/a\.png' in images\.zip is 8000x8000 pixels, "
                                         rf"over the {DEFAULT_MAX_IMAGE_PIXELS} pixel limit"):
@@ -263,7 +254,7 @@ INFLATED = 32 * 1024**2  # what a lying member really unpacks to; its headers de
 
 
 def test_an_image_member_lying_about_its_size_is_inflated_no_further_than_it_declares():
-    image = png()
+    image = gray_png()
     bomb = zip_lying_about_size("cats/a.png", image + bytes(INFLATED), declared=len(image))
     assert len(bomb) < INFLATED // 500
 
@@ -373,9 +364,9 @@ HOSTILE_MODELS = {
         opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
 }
 HOSTILE_DATA = {  # each for the digits CNN: image float32[?, 1, 8, 8]
-    "zip slip": ("images.zip", zip_of({"0/a.png": png(), "../../escape.png": png()})),
-    "pixel bomb": ("images.zip", zip_of({"0/a.png": png_declaring(8000, 8000)})),
-    "zip bomb": ("images.zip", zip_lying_about_size("0/a.png", png(), declared=600 * 1024**2)),  # over 512 MiB
+    "zip slip": ("images.zip", zip_bytes({"0/a.png": gray_png(), "../../escape.png": gray_png()})),
+    "pixel bomb": ("images.zip", zip_bytes({"0/a.png": png_declaring(8000, 8000)})),
+    "zip bomb": ("images.zip", zip_lying_about_size("0/a.png", gray_png(), declared=600 * 1024**2)),  # over 512 MiB
     "pickled object array": ("data.npz", npz_holding(image=np.zeros((1, 1, 8, 8), np.float32),
                                                      labels=np.array([Tripwire()], dtype=object))),
     "NaN pixels": ("data.npz", npz_holding(image=np.full((2, 1, 8, 8), np.nan, np.float32))),

@@ -42,7 +42,7 @@ from PIL import Image
 from dashboard.uploads import table_columns
 from engine import DataError, ModelError, QuantscopeError, load_dataset, load_model
 from sample_models.catalog import SAMPLES
-from tests.builders import gemm_model
+from tests.builders import gemm_model, gray_png, zip_bytes
 
 MLP = SAMPLES["breast_cancer_mlp"]
 DIGITS = SAMPLES["digits_cnn"]
@@ -79,25 +79,15 @@ def parquet_seed(**options) -> bytes:
     return buffer.getvalue()
 
 
-def png(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
-def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
-IMAGES = {"0/a.png": png(0), "3/b.png": png(120), "7/c.png": png(255)}
+IMAGES = {"0/a.png": gray_png(0), "3/b.png": gray_png(120), "7/c.png": gray_png(255)}
 NPZ_SEEDS = [npz_seed(compressed=False), npz_seed(compressed=True)]
 CSV_SEEDS = [CSV_SEED]
 PARQUET_SEEDS = [parquet_seed(), parquet_seed(compression=None)]
-ZIP_SEEDS = [zip_of(IMAGES), zip_of(IMAGES, zipfile.ZIP_STORED)]
+ZIP_SEEDS = [zip_bytes(IMAGES, zipfile.ZIP_DEFLATED), zip_bytes(IMAGES)]
 ONNX_SEEDS = [gemm_model().SerializeToString(), MLP.model_path.read_bytes()]
 EXTERNAL_WEIGHTS = "weights.bin"
 LEAK = "../leak.bin"  # as long as EXTERNAL_WEIGHTS, so swapping one for the other keeps protobuf's lengths right
@@ -384,7 +374,7 @@ def parquet_with_pandas_metadata(edit: Callable[[dict], None]) -> bytes:
 
 def zip_with_an_empty_member_name() -> bytes:
     """zipfile cannot write an empty name: write 'ab', then declare a 0-byte name and a 2-byte extra field."""
-    data = bytearray(zip_of({"0/a.png": png(0), "ab": b"x"}, zipfile.ZIP_STORED))
+    data = bytearray(zip_bytes({"0/a.png": gray_png(0), "ab": b"x"}, zipfile.ZIP_STORED))
     local, central = data.rindex(b"PK\x03\x04"), data.rindex(b"PK\x01\x02")
     struct.pack_into("<HH", data, local + 26, 0, 2)
     struct.pack_into("<HH", data, central + 28, 0, 2)
