@@ -6,13 +6,7 @@ Chromium through Playwright, and writes a full-page screenshot of each page to d
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,27 +15,17 @@ import pytest
 
 from dashboard.samples import SAMPLE_OWNER
 from engine.workspace import Workspace
-from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
+from tests.servers import (
+    CHROMIUM, CHROMIUM_ARGS, REPO, open_page, start_streamlit, stop_jobs, upload, wait_for_rerun,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1400, "height": 1000}
-SERVER_START_SECONDS = 60
 UI_TIMEOUT_MS = 60_000  # one Streamlit rerun; the first one imports onnxruntime and plotly
 SWEEP_TIMEOUT_MS = 240_000  # the sample sweeps started by the app share the two cores with ours
 PRESET = "Smallest"
@@ -56,65 +40,14 @@ class Server:
     ws: Workspace  # opened before any job exists: opening a workspace also recovers (and stops) lost jobs
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {SERVER_START_SECONDS}s")
-
-
-def stop_jobs(home: Path) -> None:
-    """Job runners are detached so they outlive the server; cancel the ones this test's app started."""
-    ws = Workspace.open(home)
-    for job in ws.jobs():
-        if not job.is_finished:
-            ws.cancel(job.id)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("quantscope-home")
-    port = free_port()
-    log = open(home / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-            "--server.address", "127.0.0.1",
-            "--server.port", str(port),
-            "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=REPO,
-        env={**os.environ, HOME_VARIABLE: str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so stopping it cannot touch pytest
-    )
-    url = f"http://127.0.0.1:{port}"
+    streamlit = start_streamlit(home)
     try:
-        wait_until_healthy(url, process)
-        yield Server(url, home, Workspace.open(home))
+        yield Server(streamlit.url, home, Workspace.open(home))
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        streamlit.stop()
         stop_jobs(home)
 
 
@@ -133,33 +66,6 @@ def page(server):
 
 
 # --- helpers: Streamlit as a browser sees it ---------------------------------------------------------------------
-
-
-def wait_for_rerun(page) -> None:
-    """Until Streamlit has finished running the script (its status widget says 'Running...' meanwhile)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]')"
-        " || !document.querySelector('[data-testid=stStatusWidget]').innerText.includes('Running')"
-    )
-    page.wait_for_timeout(300)
-
-
-def open_page(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title, level=1).wait_for()
-    wait_for_rerun(page)
-
-
-def upload(page, uploader_label: str, path: Path, button: str) -> None:
-    uploader = page.get_by_test_id("stFileUploader").filter(has_text=uploader_label)
-    uploader.locator("input[type=file]").set_input_files(path)
-    uploader.get_by_text(path.name).wait_for()
-    add = page.get_by_role("button", name=button)
-    add.wait_for()
-    page.wait_for_function(f"() => [...document.querySelectorAll('button')].some(b => b.innerText === '{button}' && !b.disabled)")
-    add.click()
-    page.get_by_text(f"Added {path.name}").wait_for()
-    wait_for_rerun(page)
 
 
 def screenshot(page, name: str) -> None:
