@@ -34,6 +34,10 @@ from engine.text import error_line
 # Tests only: when set to a recipe key, the task building that recipe (or calibrating for it) kills its own
 # process with SIGKILL, standing in for a segfault or the OOM killer inside onnxruntime.
 CRASH_VARIABLE = "QUANTSCOPE_TEST_CRASH_ON"
+# Tests only: likewise, that task does not return (a build stuck in onnxruntime) until its process is killed, or
+# until the file named by HANG_UNTIL_VARIABLE exists.
+HANG_VARIABLE = "QUANTSCOPE_TEST_HANG_ON"
+HANG_UNTIL_VARIABLE = "QUANTSCOPE_TEST_HANG_UNTIL"
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,10 @@ Task = ReferenceTask | CalibrateTask | BuildTask | TimeTask
 def _crash_if_asked(recipe: Recipe) -> None:
     if os.environ.get(CRASH_VARIABLE) == recipe.key():
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(HANG_VARIABLE) == recipe.key():
+        release = os.environ.get(HANG_UNTIL_VARIABLE)
+        while not (release and os.path.exists(release)):
+            time.sleep(0.1)
 
 
 def execute(task: Task):
