@@ -18,6 +18,7 @@ from typing import ClassVar
 from engine.jobs.executor import Executor
 from engine.store import JobInfo, Store
 from engine.store import jobs
+from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, is_locked
 from engine.store.records import JobState
 from engine.text import error_line
 
@@ -60,8 +61,17 @@ class JobRun:
         except JobFailed as failure:
             jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", str(failure), failure.detail)
         except Exception as error:
-            jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", error_line(error),
+            jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", self.failure_line(error),
                         traceback.format_exc())
+
+    def failure_line(self, error: Exception) -> str:
+        """The failed job's one line: what the user can do about a locked database, else the error.
+
+        The rows committed so far stay, and resume computes the configurations without a row."""
+        if is_locked(error):
+            return (f"another process kept the workspace database locked for over {RUNNER_BUSY_TIMEOUT_MS / 1000:g} s"
+                    " (the job could not save its progress); resume once it is free")
+        return error_line(error)
 
     def beat(self, message: str | None = None, force: bool = False) -> None:
         """Write the heartbeat (at most once a second, when the message changes, or when forced); raise JobLost if
