@@ -1,7 +1,7 @@
 """An in-process stand-in for a job's executor, and a sweep job run with it: no processes, no onnxruntime.
 
 The fake finishes one running task per `collect`, in an order drawn from a seeded generator, and answers each
-kind of task with a canned outcome. Used by tests/test_scheduler.py.
+kind of task with a canned outcome. Used by tests/test_scheduler.py and tests/faults/test_fault_disk.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import types
 import numpy as np
 
 from engine import results
+from engine.errors import DiskFull
 from engine.jobs.executor import Outcome, WorkerDied
 from engine.jobs.kinds import kind_named
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
@@ -31,9 +32,13 @@ class FakeExecutor:
 
     remote_builds = False
 
-    def __init__(self, seed: int = 0, dies_on: frozenset[str] = frozenset(), on_collect=None):
+    def __init__(self, seed: int = 0, dies_on: frozenset[str] = frozenset(), on_collect=None,
+                 disk_full_on: frozenset[str] = frozenset(), together: bool = False):
         self.random = random.Random(seed)
         self.dies_on = dies_on  # recipe keys whose build or calibration "kills its worker"
+        self.disk_full_on = disk_full_on  # recipe keys whose build finds the disk full, as a worker reports it
+        # (and "reference": the fp32 reference's task finds it full)
+        self.together = together  # answer every running task in one `collect`, in the order they started
         self.on_collect = on_collect  # called before each answer: lets a test cancel the job mid-run
         self.started: list = []
         self.running_now: list = []
@@ -54,15 +59,22 @@ class FakeExecutor:
             return []
         if self.on_collect:
             self.on_collect(self)
+        if self.together:
+            finished, self.running_now = self.running_now, []
+            return [(task, self.answer(task)) for task in finished]
         task = self.running_now.pop(self.random.randrange(len(self.running_now)))
         return [(task, self.answer(task))]
 
     def answer(self, task) -> Outcome:
         if isinstance(task, ReferenceTask):
+            if "reference" in self.disk_full_on:
+                return Outcome(error=DiskFull("OSError: [Errno 28] No space left on device"), detail="Traceback ...")
             return Outcome(value=REFERENCE)
         if getattr(task, "recipe", None) is not None and task.recipe.key() in self.dies_on \
                 and not isinstance(task, TimeTask):
             return Outcome(error=WorkerDied("worker process killed by SIGKILL"))
+        if isinstance(task, BuildTask) and task.recipe.key() in self.disk_full_on:
+            return Outcome(error=DiskFull("OSError: [Errno 28] No space left on device"), detail="Traceback ...")
         if isinstance(task, CalibrateTask):
             return Outcome(value={"ranges for": task.key})
         if isinstance(task, BuildTask):

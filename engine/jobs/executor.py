@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from engine.errors import DiskFull
 from engine.jobs import tasks
 from engine.jobs.tasks import BuildTask, CalibrateTask, Task
 
@@ -142,7 +143,7 @@ class WorkerPool:
             if status == "ok":
                 return Outcome(value=payload[0])
             line, detail = payload
-            return Outcome(error=TaskFailed(line), detail=detail)
+            return Outcome(error=DiskFull(line) if status == "disk full" else TaskFailed(line), detail=detail)
         if worker.process.exitcode is not None:
             return self._buried(worker)
         return None

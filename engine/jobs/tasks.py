@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.data import Dataset, load_dataset
+from engine.errors import is_disk_full
 from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
@@ -170,6 +171,8 @@ class BuildTask:
             calibration = CalibrationSet(dataset, known)
             return Built(build_and_evaluate(model, dataset, self.recipe, artifact_path, self.reference, calibration))
         except Exception as error:
+            if is_disk_full(error):
+                raise  # not this recipe's fault, and every later artifact would fail too: the job ends (see serve)
             # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
             # override naming a missing layer): one bad recipe must not end a long job.
             return Built(self.reference.failed_row(self.recipe, error), traceback.format_exc())
@@ -238,7 +241,7 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
 def serve(connection) -> None:
     """A worker process's loop: receive a task, send ("ok", value) or ("error", line, traceback), repeat until
-    the runner closes the pipe."""
+    the runner closes the pipe. A task that found the disk full answers ("disk full", line, traceback)."""
     _exit_when_orphaned()
     while True:
         try:
@@ -248,7 +251,7 @@ def serve(connection) -> None:
         try:
             message = ("ok", execute(task))
         except BaseException as error:
-            message = ("error", error_line(error), traceback.format_exc())
+            message = ("disk full" if is_disk_full(error) else "error", error_line(error), traceback.format_exc())
         connection.send(message)
 
 

@@ -36,14 +36,18 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """All or nothing. IMMEDIATE takes the write lock up front, so two writers queue rather than deadlock."""
+    """All or nothing. IMMEDIATE takes the write lock up front, so two writers queue rather than deadlock.
+
+    A COMMIT that fails (the disk is full) is rolled back too, so the connection never stays inside a
+    transaction holding the write lock."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may already have rolled back on its own (e.g. after SQLITE_FULL)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _code(error: BaseException) -> int | None:
@@ -55,3 +59,7 @@ def is_locked(error: BaseException) -> bool:
     """Did SQLite give up waiting for another process's lock ("database is locked")?"""
     return isinstance(error, sqlite3.OperationalError) and _code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
+
+def is_full(error: BaseException) -> bool:
+    """Could SQLite not write because the disk is full ("database or disk is full")?"""
+    return isinstance(error, sqlite3.Error) and _code(error) == sqlite3.SQLITE_FULL
