@@ -1,5 +1,7 @@
 """Errors a user can fix. Each carries a one-line message; the CLI prints it without a traceback."""
 
+import errno
+
 
 class QuantscopeError(Exception):
     """Base of every user-facing error: the message is one line that says what is wrong."""
@@ -24,3 +26,12 @@ class WorkspaceError(QuantscopeError):
 
 class ExportError(QuantscopeError):
     """A PyTorch module cannot be built from the user's code or exported to ONNX (`quantscope from-torch`)."""
+
+
+class DiskFull(QuantscopeError):
+    """The disk holding the workspace is full: nothing more can be stored until space is freed."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Is this error the disk being full (no space left, or over quota), however it reached us?"""
+    return isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))

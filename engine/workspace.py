@@ -189,7 +189,7 @@ class Workspace:
             self.job(job_id)  # unknown id -> WorkspaceError; an ended job stays as it ended
             return
         kill_runner(before["pid"], job_id)
-        shutil.rmtree(self.store.job_dir(job_id) / "scratch", ignore_errors=True)
+        self._clear_scratch(job_id)
 
     def resume(self, job_id: str) -> None:
         """Run an interrupted, failed or cancelled job again: only its configurations without a row."""
@@ -234,7 +234,12 @@ class Workspace:
                                f"interrupted after {job.done} of {job.total}: its runner stopped; resume to finish")
             if before is not None:
                 kill_runner(before["pid"], job.id)  # a hung runner (stale heartbeat) must not go on working
+                self._clear_scratch(job.id)  # its half-built artifacts; resume starts from the committed rows
             return jobs.get_job(conn, job.id)
+
+    def _clear_scratch(self, job_id: str) -> None:
+        """A stopped job's scratch space (artifacts being built), which nothing will finish any more."""
+        shutil.rmtree(self.store.job_dir(job_id) / "scratch", ignore_errors=True)
 
     def _runner_lost(self, job: JobInfo) -> bool:
         with self.store.connect() as conn:

@@ -6,10 +6,8 @@ the models small (digits_cnn, breast_cancer_mlp) to keep the file quick on two c
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,74 +23,18 @@ from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
 from engine.model import load_model
 from engine.recipe import ActivationSpec, Recipe
-from engine.store import jobs as job_rows
 from engine.sweep import default_grid, sweep
 from engine.workspace import Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
-
-GRID = {recipe.short_name(): recipe for recipe in default_grid()}
-FP32, FP16 = GRID["fp32"], GRID["fp16"]
-W8_STATIC, W4_GROUP = GRID["W8A8 static channel minmax"], GRID["W4 weight-only group32"]
-W3, W2 = GRID["W3 weight-only channel"], GRID["W2 weight-only channel"]  # simulated: never timed, quick
-LATENCY_COLUMNS = [*results.TIMING_COLUMNS, "pareto_latency", "pareto_3d"]  # timings, and the flags they move
-OWNER = "test"
-TIMEOUT = 120
+from tests.jobs_helpers import (
+    FP32, GRID, OWNER, TIMEOUT, W2, W3, W4_GROUP, W8_STATIC, add_sample, assert_store_is_consistent, comparable,
+    run_sweep, runner_pid, stored_results, wait_until,
+)
 
 
 @pytest.fixture
 def workspace(tmp_path) -> Workspace:
     return Workspace.open(tmp_path / "ws")
-
-
-def add_sample(workspace: Workspace, name: str = "digits_cnn") -> tuple[str, str]:
-    sample = SAMPLES[name]
-    model = workspace.add_model(sample.model_path, name, OWNER)
-    dataset = workspace.add_dataset(sample.data_path, sample.data_path.name, model.id, OWNER)
-    return model.id, dataset.id
-
-
-def run_sweep(workspace: Workspace, recipes, name: str = "digits_cnn", **options) -> str:
-    job_id = workspace.submit_sweep(*add_sample(workspace, name), recipes, OWNER, **options)
-    job = workspace.wait(job_id, TIMEOUT)
-    assert job.state == "done", (job.error, job.error_detail)
-    return job_id
-
-
-def wait_until(condition, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def runner_pid(workspace: Workspace, job_id: str) -> int:
-    with workspace.store.connect() as conn:
-        return job_rows.runner_pid(conn, job_id)[0]
-
-
-def stored_results(workspace: Workspace, job_id: str) -> list[sqlite3.Row]:
-    with workspace.store.connect() as conn:
-        return conn.execute("SELECT * FROM results WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
-
-
-def assert_store_is_consistent(workspace: Workspace) -> None:
-    with workspace.store.connect() as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        stored = conn.execute(
-            "SELECT r.row, a.path, a.bytes FROM results r LEFT JOIN artifacts a ON a.sha256 = r.artifact"
-        )
-        for row in stored:
-            if "error" not in json.loads(row["row"]):  # every row is whole JSON; a measured one has its file
-                assert (workspace.root / row["path"]).stat().st_size == row["bytes"]
-
-
-def comparable(table: pd.DataFrame) -> pd.DataFrame:
-    """A results table without what legitimately differs between runs: latency and where artifacts live."""
-    return table.drop(columns=[c for c in [*LATENCY_COLUMNS, "artifact"] if c in table]).reset_index(drop=True)
 
 
 # -- the happy path ---------------------------------------------------------------------------------------------

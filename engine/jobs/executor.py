@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from engine.errors import DiskFull
 from engine.jobs import tasks
 from engine.jobs.tasks import BuildTask, CalibrateTask, Task
 
@@ -91,7 +92,18 @@ class WorkerPool:
         self._workers: list[_Worker] = []
 
     def start(self, task: Task) -> None:
-        worker = next((worker for worker in self._workers if worker.task is None), None) or self._new_worker()
+        """Hand the task to an idle worker, or to a new one. An idle worker that died meanwhile (the OOM killer
+        picks big idle processes too) is buried, and the task goes to another."""
+        for worker in [worker for worker in self._workers if worker.task is None]:
+            try:
+                worker.connection.send(task)
+            except OSError:  # a broken pipe: nobody is reading at the other end any more
+                worker.process.kill()  # (it has exited; this only makes sure of it before the join)
+                self._buried(worker)
+                continue
+            worker.task = task
+            return
+        worker = self._new_worker()
         worker.connection.send(task)
         worker.task = task
 
@@ -131,7 +143,7 @@ class WorkerPool:
             if status == "ok":
                 return Outcome(value=payload[0])
             line, detail = payload
-            return Outcome(error=TaskFailed(line), detail=detail)
+            return Outcome(error=DiskFull(line) if status == "disk full" else TaskFailed(line), detail=detail)
         if worker.process.exitcode is not None:
             return self._buried(worker)
         return None

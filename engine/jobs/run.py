@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+from engine.errors import is_disk_full
 from engine.jobs.executor import Executor
 from engine.store import JobInfo, Store
 from engine.store import jobs
+from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, is_full, is_locked
 from engine.store.records import JobState
 from engine.text import error_line
 
@@ -60,8 +62,19 @@ class JobRun:
         except JobFailed as failure:
             jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", str(failure), failure.detail)
         except Exception as error:
-            jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", error_line(error),
+            jobs.finish(self.conn, self.job_id, self.pid, JobState.FAILED, "failed", self.failure_line(error),
                         traceback.format_exc())
+
+    def failure_line(self, error: Exception) -> str:
+        """The failed job's one line: what the user can do about a full disk or a locked database, else the error.
+
+        The rows committed so far stay, and resume computes the configurations without a row."""
+        if is_disk_full(error) or is_full(error):
+            return f"the workspace disk is full: free some space on the disk holding {self.store.root}, then resume"
+        if is_locked(error):
+            return (f"another process kept the workspace database locked for over {RUNNER_BUSY_TIMEOUT_MS / 1000:g} s"
+                    " (the job could not save its progress); resume once it is free")
+        return error_line(error)
 
     def beat(self, message: str | None = None, force: bool = False) -> None:
         """Write the heartbeat (at most once a second, when the message changes, or when forced); raise JobLost if

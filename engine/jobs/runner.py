@@ -19,7 +19,7 @@ from engine.jobs.executor import executor_for
 from engine.jobs.kinds import kind_named
 from engine.store import Store
 from engine.store import jobs
-from engine.store.db import connect
+from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, connect
 from engine.store.records import JobState
 from engine.text import error_line
 
@@ -27,7 +27,7 @@ from engine.text import error_line
 def main(argv: list[str] | None = None) -> int:
     (job_id,) = sys.argv[1:] if argv is None else argv
     store = Store.open()
-    conn = connect(store.db_path)
+    conn = connect(store.db_path, RUNNER_BUSY_TIMEOUT_MS)  # rides out another process's lock on the database
     try:
         if not jobs.claim(conn, job_id, os.getpid()):
             return 0  # cancelled before it started, or another runner has it

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.data import Dataset, load_dataset
+from engine.errors import is_disk_full
 from engine.model import LoadedModel, load_model
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
@@ -36,6 +37,10 @@ from engine.text import error_line
 # Tests only: when set to a recipe key, the task building that recipe (or calibrating for it) kills its own
 # process with SIGKILL, standing in for a segfault or the OOM killer inside onnxruntime.
 CRASH_VARIABLE = "QUANTSCOPE_TEST_CRASH_ON"
+# Tests only: likewise, that task does not return (a build stuck in onnxruntime) until its process is killed, or
+# until the file named by HANG_UNTIL_VARIABLE exists.
+HANG_VARIABLE = "QUANTSCOPE_TEST_HANG_ON"
+HANG_UNTIL_VARIABLE = "QUANTSCOPE_TEST_HANG_UNTIL"
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,8 @@ class BuildTask:
                                      plan.extras)
             return Built({**row, **plan.columns(self.recipe)})
         except Exception as error:
+            if is_disk_full(error):
+                raise  # not this recipe's fault, and every later artifact would fail too: the job ends (see serve)
             # A failed row, and the others go on. Unlike engine.sweep.sweep this includes a RecipeError (e.g. an
             # override naming a missing layer): one bad recipe must not end a long job.
             return Built(self.reference.failed_row(self.recipe, error), traceback.format_exc())
@@ -237,6 +244,10 @@ Task = ReferenceTask | CalibrateTask | BuildTask | TimeTask
 def _crash_if_asked(recipe: Recipe) -> None:
     if os.environ.get(CRASH_VARIABLE) == recipe.key():
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(HANG_VARIABLE) == recipe.key():
+        release = os.environ.get(HANG_UNTIL_VARIABLE)
+        while not (release and os.path.exists(release)):
+            time.sleep(0.1)
 
 
 def execute(task: Task):
@@ -260,7 +271,7 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
 def serve(connection) -> None:
     """A worker process's loop: receive a task, send ("ok", value) or ("error", line, traceback), repeat until
-    the runner closes the pipe."""
+    the runner closes the pipe. A task that found the disk full answers ("disk full", line, traceback)."""
     _exit_when_orphaned()
     while True:
         try:
@@ -270,7 +281,7 @@ def serve(connection) -> None:
         try:
             message = ("ok", execute(task))
         except BaseException as error:
-            message = ("error", error_line(error), traceback.format_exc())
+            message = ("disk full" if is_disk_full(error) else "error", error_line(error), traceback.format_exc())
         connection.send(message)
 
 

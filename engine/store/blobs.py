@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import DiskFull, is_disk_full
+
 CHUNK = 1 << 20
 
 
@@ -47,8 +49,11 @@ class BlobStore:
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(temporary, target)
-            except BaseException:
+            except BaseException as error:
                 Path(temporary).unlink(missing_ok=True)
+                if is_disk_full(error):  # an upload on a full disk: one line the dashboard and the CLI can show
+                    raise DiskFull(f"the disk holding the workspace is full ({self.root}): free some space and try "
+                                   "again") from error
                 raise
         return sha256
 

@@ -109,8 +109,13 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the migrations this database lacks; returns its version. Safe when processes open it at once."""
+    """Apply the migrations this database lacks; returns its version. Safe when processes open it at once.
+
+    A current database is only read, so opening a workspace needs no write lock: it works while another
+    process holds one (a running job's commit, or a long lock from outside)."""
     for version, statements in enumerate(MIGRATIONS, start=1):
+        if schema_version(conn) >= version:
+            continue
         with transaction(conn):  # re-read inside the write lock: another process may have just migrated
             if schema_version(conn) >= version:
                 continue

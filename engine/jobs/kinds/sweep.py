@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from engine import results
-from engine.errors import WorkspaceError
+from engine.errors import DiskFull, WorkspaceError
 from engine.jobs.executor import Outcome, WorkerDied, cpu_count
 from engine.jobs.kinds import register
 from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
@@ -189,6 +189,8 @@ class SweepRun(JobRun):
         self.beat("computing the fp32 reference")
         self.executor.start(ReferenceTask(self.inputs, self.scratch, self.params.mask))
         outcome = self._wait_for_reference()
+        if isinstance(outcome.error, DiskFull):
+            raise outcome.error
         if outcome.error is not None:
             raise JobFailed(f"the fp32 reference could not be computed: {outcome.error}", outcome.detail)
         self.reference = outcome.value
@@ -198,8 +200,8 @@ class SweepRun(JobRun):
             self._start_ready_work()
             self.beat(self._status())
             finished = self.executor.collect(poll)
-            for task, outcome in finished:
-                self._handle(task, outcome)
+            for task, outcome in sorted(finished, key=lambda done: isinstance(done[1].error, DiskFull)):
+                self._handle(task, outcome)  # a full disk ends the job: the other finished rows are committed first
             if finished:
                 self.beat(force=True)  # a job taken away (cancelled, declared interrupted) starts no more work
 
@@ -251,6 +253,8 @@ class SweepRun(JobRun):
         return None
 
     def _handle(self, task: Task, outcome: Outcome) -> None:
+        if isinstance(outcome.error, DiskFull):  # every later artifact would fail too: the job ends, and this
+            raise outcome.error  # configuration keeps no row, so that resume builds it once there is space
         if isinstance(task, CalibrateTask):
             self._calibrated(task.key, outcome)
         elif outcome.error is not None:
