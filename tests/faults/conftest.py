@@ -78,8 +78,9 @@ def servers(tmp_path) -> Iterator[list[Streamlit]]:
             stop_jobs(home)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser():
+    """Debian's Chromium, one per test."""
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
