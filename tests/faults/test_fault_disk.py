@@ -23,7 +23,8 @@ import pytest
 from engine import results
 from engine.errors import DiskFull
 from engine.jobs.executor import WorkerPool
-from engine.jobs.tasks import HANG_UNTIL_VARIABLE, HANG_VARIABLE, BuildTask, JobInputs, ReferenceTask
+from engine.jobs.tasks import HANG_UNTIL_VARIABLE, HANG_VARIABLE, BuildTask, DataSource, JobInputs, ReferenceTask
+from engine.masking import AUTO
 from engine.store import Store, jobs
 from engine.store.blobs import BlobStore, sha256_file
 from engine.store.db import connect, transaction
@@ -181,12 +182,12 @@ def test_a_worker_that_finds_the_disk_full_answers_so_rather_than_with_a_failed_
     """The worker side, in a real worker process: the build's ENOSPC comes back as DiskFull, not as a row."""
     sample = SAMPLES["digits_cnn"]
     model_id, dataset_sha = sha256_file(sample.model_path), sha256_file(sample.data_path)
-    inputs = JobInputs(model_id, dataset_sha, sample.model_path, sample.data_path, sample.data_path.name)
+    inputs = JobInputs(model_id, sample.model_path, DataSource(dataset_sha, sample.data_path, sample.data_path.name))
     (tmpfs / "scratch").mkdir()
     fill(tmpfs)
     pool = WorkerPool()
     try:
-        pool.start(ReferenceTask(inputs, tmp_path / "reference"))  # on the roomy disk
+        pool.start(ReferenceTask(inputs, tmp_path / "reference", AUTO))  # on the roomy disk
         reference = _outcomes(pool)[0].value
         pool.start(BuildTask(inputs, 0, W3, reference, tmpfs / "scratch" / "w3.onnx"))
         (outcome,) = _outcomes(pool)
