@@ -42,14 +42,15 @@ def test_workers_killed_from_outside_mid_build_fail_that_row_the_job_goes_on_and
     recipes = [FP32, W4_GROUP, W3]
     monkeypatch.setenv(HANG_VARIABLE, W4_GROUP.key())  # its build never returns: it is surely mid-build when killed
     model_id, dataset_id = add_sample(workspace)
-    # One build at a time: fp32 is built and timed, W4 is being built, W3 waits for that build to end.
-    job_id = workspace.submit_sweep(model_id, dataset_id, recipes, OWNER, workers=1)
+    # Two builds at a time: fp32 and W4 start together, W3 (simulated, never timed) takes the worker fp32 freed and
+    # is committed; fp32's timing then waits for W4's build to end (timings run alone): one worker idle, one mid-build.
+    job_id = workspace.submit_sweep(model_id, dataset_id, recipes, OWNER, workers=2)
     wait_until(lambda: (job := workspace.job(job_id)).done == 1 and job.message == "building W4 weight-only group32",
-               what="fp32 committed and W4 being built")
+               what="W3 committed and W4 being built")
     before = committed_rows(workspace, job_id)
     runner = runner_pid(workspace, job_id)
     workers = pool_workers(runner)
-    assert len(workers) == 2  # one building W4, one idle since it timed fp32
+    assert len(workers) == 2  # one building W4, one idle since it built W3
 
     # Hold the runner still while both die, so that it finds them dead in either order: the builder through its
     # pipe, the idle one only when it hands it W3.
@@ -67,7 +68,7 @@ def test_workers_killed_from_outside_mid_build_fail_that_row_the_job_goes_on_and
     table = workspace.results(job_id).set_index("name")
     assert table.loc["W4 weight-only group32", "error"] == (
         "WorkerDied: worker process killed by SIGKILL while building this configuration")
-    assert table.drop(index="W4 weight-only group32")["error"].isna().all()  # W3 went to a fresh worker
+    assert table.drop(index="W4 weight-only group32")["error"].isna().all()  # fp32's timing went to a fresh worker
     assert_rows_kept(workspace, job_id, before)
     assert_store_is_consistent(workspace)
     wait_for_group_to_exit(runner)
