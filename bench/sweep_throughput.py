@@ -5,8 +5,9 @@
 Both sides measure the same 12 configurations (the default grid plus W8A8 per-channel with percentile and
 entropy calibration) end to end, from the model and data files to the finished table:
 
-    naive     for each recipe, from scratch: quantize to a file, open a session, evaluate, time it
-              (engine.sweep's build_and_evaluate and time_artifact; the fp32 reference is computed once)
+    naive     for each recipe, from scratch: calibrate, quantize to a file, open a session, evaluate, time it
+              (engine.sweep's build_and_evaluate and time_artifact on the rows a sweep scores; the fp32
+              reference is computed once)
     jobs      an empty workspace: add the model and data, submit the sweep, wait, read the table
     baseline  with --baseline REV: the same jobs side run by git revision REV's code (checked out in a
               temporary directory), in the same rounds, so an older job system's figure stands beside today's
@@ -41,7 +42,9 @@ from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import ADAPTIVE, LatencyProtocol  # noqa: E402
 from engine.model import load_model  # noqa: E402
 from engine.results import ARTIFACT, BATCH_N, SIMULATED, SINGLE_EXAMPLE, METRIC, results_table  # noqa: E402
+from engine.realise.calibration import CalibrationSet  # noqa: E402
 from engine.sweep import DEFAULT_LATENCY_BATCH, build_and_evaluate, reference_for, time_artifact  # noqa: E402
+from engine.sweep.plan import calibration_rows_asked, plan_data  # noqa: E402
 from sample_models.catalog import SAMPLES  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -53,13 +56,16 @@ def naive(model_path: Path, data_path: Path, out: Path) -> dict:
     """The loop, with the seconds of each kind of step: reference, builds (with evaluation), timings."""
     started = time.perf_counter()
     model = load_model(model_path)
-    dataset = load_dataset(data_path, model.summary.inputs)
+    plan = plan_data(load_dataset(data_path, model.summary.inputs), calibration_rows_asked(recipes()))
+    dataset = plan.scored  # the rows the job scores too: the first ones calibrate
     reference = reference_for(model, dataset, out)
     steps = {"reference": time.perf_counter() - started, "builds": 0.0, "timings": 0.0}
     rows = []
     for recipe in recipes():
         begin = time.perf_counter()
-        row = build_and_evaluate(model, dataset, recipe, out / "artifacts" / f"{recipe.slug()}.onnx", reference)
+        calibration = CalibrationSet(plan.calibration)  # from scratch, per recipe: nothing shared in this loop
+        row = build_and_evaluate(model, dataset, recipe, out / "artifacts" / f"{recipe.slug()}.onnx", reference,
+                                 calibration)
         steps["builds"] += time.perf_counter() - begin
         if not row[SIMULATED]:
             begin = time.perf_counter()
