@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from engine.workspace import Workspace
 from sample_models.catalog import SAMPLES
@@ -89,6 +90,23 @@ def click_point(page, chart_index: int, recipe_name: str) -> None:
     wait_for_rerun(page)
 
 
+def choose_option(page, multiselect, option_text: str, attempts: int = 6) -> None:
+    """Pick an option of a multiselect. The list does not always open on the first click, and a rerun of the page
+    can close it as it opens, so try again until the choice shows in the widget."""
+    chosen = multiselect.get_by_text(option_text, exact=True)
+    for _ in range(attempts):
+        multiselect.get_by_role("combobox").click()
+        option = page.get_by_role("option").filter(has_text=option_text).first
+        try:
+            option.click(timeout=2000)
+            chosen.wait_for(timeout=3000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            wait_for_rerun(page)
+    chosen.wait_for(timeout=1000)  # fails, saying what was not found
+
+
 def chart_points(page, index: int) -> int:
     """Markers Plotly drew in the index-th chart; the Pareto line and the whiskers draw none."""
     return page.locator(".js-plotly-plot").nth(index).locator(".scatterlayer .point").count()
@@ -123,13 +141,7 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     shifts = page.get_by_test_id("stMultiSelect").filter(has_text="Also check on shifted copies")
     shifts.wait_for()
     wait_for_rerun(page)  # a rerun redrawing the form would close the list as it opens
-    option = page.get_by_role("option").filter(has_text=SHIFT).first
-    for _ in range(5):  # the list does not always open on the first click (the first one may only focus)
-        shifts.get_by_role("combobox").click()
-        if option.is_visible() or (page.wait_for_timeout(800) or option.is_visible()):
-            break
-    option.click()
-    shifts.get_by_text(SHIFT, exact=True).wait_for()  # shown as chosen
+    choose_option(page, shifts, SHIFT)
     page.keyboard.press("Escape")
     wait_for_rerun(page)
     page.get_by_role("button", name="Start sweep").click()
