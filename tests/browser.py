@@ -56,12 +56,10 @@ def wait_until_healthy(url: str, process: subprocess.Popen) -> None:
     raise TimeoutError(f"streamlit did not answer at {url} within {SERVER_START_SECONDS}s")
 
 
-@contextmanager
-def streamlit_server(home: Path, port: int) -> Iterator[str]:
-    """`streamlit run dashboard/app.py` on 127.0.0.1:port with the workspace at `home`; its URL. Stopped on exit;
-    the job runners it started are detached and go on (stop_jobs ends them)."""
-    log = open(home / f"streamlit-{port}-{time.monotonic_ns()}.log", "wb")
-    process = subprocess.Popen(
+def launch_streamlit(home: Path, port: int, log, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`streamlit run dashboard/app.py` on 127.0.0.1:port over the workspace at `home`, logging to `log`, in a
+    process group of its own (so stopping it cannot touch pytest); `env`: more environment for it and its runners."""
+    return subprocess.Popen(
         [
             sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
             "--server.address", "127.0.0.1",
@@ -70,11 +68,19 @@ def streamlit_server(home: Path, port: int) -> Iterator[str]:
             "--browser.gatherUsageStats", "false",
         ],
         cwd=REPO,
-        env={**os.environ, HOME_VARIABLE: str(home)},
+        env={**os.environ, **(env or {}), HOME_VARIABLE: str(home)},
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so stopping it cannot touch pytest
+        start_new_session=True,
     )
+
+
+@contextmanager
+def streamlit_server(home: Path, port: int) -> Iterator[str]:
+    """`streamlit run dashboard/app.py` on 127.0.0.1:port with the workspace at `home`; its URL. Stopped on exit;
+    the job runners it started are detached and go on (stop_jobs ends them)."""
+    log = open(home / f"streamlit-{port}-{time.monotonic_ns()}.log", "wb")
+    process = launch_streamlit(home, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process)

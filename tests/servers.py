@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -16,12 +15,11 @@ from typing import IO
 from dashboard.samples import SAMPLE_OWNER
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.store import jobs as job_rows
-from engine.store.home import HOME_VARIABLE
 from engine.store.records import JobState
 from engine.sweep import default_grid
 from engine.workspace import Workspace
 from sample_models.catalog import SAMPLES
-from tests.browser import REPO, free_port, wait_until_healthy
+from tests.browser import free_port, launch_streamlit, wait_until_healthy
 
 def is_healthy(url: str) -> bool:
     try:
@@ -69,20 +67,7 @@ def start_streamlit(home: Path, env: dict[str, str] | None = None) -> Streamlit:
     it logs to home/streamlit-<port>.log. `env`: more environment for it (and the job runners it starts)."""
     port = free_port()
     log = open(home / f"streamlit-{port}.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-            "--server.address", "127.0.0.1",
-            "--server.port", str(port),
-            "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=REPO,
-        env={**os.environ, **(env or {}), HOME_VARIABLE: str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so stopping it cannot touch pytest
-    )
+    process = launch_streamlit(home, port, log, env)
     server = Streamlit(process, f"http://127.0.0.1:{port}", home, log)
     try:
         wait_until_healthy(server.url, process)

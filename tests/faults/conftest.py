@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.workspace import Workspace
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, stop_jobs
+from tests.browser import CHROMIUM, chromium, stop_jobs
 from tests.servers import Streamlit
 
 _survived: list[tuple[str, int]] = []  # (the fault, rows committed before it and found unchanged after)
@@ -83,12 +83,6 @@ def browser():
     """Debian's Chromium, one per test."""
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as browser:
+        yield browser
 
