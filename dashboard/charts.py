@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS, metric_axis_title
+from engine.formatting import RATE_METRICS, metric_axis_title
 from engine.metrics import METRICS
 from engine.results import (
     LATENCY, METRIC, METRIC_CI_HIGH, METRIC_CI_LOW, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboard.formatting import RATE_METRICS, metric_text, ratio_text, speed_text
+from engine.formatting import change_text, metric_text, ratio_text, speed_text
 from engine.metrics import METRICS
 from engine.recipe import Recipe
 from engine.results import (
-    CALIBRATION_NOTE, CALIBRATION_SOURCE, DELTA, DELTA_CI_HIGH, DELTA_CI_LOW, DESCRIPTION, FIDELITY_MASK, FLOAT_LAYERS,
-    LATENCY, METRIC_NAME, NAME, PER_SLICE, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES,
-    SIZE_IS_ESTIMATE, SIZE_RATIO, THREADS, Goal, change_is_measurable, latency_precision, metric_name, recommend,
+    CALIBRATION_NOTE, CALIBRATION_SOURCE, DESCRIPTION, FIDELITY_MASK, FLOAT_LAYERS, LATENCY, METRIC_NAME, NAME,
+    PER_SLICE, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, THREADS,
+    Goal, latency_precision, metric_name, recommend,
 )
 from engine.text import size_text
 
@@ -45,19 +45,6 @@ def recommendation_text(table: pd.DataFrame, tolerance: float, goal: Goal) -> st
     if speed:
         gains.append(speed)
     return f"{goal.word} model {phrase}: {row[NAME]} ({row[DESCRIPTION]}) — {', '.join(gains)}; {change_text(row)}."
-
-
-def change_text(row: pd.Series) -> str:
-    """The primary metric's change against the original in words, with its 95% interval: 'no measurable change
-    (-0.28 points, 95% interval -0.83 to +0.28)' or 'measurably worse: -1.94 points (...)'."""
-    name = row[METRIC_NAME]
-    scale, unit = (100, " points") if name in RATE_METRICS else (1, "")
-    delta, low, high = (row[column] * scale for column in (DELTA, DELTA_CI_LOW, DELTA_CI_HIGH))
-    figures = f"{delta:+.2f}{unit}, 95% interval {low:+.2f} to {high:+.2f}"
-    if not change_is_measurable(row):
-        return f"no measurable change ({figures})"
-    worse = (delta < 0) == METRICS[name].higher_is_better
-    return f"measurably {'worse' if worse else 'better'} ({figures})"
 
 
 # --- one recipe against the original -----------------------------------------------------------------------------

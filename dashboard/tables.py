@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import help_text
-from dashboard.formatting import RATE_METRICS
+from engine.formatting import RATE_METRICS
 from engine import results
 from engine.metrics import METRICS
 from engine.text import size_unit

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from engine import results
 from engine.errors import QuantscopeError
+from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
 from engine.jobs.executor import cpu_count
 from engine.masking import AUTO, NO_MASK
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                          ("resume", "finish an interrupted, failed or cancelled job")):
         jobs_actions.add_parser(action, help=text).add_argument("job_id")
 
+    export_cli.add_commands(commands)  # export, verify, gate, exports
     return parser
 
 
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_as_job(args)
         elif args.command == "jobs":
             return jobs_command(args)
+        elif args.command in export_cli.COMMANDS:
+            return export_cli.run(args)
         elif args.command == "from-torch":
             model = export_from_torch(args.target, tuple(args.example_shape), args.out, args.example_dtype,
                                       args.opset, args.dynamic_batch)

@@ -35,3 +35,8 @@ class DiskFull(QuantscopeError):
 def is_disk_full(error: BaseException) -> bool:
     """Is this error the disk being full (no space left, or over quota), however it reached us?"""
     return isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+class BundleError(QuantscopeError):
+    """An export bundle cannot be read or checked as given: a missing or malformed file, data it was not measured
+    on (`quantscope verify`)."""

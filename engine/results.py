@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from engine.metrics import METRICS
-from engine.pareto import pareto_flags
+from engine.pareto import pareto_flags, pareto_front
+from engine.provenance import machine_json, software_json
 from engine.recipe import Recipe
 from engine.text import error_line
 
@@ -61,10 +62,12 @@ CALIBRATION_NOTE = "calibration_note"  # why fewer rows than asked calibrated, w
 METRIC_CI_LOW, METRIC_CI_HIGH = "metric_ci_low", "metric_ci_high"
 DELTA = "delta"  # the primary metric minus fp32's, on the same examples
 DELTA_CI_LOW, DELTA_CI_HIGH = "delta_ci_low", "delta_ci_high"  # paired bootstrap; containing 0: no measurable change
+MEASURED_WITH = "measured_with"  # JSON: the versions that computed the row (engine.provenance.software)
 # Its latency (absent on simulated and failed rows).
 THREADS = "threads"  # onnxruntime intra-op threads the artifact was timed with; set on every timed row
 LATENCY_BATCH = "latency_batch"  # N of the batch-N columns; None when only batch 1 was timed
 LATENCY_PROTOCOL = "latency_protocol"  # engine.measure.LatencyProtocol.describe(): how the runs were chosen
+MACHINE = "machine"  # JSON: the CPU and instruction sets the artifact was timed on (engine.provenance.machine)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_r
                          "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped")
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
 # Every column a timing writes: what legitimately differs between two timings of the same artifact.
-TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, *astuple(SINGLE_EXAMPLE), *astuple(BATCH_N))
+TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, MACHINE, *astuple(SINGLE_EXAMPLE), *astuple(BATCH_N))
 # Why a row has no numbers.
 ERROR = "error"  # "TypeName: one line"
 # Added by `results_table`: is the row on the Pareto front of the metric against these costs?
@@ -137,13 +140,14 @@ def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metr
         DELTA_CI_HIGH: sureness.delta_interval.high,
         **scores,
         PER_SLICE: per_slice,
+        MEASURED_WITH: software_json(),
     }
 
 
 def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: dict[LatencyColumns, object]) -> dict:
     """The latency columns of a timed row; `timings` maps SINGLE_EXAMPLE and/or BATCH_N to an
     engine.measure.Latency, `protocol` says how its runs were chosen."""
-    columns = {THREADS: threads, LATENCY_BATCH: batch_n, LATENCY_PROTOCOL: protocol}
+    columns = {THREADS: threads, LATENCY_BATCH: batch_n, LATENCY_PROTOCOL: protocol, MACHINE: machine_json()}
     for names, latency in timings.items():
         columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs,
                         names.ci_low: latency.ci_low_ms, names.ci_high: latency.ci_high_ms,
@@ -267,6 +271,24 @@ def row_for(table: pd.DataFrame, recipe_key: str) -> pd.Series:
     return table[table[RECIPE_KEY] == recipe_key].iloc[0]
 
 
+def nearest_real_recipe(table: pd.DataFrame, row: pd.Series) -> pd.Series | None:
+    """What to deploy instead of a simulated recipe: of the real (not simulated) recipes on the front of the
+    metric against size, the one closest to `row`, its metric and log size each measured against their span over
+    the measured rows. None when no real recipe was measured."""
+    measured = measured_rows(table)
+    real = measured[~measured[SIMULATED].astype(bool)]
+    if real.empty:
+        return None
+    higher_is_better = METRICS[metric_name(table)].higher_is_better
+    front = real[pareto_front(real[[METRIC, SIZE_BYTES]].to_numpy(dtype=np.float64), [higher_is_better, False])]
+    log_size = np.log(measured[SIZE_BYTES].astype(np.float64))
+    metric_span = float(measured[METRIC].max() - measured[METRIC].min()) or 1.0
+    size_span = float(log_size.max() - log_size.min()) or 1.0
+    distance = np.hypot((front[METRIC] - row[METRIC]) / metric_span,
+                        (np.log(front[SIZE_BYTES].astype(np.float64)) - np.log(row[SIZE_BYTES])) / size_span)
+    return front.loc[distance.idxmin()]
+
+
 def extra_set_names(table: pd.DataFrame) -> list[str]:
     """The extra evaluation sets the table's rows were scored on, in the order they were given."""
     names: dict[str, None] = {}
@@ -339,23 +361,23 @@ def recommend(table: pd.DataFrame, tolerance: float, goal: Goal) -> Recommendati
 # -- files ------------------------------------------------------------------------------------------------------
 
 
-def _json_value(value):
+def json_value(value):
     """JSON has no infinity: write it as the string "inf" (SQNR of identical outputs); NaN as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, np.generic):
-        return _json_value(value.item())
+        return json_value(value.item())
     return value
 
 
 def write_results(table: pd.DataFrame, out_dir: Path) -> None:
     """results.json (full rows, artifact paths relative to out_dir) and results.csv (flat columns)."""
     out_dir = Path(out_dir)
-    records = [_json_value(row) for row in table.to_dict(orient="records")]
+    records = [json_value(row) for row in table.to_dict(orient="records")]
     for record in records:
         if isinstance(record[ARTIFACT], str):
             record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(out_dir.resolve()))

@@ -5,6 +5,7 @@
     data = ws.add_dataset(path_or_bytes, "val.npz", model.id, owner)
     job_id = ws.submit_sweep(model.id, data.id, recipes, owner)   # returns at once; a runner does the work
     ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.results.results_table
+    ws.record_export(owner, job_id, recipe, figures, files, "model.onnx")  # a bundle (engine.export) in the history
 
 It sits above engine.store (SQLite and blobs: every SQL statement lives there) and engine.jobs (runners and
 their workers). Submitting records the job and starts its runner, which does the work and writes progress
@@ -31,12 +32,13 @@ from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
 from engine.recipe import Recipe
 from engine.results import ARTIFACT, results_table
-from engine.store import DatasetRecord, JobInfo, ModelRecord, Store, workspace_root
-from engine.store import jobs, library
+from engine.store import DatasetRecord, ExportRecord, JobInfo, ModelRecord, Store, workspace_root
+from engine.store import exports, jobs, library
 from engine.store.records import ACTIVE_STATES, RESUMABLE_STATES, JobState
 from engine.sweep import DEFAULT_LATENCY_BATCH
 
-__all__ = ["DatasetRecord", "JobInfo", "JobState", "ModelRecord", "Workspace", "WorkspaceError", "workspace_root"]
+__all__ = ["DatasetRecord", "ExportRecord", "JobInfo", "JobState", "ModelRecord", "Workspace", "WorkspaceError",
+           "workspace_root"]
 
 STALE_HEARTBEAT_SECONDS = 60.0  # a live runner writes one every second
 POLL_SECONDS = 0.1
@@ -76,7 +78,7 @@ class Workspace:
     def add_dataset(self, source: Path | bytes, filename: str, model_id: str, owner: str,
                     label_column: str | None = None, slice_column: str | None = None,
                     shared: bool = False) -> DatasetRecord:
-        model_record = self._model(model_id, owner)
+        model_record = self.model(model_id, owner)
         data = source if isinstance(source, bytes) else _read_upload(Path(source), DataError("no data file at"))
         model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
         dataset = load_dataset(data, model.summary.inputs, filename=filename, label_column=label_column,
@@ -123,9 +125,9 @@ class Workspace:
         `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan);
         `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each
         (name, dataset id) of `extra_sets` and on each synthetic shift ("noise:0.1": engine.shifts)."""
-        self._model(model_id, owner)
+        self.model(model_id, owner)
         for data_id in (dataset_id, calibration_dataset_id, *(data_id for _, data_id in extra_sets)):
-            if data_id is not None and (dataset := self._dataset(data_id, owner)).model_id != model_id:
+            if data_id is not None and (dataset := self.dataset(data_id, owner)).model_id != model_id:
                 raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
         try:
             params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask,
@@ -218,6 +220,36 @@ class Workspace:
             active = [job for job in jobs.list_jobs(conn) if job.state in ACTIVE_STATES]
         return [job.id for job in active if self._notice_lost_runner(job).state is JobState.INTERRUPTED]
 
+    # -- export history ---------------------------------------------------------------------------------------
+
+    def record_export(self, owner: str, job_id: str | None, recipe: Recipe, figures: dict, files: dict[str, Path],
+                      model_file: str) -> ExportRecord:
+        """Store a written bundle's files (`model_file` among the artifacts, where a sweep's row already has it;
+        the others as blobs) and record it in the history with its figures (bundle.json)."""
+        stored = {name: (self.store.artifacts if name == model_file else self.store.blobs).put_copy(path)
+                  for name, path in files.items()}
+        with self.store.connect() as conn:
+            return exports.add_export(conn, uuid.uuid4().hex[:12], owner, job_id, recipe.key(), recipe.short_name(),
+                                      recipe.to_json(), figures, stored[model_file], stored)
+
+    def exports(self, owner: str | None = None) -> list[ExportRecord]:
+        """The owner's exports (owner None: everyone's), newest first."""
+        with self.store.connect() as conn:
+            return exports.list_exports(conn, owner)
+
+    def export(self, export_id: str, owner: str | None = None) -> ExportRecord:
+        with self.store.connect() as conn:
+            found = exports.get_export(conn, export_id, owner)
+        if found is None:
+            raise WorkspaceError(f"no export {export_id}" + (f" for {owner}" if owner else ""))
+        return found
+
+    def export_files(self, export_id: str, owner: str | None = None) -> dict[str, Path]:
+        """Where a recorded bundle's files are stored, by file name in the bundle's order."""
+        record = self.export(export_id, owner)
+        return {name: (self.store.artifacts if sha256 == record.model_sha256 else self.store.blobs).path(sha256)
+                for name, sha256 in record.files.items()}
+
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def _launch(self, job_id: str) -> None:
@@ -249,14 +281,16 @@ class Workspace:
             return stale
         return stale or not runner_is_alive(pid, job.id)
 
-    def _model(self, model_id: str, owner: str) -> ModelRecord:
+    def model(self, model_id: str, owner: str | None = None) -> ModelRecord:
+        """The model if the owner may use it (their own or a shared one; owner None: anyone's)."""
         with self.store.connect() as conn:
             model = library.find_model(conn, model_id, owner)
         if model is None:
             raise WorkspaceError(f"no model {model_id} for {owner}")
         return model
 
-    def _dataset(self, dataset_id: str, owner: str) -> DatasetRecord:
+    def dataset(self, dataset_id: str, owner: str | None = None) -> DatasetRecord:
+        """The dataset if the owner may use it, as for `model`."""
         with self.store.connect() as conn:
             dataset = library.find_dataset(conn, dataset_id, owner)
         if dataset is None:

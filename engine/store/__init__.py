@@ -10,11 +10,12 @@ Map of this package:
     library.py  uploaded models and datasets, per owner, with the shared flag
     jobs.py     jobs, their progress, and their committed result rows
     cache.py    stored artifacts and the result cache (one row per configuration, never computed twice)
+    exports.py  the export history: every bundle written, its figures and its stored files
 
 Nothing here imports onnxruntime: the store is cheap to open from any process.
 """
 
 from engine.store.home import Store, workspace_root
-from engine.store.records import DatasetRecord, JobInfo, ModelRecord
+from engine.store.records import DatasetRecord, ExportRecord, JobInfo, ModelRecord
 
-__all__ = ["DatasetRecord", "JobInfo", "ModelRecord", "Store", "workspace_root"]
+__all__ = ["DatasetRecord", "ExportRecord", "JobInfo", "ModelRecord", "Store", "workspace_root"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.store.jobs import encode_row
 
 ENGINE_DIR = Path(__file__).resolve().parents[1]
-NOT_ROW_SHAPING = ("cli.py", "jobs/", "store/")  # code that moves rows around without computing them
+NOT_ROW_SHAPING = ("cli.py", "jobs/", "store/", "export/")  # code that moves rows around without computing them
 
 
 @cache

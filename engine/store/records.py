@@ -105,3 +105,24 @@ class JobInfo:
             dataset_id=row["dataset_id"], created=row["created"], started=row["started"],
             finished=row["finished"], error_detail=row["error_detail"], params=json.loads(row["params"]),
         )
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """One bundle written by engine.export: what it holds (its bundle.json) and where its files are stored."""
+
+    id: str
+    owner: str
+    job_id: str | None  # the sweep whose row was exported; None when the export measured the recipe itself
+    recipe_key: str
+    name: str  # the recipe's short name
+    recipe: str  # the recipe's JSON
+    figures: dict  # the bundle's bundle.json
+    model_sha256: str
+    files: dict[str, str]  # file name -> sha256, in the bundle's order
+    created: float  # unix seconds
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ExportRecord:
+        return cls(row["id"], row["owner"], row["job_id"], row["recipe_key"], row["name"], row["recipe"],
+                   json.loads(row["figures"]), row["model_sha256"], json.loads(row["files"]), row["created"])

@@ -101,6 +101,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
             created REAL NOT NULL
         )""",
     ),
+    # 4. Export history: every bundle written (engine.export), what it holds and where its files are stored, so
+    #    what was shipped before can be listed and downloaded again.
+    (
+        """CREATE TABLE exports (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            job_id TEXT,                  -- the sweep whose row was exported; NULL when measured for the export
+            recipe_key TEXT NOT NULL,
+            name TEXT NOT NULL,           -- the recipe's short name
+            recipe TEXT NOT NULL,         -- the recipe's JSON
+            figures TEXT NOT NULL,        -- the bundle's bundle.json
+            model_sha256 TEXT NOT NULL,   -- of the bundle's model file, also its address among the artifacts
+            files TEXT NOT NULL,          -- JSON {file name: sha256}: the model among the artifacts, the rest blobs
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX exports_by_owner ON exports (owner, created)",
+    ),
 ]
 
 

@@ -37,13 +37,15 @@ def sweep(
     mask: str = AUTO,
     extra_sets: dict[str, Dataset] | None = None,
     shifts: Sequence[Shift] = (),
+    timed: bool = True,
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
 
     Static recipes calibrate on `calibration_data`, else on validation rows held out of scoring for every
     recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once.
     `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each of
-    `extra_sets` and on each synthetic shift of the scored rows (engine.shifts)."""
+    `extra_sets` and on each synthetic shift of the scored rows (engine.shifts). With `timed` False nothing is
+    timed (the CI gate times its own way: engine.export.gate)."""
     out_dir = Path(out_dir)
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data, extra_sets, shifts)
     reference = reference_for(model, plan.scored, out_dir, mask, plan.extras)
@@ -54,7 +56,7 @@ def sweep(
             progress(done, len(recipes), recipe.short_name())
         try:
             row = measure_recipe(model, plan.scored, recipe, out_dir, reference, threads, batch, calibration,
-                                 extras=plan.extras)
+                                 extras=plan.extras, timed=timed)
             rows.append({**row, **plan.columns(recipe)})
         except QuantscopeError:
             raise

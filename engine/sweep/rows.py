@@ -144,10 +144,12 @@ def measure_recipe(
     calibration: CalibrationSet | None = None,
     protocol: LatencyProtocol = ADAPTIVE,
     extras: dict[str, Dataset] | None = None,
+    timed: bool = True,
 ) -> dict:
-    """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed)."""
+    """One complete row: build, evaluate, and time the artifact (simulated artifacts are not timed; nor is any
+    with `timed` False, for a caller that times its own way)."""
     artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
     row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration, extras)
-    if not row[results.SIMULATED]:
+    if timed and not row[results.SIMULATED]:
         row.update(time_artifact(artifact_path, dataset, threads, batch, protocol))
     return row

@@ -1,0 +1,36 @@
+"""Every bundle written is recorded in the workspace's export history, so what was shipped can be listed and any
+past bundle written again, byte for byte (its files are stored: engine.workspace.Workspace.record_export)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engine.export.bundle import ExportSource, bundle_files, bundle_zip, write_bundle
+from engine.recipe import Recipe
+from engine.store.records import ExportRecord
+
+
+def export_bundle(workspace, source: ExportSource, out: Path, owner: str) -> ExportRecord:
+    """Write the bundle into `out` and record it for `owner`."""
+    figures = write_bundle(source, out)
+    files = {name: Path(out) / name for name in bundle_files(figures)}
+    return workspace.record_export(owner, source.job_id, source.recipe, figures, files, figures["model"]["file"])
+
+
+def write_files(workspace, export_id: str, out: Path, owner: str | None = None) -> list[str]:
+    """Write a recorded bundle's files into `out` again; their names."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = workspace.export_files(export_id, owner)
+    for name, stored in files.items():
+        shutil.copyfile(stored, out / name)
+    return list(files)
+
+
+def zip_of(workspace, export_id: str, owner: str | None = None) -> tuple[str, bytes]:
+    """(file name, bytes) of a recorded bundle as one zip, its files inside a folder named after it."""
+    record = workspace.export(export_id, owner)
+    folder = f"{Path(record.figures['base_model']['name']).stem}-{Recipe.from_json(record.recipe).slug()}"
+    return f"{folder}.zip", bundle_zip(workspace.export_files(export_id, owner), folder)
+
