@@ -22,10 +22,13 @@ MODELS_DATA_INTRO = (
     "then try ways to shrink it on the **Sweep** page."
 )
 SWEEP_INTRO = "Try several ways of shrinking the model; each one is built, scored on your data and timed."
-EXPORT_INTRO = "Take a recipe you like with you: the exact file that was measured, its settings, and a summary."
+EXPORT_INTRO = (
+    "Take a recipe you like with you as a bundle: the exact file that was measured, its settings, its figures, a "
+    "report and a model card. Every bundle made here is kept in the list at the bottom."
+)
 NEXT_SWEEP = "Next: open **Sweep** in the sidebar to try some ways of shrinking this model."
 NEXT_TRADE_OFFS = "Open **Trade-offs** in the sidebar to compare a finished sweep's recipes."
-NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model file, its settings and a report."
+NEXT_EXPORT = "Open **Export** in the sidebar to download this recipe's model file with its settings and a report."
 NO_FINISHED_SWEEP = "No finished sweep yet: start one on the **Sweep** page."
 NOTHING_MEASURED = "No recipe in this sweep could be measured, so there is nothing to chart or export."
 
@@ -192,8 +195,21 @@ NO_RECOMMENDATION_WITHOUT_REFERENCE = "Add the original model (fp32) to a sweep 
 
 DOWNLOAD_MODEL = "The exact model file that was measured; it runs anywhere ONNX models run."
 DOWNLOAD_RECIPE = "The settings used, as a small JSON file, so the same shrinking can be repeated later."
-DOWNLOAD_REPORT = "A short summary of this recipe's measured size, speed and scores, to share with others."
+DOWNLOAD_REPORT = "A page to share: where this recipe sits among the others, its scores next to the original's, its size and speed."
+DOWNLOAD_CARD = "A model card in the Hugging Face format, to publish with the model."
+DOWNLOAD_FIGURES = "Every figure as measured, and a fingerprint (sha256) of each file, for `quantscope verify`."
+DOWNLOAD_ZIP = "All the files above in one zip; `quantscope verify` checks the unzipped folder against your data."
+MAKE_BUNDLE = "Make the bundle"
+MAKE_BUNDLE_HELP = "Writes the bundle from the measured file and its figures (nothing is rebuilt) and keeps it below."
+REPORT_PREVIEW = "Report preview"
+EXPORT_HISTORY = "Exported before"
+NO_EXPORTS = "Nothing exported from this workspace yet."
+PAST_EXPORT = "Download a past bundle"
+PAST_ZIP = "Download that bundle (.zip)"
 SIMULATED_EXPORT = (
     "This file is an fp32 simulation: it gives the answers the shrunken model would give, "
     "but it is full precision, so it is neither smaller nor faster than the original."
 )
+
+SHIP_INSTEAD = "Not for shipping. The nearest real recipe on the trade-off front is **{name}**: export that one instead."
+NOTHING_TO_SHIP_INSTEAD = "Not for shipping, and no real recipe was measured in this sweep to ship instead."

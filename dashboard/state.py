@@ -28,7 +28,9 @@ CHOSEN_MODEL = "chosen_model"
 CHOSEN_DATASET = "chosen_dataset"
 CHOSEN_JOB = "chosen_job"
 CHOSEN_RECIPE = "chosen_recipe"
-CHOICES = (CHOSEN_MODEL, CHOSEN_DATASET, CHOSEN_JOB, CHOSEN_RECIPE)
+CHOSEN_EXPORT = "chosen_export"  # a past export picked on the Export page
+CHOICES = (CHOSEN_MODEL, CHOSEN_DATASET, CHOSEN_JOB, CHOSEN_RECIPE, CHOSEN_EXPORT)
+MADE_BUNDLES = "made_bundles"  # (job id, recipe key) -> id of the export this session made of that row
 WATCHED_JOBS = "watched_jobs"  # job id -> still active, for the user's jobs this session saw running
 
 WORKSPACE_PARAM = "workspace"  # the page link's query parameter that holds the token
@@ -70,7 +72,7 @@ def open_workspace(token: str) -> None:
     """Make `token` this session's workspace, in the page's link too; choices made in the other one are dropped."""
     st.session_state[OWNER] = token
     st.query_params[WORKSPACE_PARAM] = token
-    for key in (*CHOICES, WATCHED_JOBS):
+    for key in (*CHOICES, WATCHED_JOBS, MADE_BUNDLES):
         st.session_state.pop(key, None)
 
 

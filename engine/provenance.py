@@ -7,6 +7,7 @@ export bundles repeat them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,9 @@ from importlib import metadata
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+ROW_SHAPING_PACKAGES = ("quantscope", "onnxruntime", "onnx")
+ENGINE_DIR = Path(__file__).resolve().parent
+NOT_ROW_SHAPING = ("cli.py", "jobs/", "store/", "export/")  # code that moves rows around without computing them
 # Instruction sets that decide which onnxruntime kernels run, in the order they were added to CPUs. x86: vector
 # widths, fused multiply-add, the int8 dot products (VNNI) and matrix units (AMX); Arm: NEON, its int8 dot product,
 # int8 matrix multiply and SVE.
@@ -63,13 +67,21 @@ def machine_json() -> str:
 
 
 @cache
-def software() -> dict:
-    """The versions that shape a measured row: quantscope, onnxruntime, onnx, and the engine's full version (the
-    result cache's key, which adds a digest of the engine's source)."""
-    from engine.store.cache import engine_version  # the store owns the cache key; it imports no onnxruntime
+def engine_source_digest() -> str:
+    """A digest of the engine code that computes rows: what changes them in an editable install, where the code
+    changes without the version number."""
+    digest = hashlib.sha256()
+    for path in sorted(ENGINE_DIR.rglob("*.py")):
+        name = path.relative_to(ENGINE_DIR).as_posix()
+        if not name.startswith(NOT_ROW_SHAPING):
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
-    return {**{name: metadata.version(name) for name in ("quantscope", "onnxruntime", "onnx")},
-            "engine": engine_version()}
+
+@cache
+def software() -> dict:
+    """The versions that shape a measured row: quantscope, onnxruntime and onnx, and the engine's source digest."""
+    return {**{name: metadata.version(name) for name in ROW_SHAPING_PACKAGES}, "engine_source": engine_source_digest()}
 
 
 @cache

@@ -1,11 +1,33 @@
-"""Export: download one measured recipe's model file, its recipe JSON and a short report."""
+"""Export: one measured recipe as a bundle (engine.export): each file a download, the whole bundle one zip, the
+report previewed; below, every bundle made before, each downloadable again."""
 
 from __future__ import annotations
 
-import streamlit as st
+from dataclasses import replace
 
-from dashboard import help_text, pickers, report, state
+import streamlit as st
+import streamlit.components.v1 as components
+
+from dashboard import exports_view, help_text, pickers, report, state
 from engine import results
+from engine.export import history
+from engine.export.bundle import REPORT_FILE
+
+REPORT_HEIGHT = 900
+MAX_CACHED_ZIPS = 4
+
+
+@st.cache_data(max_entries=MAX_CACHED_ZIPS, show_spinner=False)
+def _zip(workspace_root: str, export_id: str, owner: str) -> tuple[str, bytes]:
+    """A recorded bundle never changes, so its zip is made once."""
+    return history.zip_of(state.workspace(), export_id, owner)
+
+
+def _download(download: report.Download, primary: bool = False) -> None:
+    st.download_button(download.label, data=download.data, file_name=download.file_name, mime=download.mime,
+                       help=download.help, type="primary" if primary else "secondary", width="stretch",
+                       on_click="ignore")  # a download needs no rerun of the page
+
 
 ws = state.workspace()
 owner = state.owner()
@@ -20,29 +42,38 @@ table = pickers.measured_sweep(job, ws)
 with recipe_column:
     row = pickers.pick_recipe(table)
 
-reference = results.reference_row(table)
-model_name = {record.id: record.name for record in ws.models(owner)}.get(job.model_id, "model")
-dataset_name = {record.id: record.filename for record in ws.datasets(owner)}.get(job.dataset_id, "validation data")
 st.markdown(f"**{row[results.NAME]}**: {row[results.DESCRIPTION]}")
 if row[results.SIMULATED]:
-    st.warning(help_text.SIMULATED_EXPORT, icon=":material/science:")
+    instead = results.nearest_real_recipe(table, row)
+    st.warning(f"{help_text.SIMULATED_EXPORT} " + (help_text.NOTHING_TO_SHIP_INSTEAD if instead is None
+                                                    else help_text.SHIP_INSTEAD.format(name=instead[results.NAME])),
+               icon=":material/science:")
 
-downloads = (
-    report.artifact_download(row, ws.artifact_path(job.id, row[results.RECIPE_KEY]), model_name),
-    report.recipe_download(row, model_name),
-    report.report_download(row, reference, model_name, dataset_name),
-)
-for column, download in zip(st.columns(len(downloads)), downloads):
-    column.download_button(
-        download.label,
-        data=download.data,
-        file_name=download.file_name,
-        mime=download.mime,
-        help=download.help,
-        width="stretch",
-        on_click="ignore",  # a download needs no rerun of the page
-    )
+made = st.session_state.setdefault(state.MADE_BUNDLES, {})
+row_id = (job.id, row[results.RECIPE_KEY])
+if row_id not in made and st.button(help_text.MAKE_BUNDLE, type="primary", help=help_text.MAKE_BUNDLE_HELP):
+    with st.spinner("Writing the bundle..."):
+        made[row_id] = history.export_job_row(ws, job.id, row[results.RECIPE_KEY], owner).id
 
-st.subheader("Report preview")
-with st.container(border=True):
-    st.markdown(downloads[-1].data.decode())
+if row_id in made:
+    record = ws.export(made[row_id], owner)
+    name = history.bundle_name(record)
+    _download(report.zip_download(*_zip(str(ws.root), record.id, owner)), primary=True)
+    files = ws.export_files(record.id, owner)
+    downloads = report.file_downloads(files, name)
+    for column, download in zip(st.columns(len(downloads)), downloads):
+        with column:
+            _download(download)
+    st.caption(f"Export {record.id}: model sha256 `{record.model_sha256}`")
+    st.subheader(help_text.REPORT_PREVIEW)
+    components.html(files[REPORT_FILE].read_text(encoding="utf-8"), height=REPORT_HEIGHT, scrolling=True)
+
+st.subheader(help_text.EXPORT_HISTORY)
+past = ws.exports(owner)
+if not past:
+    st.caption(help_text.NO_EXPORTS)
+else:
+    st.dataframe(exports_view.history_table(past), hide_index=True, width="stretch")
+    labels = {record.id: exports_view.export_label(record) for record in past}
+    export_id = state.pick(help_text.PAST_EXPORT, list(labels), state.CHOSEN_EXPORT, format_func=labels.get)
+    _download(replace(report.zip_download(*_zip(str(ws.root), export_id, owner)), label=help_text.PAST_ZIP))

@@ -34,7 +34,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; } td, th { border: 1px
 th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .warning { background: #fff3cd; border: 1px solid #e0c060; padding: 0.8em 1em; border-radius: 4px; }
 .figures { display: flex; gap: 1em; flex-wrap: wrap; } .figure { border: 1px solid #ddd; border-radius: 4px;
-padding: 0.6em 1em; min-width: 200px; } .figure b { display: block; font-size: 1.4em; }
+padding: 0.6em 1em; flex: 1 1 0; } .figure b { display: block; font-size: 1.4em; }
 code, pre { background: #f6f6f6; } pre { padding: 0.6em; overflow-x: auto; } .hash { font-family: monospace; }
 """
 
@@ -60,10 +60,15 @@ def _front_figure(table: pd.DataFrame, figures: dict, cost: str, flag: str, titl
          "circle"),
         ("simulated (no real kernel)", rows[results.SIMULATED].astype(bool), SIMULATED_COLOR, "x"),
     )
+    original = rows.apply(results.is_reference, axis=1).astype(bool) if not rows.empty else rows[flag]
     for name, mask, color, symbol in groups:
-        part = rows[mask & (rows[results.RECIPE_KEY] != key)]
+        part = rows[mask & ~original & (rows[results.RECIPE_KEY] != key)]
         if not part.empty:
             figure.add_trace(_points(part, cost, unit, metric, name, dict(size=10, color=color, symbol=symbol)))
+    reference = rows[original & (rows[results.RECIPE_KEY] != key)]
+    if not reference.empty:
+        figure.add_trace(_points(reference, cost, unit, metric, "fp32 (the original)",
+                                 dict(size=13, color="#333", symbol="diamond")))
     this = rows[rows[results.RECIPE_KEY] == key]
     figure.add_trace(_points(this, cost, unit, metric, f"this recipe: {figures['recipe']['name']}",
                              dict(size=20, color=THIS_COLOR, symbol="star", line=dict(width=1, color="#333"))))
@@ -82,17 +87,19 @@ def _points(rows: pd.DataFrame, cost: str, unit: int, metric: str, name: str, ma
 
 
 def _slice_figure(figures: dict) -> go.Figure:
+    """The primary metric's change against fp32 on each slice, in the units the tables use (points for rates)."""
     metric = figures["metric"]
-    slices = metric["per_slice"]
-    names = list(slices)
+    slices = {name: entry for name, entry in metric["per_slice"].items()
+              if isinstance(entry["value"], float | int) and isinstance(entry["fp32"], float | int)}
     scale = _scale(metric["name"])
-    figure = go.Figure([
-        go.Bar(name="this recipe", x=names, y=[(slices[n]["value"] or 0) * scale for n in names], marker_color=THIS_COLOR),
-        go.Bar(name="fp32", x=names, y=[(slices[n]["fp32"] or 0) * scale for n in names], marker_color=FRONT_COLOR),
-    ])
-    figure.update_layout(barmode="group", height=CHART_HEIGHT - 60, margin=dict(l=10, r=10, t=40, b=10),
-                         yaxis_title=metric_axis_title(metric["name"]),
-                         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    changes = [(entry["value"] - entry["fp32"]) * scale for entry in slices.values()]
+    figure = go.Figure(go.Bar(x=list(slices), y=changes, marker_color=THIS_COLOR,
+                              text=[f"{change:+.2f}" for change in changes], textposition="outside",
+                              hovertemplate="%{x}: %{y:+.3g}<extra></extra>"))
+    unit = "points" if metric["name"] in RATE_METRICS else "change"
+    figure.update_layout(height=CHART_HEIGHT - 80, margin=dict(l=10, r=10, t=20, b=10),
+                         yaxis_title=f"{metric['label']} against fp32 ({unit})")
+    figure.add_hline(y=0, line_color="#333", line_width=1)
     return figure
 
 
@@ -104,7 +111,7 @@ def _charts(figures: dict, table: pd.DataFrame) -> list[tuple[str, go.Figure]]:
         charts.append(("Metric against time per example (median, batch of 1)",
                        _front_figure(table, figures, results.LATENCY, results.PARETO_LATENCY, "Time per example (ms)")))
     if figures["metric"]["per_slice"]:
-        charts.append((f"{figures['metric']['label']} per slice of the data", _slice_figure(figures)))
+        charts.append((f"{figures['metric']['label']} per slice of the data, against fp32", _slice_figure(figures)))
     return charts
 
 
@@ -179,7 +186,8 @@ def _provenance(figures: dict) -> str:
         notes.append(f"Also scored on synthetic shifts: {', '.join(data['shifts'])}.")
     if figures["measured"]["job_id"]:
         notes.append(f"Measured by sweep job {figures['measured']['job_id']}.")
-    software = ", ".join(f"{name} {version}" for name, version in versions.items()) or "not recorded"
+    software = ", ".join(f"{name} {version}" for name, version in versions.items() if name != "engine_source")
+    software = f"{software} (engine source {versions['engine_source']})" if versions else "not recorded"
     return ("".join(f"<p>{html.escape(note)}</p>" for note in notes)
             + f"<p>Measured with {html.escape(software)}.</p>"
             + _table(["Data", "File", "Rows", "sha256"], rows, numeric_from=2))

@@ -14,28 +14,17 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
-from pathlib import Path
 
+from engine.provenance import ROW_SHAPING_PACKAGES, software
 from engine.store.jobs import encode_row
 
-ENGINE_DIR = Path(__file__).resolve().parents[1]
-NOT_ROW_SHAPING = ("cli.py", "jobs/", "store/", "export/")  # code that moves rows around without computing them
 
 
 @cache
 def engine_version() -> str:
-    """Versions of everything that shapes a row, plus a digest of the engine's source.
-
-    The digest matters in an editable install, where the code changes without the version number.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(ENGINE_DIR.rglob("*.py")):
-        name = path.relative_to(ENGINE_DIR).as_posix()
-        if not name.startswith(NOT_ROW_SHAPING):
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    versions = " ".join(f"{name} {metadata.version(name)}" for name in ("quantscope", "onnxruntime", "onnx"))
-    return f"{versions} source {digest.hexdigest()[:12]}"
+    """Versions of everything that shapes a row, plus a digest of the engine's source (engine.provenance)."""
+    versions = software()
+    return " ".join(f"{name} {versions[name]}" for name in ROW_SHAPING_PACKAGES) + f" source {versions['engine_source']}"
 
 
 @dataclass(frozen=True)
