@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dashboard import charts, comparisons, help_text, jobs_view, pickers, report, state, summaries, tables
+from dashboard import charts, comparisons, help_text, jobs_view, pickers, state, summaries, tables
 from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
 from engine.cli import CLI_OWNER
@@ -212,7 +211,7 @@ def test_hover_shows_the_recipe_in_words(digits_table):
     assert all(point[2] in descriptions for point in trace.customdata)
 
 
-# --- detail card, table and report -------------------------------------------------------------------------------
+# --- detail card and table -------------------------------------------------------------------------------------
 
 
 def test_metric_comparison_lists_each_score_next_to_the_original(digits_table):
@@ -237,41 +236,11 @@ def test_results_view_keeps_one_sortable_row_per_recipe(digits_table):
     assert set(tables.results_columns(digits_table)) >= set(view.columns) - {"Problem"}
 
 
-def test_report_of_a_simulated_recipe_says_it_is_an_fp32_simulation(digits_table):
-    row = digits_table[digits_table["simulated"]].iloc[0]
-    text = report.report_markdown(row, results.reference_row(digits_table), "digits_cnn", "digits_cnn.npz")
-    assert help_text.SIMULATED_EXPORT in text
-    assert json.loads(text.split("```json\n")[1].split("```")[0]) == json.loads(row["recipe"])
-
-
-def test_report_states_what_a_fixed_batch_model_was_timed_at(digits_table):
-    reference = results.reference_row(digits_table)
-    timed = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
-    batch_of_one = timed.copy()  # a model fixed at batch 1: single examples only
-    batch_of_one[["latency_batch", "latency_bN_p50_ms", "latency_bN_p95_ms"]] = np.nan
-    batch_of_four = timed.copy()  # fixed at batch 4: batches only
-    batch_of_four[["latency_batch", "latency_b1_p50_ms", "latency_b1_p95_ms"]] = [4, np.nan, np.nan]
-
-    one = report.report_markdown(batch_of_one, reference, "m", "d.npz")
-    assert "single-example runs" in one and "Time per batch" not in one
-    four = report.report_markdown(batch_of_four, reference, "m", "d.npz")
-    assert "Time per batch of 4" in four and "single-example runs" not in four
-
-
-def test_the_original_model_keeps_all_its_layers_at_full_precision_in_one_phrase(digits_table):
+def test_the_original_model_keeps_all_its_layers_at_full_precision(digits_table):
     reference = results.reference_row(digits_table)
     assert comparisons.full_precision_layers(reference) is None
-    text = report.report_markdown(reference, reference, "digits_cnn", "digits_cnn.npz")
-    assert f"- Layers kept at full precision: {help_text.ALL_LAYERS_KEPT}\n" in text
     quantized = digits_table[digits_table["name"] == "W4 weight-only group32"].iloc[0]
     assert comparisons.full_precision_layers(quantized) == list(quantized["float_layers"])
-
-
-def test_artifact_download_is_the_artifact_file_byte_for_byte(digits_table):
-    row = digits_table[digits_table["name"] == "W8A8 static channel minmax"].iloc[0]
-    download = report.artifact_download(row, row["artifact"], "digits_cnn")
-    assert download.data == open(row["artifact"], "rb").read()
-    assert download.file_name.endswith(".onnx")
 
 
 def test_model_summary_tables_come_from_the_stored_summary():

@@ -6,10 +6,12 @@ simulated rows too); tests that need a different state make it themselves.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import secrets
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,11 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 import dashboard.samples
-from dashboard import errors, help_text, jobs_view, state, sweep_form
+from dashboard import errors, help_text, jobs_view, report, state, sweep_form
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
+from engine import results
+from engine.export import history
 from engine.recipe import Recipe
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
@@ -482,24 +486,41 @@ def served_bytes(download_button) -> bytes:
     return RecordingStorage.latest.get_file(download_button.proto.url.rsplit("/", 1)[-1]).content
 
 
-def test_download_button_serves_the_artifact_bytes(ws, finished_job, monkeypatch):
+def download_button(at: AppTest, label: str):
+    return next(b for b in at.download_button if b.label == label)
+
+
+def test_the_bundle_zip_holds_the_measured_artifact_and_is_kept_in_the_history(ws, finished_job, monkeypatch):
     monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", RecordingStorage)
     table = ws.results(finished_job)
     row = table[table["name"] == "W8A8 static channel minmax"].iloc[0]
     at = page("export", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: row["recipe_key"]})
     assert_no_exception(at)
-    model_button, recipe_button, report_button = at.download_button
-    assert served_bytes(model_button) == ws.artifact_path(finished_job, row["recipe_key"]).read_bytes()
-    assert json.loads(served_bytes(recipe_button)) == json.loads(row["recipe"])
-    assert row["description"] in served_bytes(report_button).decode()
-    assert not at.warning
+    assert not at.download_button and not at.warning
+    button(at, help_text.MAKE_BUNDLE).click().run()
+    assert_no_exception(at)
+    (record,) = ws.exports(OWNER)
+    with zipfile.ZipFile(io.BytesIO(served_bytes(download_button(at, report.ZIP_LABEL)))) as archive:
+        members = {Path(name).name: archive.read(name) for name in archive.namelist()}
+    assert members["model.onnx"] == ws.artifact_path(finished_job, row["recipe_key"]).read_bytes()
+    assert json.loads(members["recipe.json"]) == json.loads(row["recipe"])
+    assert json.loads(members["bundle.json"])["metric"]["value"] == row["metric"]
+    assert set(members) == {"model.onnx", "recipe.json", "bundle.json", "report.html", "MODEL_CARD.md"}
+    assert served_bytes(download_button(at, "Model card (.md)")) == members["MODEL_CARD.md"]
+    assert [b.label for b in at.button if b.label == help_text.MAKE_BUNDLE] == []  # made once per row and session
+    assert at.dataframe[0].value["Recipe"].tolist() == ["W8A8 static channel minmax"]
+
+    later = page("export", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: row["recipe_key"]})
+    past = served_bytes(download_button(later, help_text.PAST_ZIP))  # another session: the history, downloadable
+    assert zipfile.ZipFile(io.BytesIO(past)).read(f"{history.bundle_name(record)}/model.onnx") == members["model.onnx"]
 
 
-def test_exporting_a_simulated_recipe_says_it_is_an_fp32_simulation(ws, finished_job):
+def test_exporting_a_simulated_recipe_says_it_is_an_fp32_simulation_and_what_to_ship_instead(ws, finished_job):
     table = ws.results(finished_job)
     row = table[table["simulated"]].iloc[0]
     at = page("export", **{state.CHOSEN_JOB: finished_job, state.CHOSEN_RECIPE: row["recipe_key"]})
-    assert at.warning[0].value == help_text.SIMULATED_EXPORT
+    nearest = results.nearest_real_recipe(table, row)
+    assert at.warning[0].value == f"{help_text.SIMULATED_EXPORT} {help_text.SHIP_INSTEAD.format(name=nearest['name'])}"
 
 
 # --- samples -----------------------------------------------------------------------------------------------------

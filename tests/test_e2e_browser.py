@@ -1,4 +1,4 @@
-"""The dashboard end to end in a real browser: upload, sweep, trade-off chart, export.
+"""The dashboard end to end in a real browser: upload, sweep, trade-off chart, export bundle.
 
 Starts `streamlit run dashboard/app.py` on a free loopback port with a fresh workspace, drives Debian's
 Chromium through Playwright, and writes a full-page screenshot of each page to docs/screenshots/.
@@ -7,6 +7,7 @@ Chromium through Playwright, and writes a full-page screenshot of each page to d
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,13 +171,20 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     assert ws.job(job.id).params["shifts"] == [SHIFT]
     screenshot(page, "tradeoffs")
 
-    # Export: the downloaded model is the measured artifact, byte for byte.
+    # Export: the bundle's zip holds the measured artifact, byte for byte, and the report is previewed.
     open_page(page, "Export")
     page.get_by_text(f"{EXPORTED_RECIPE}:").first.wait_for()  # the choice carried over from Trade-offs
+    page.get_by_role("button", name="Make the bundle").click()
+    bundle = page.get_by_role("button", name="Download the bundle (.zip)")
+    bundle.wait_for()
     with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download model (.onnx)").click()
+        bundle.click()
     saved = tmp_path / download_info.value.suggested_filename
     download_info.value.save_as(saved)
     row = table[table["name"] == EXPORTED_RECIPE].iloc[0]
-    assert saved.read_bytes() == ws.artifact_path(job.id, row["recipe_key"]).read_bytes()
+    with zipfile.ZipFile(saved) as archive:
+        model = archive.read(next(name for name in archive.namelist() if name.endswith("/model.onnx")))
+    assert model == ws.artifact_path(job.id, row["recipe_key"]).read_bytes()
+    page.frame_locator("iframe").locator(".js-plotly-plot .point").first.wait_for()
+    wait_for_rerun(page)
     screenshot(page, "export")

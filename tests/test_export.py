@@ -12,16 +12,21 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from engine import results
 from engine.export import history
-from engine.export.bundle import BUNDLE_FILE, CARD_FILE, MODEL_FILE, REPORT_FILE, SIMULATION_FILE, read_bundle
+from engine.export.bundle import (
+    BUNDLE_FILE, CARD_FILE, MODEL_FILE, REPORT_FILE, SIMULATION_FILE, bundle_figures, read_bundle,
+)
 from engine.export.gate import ERROR, FAIL, PASS, Limits, gate
+from engine.export.report import render_report
 from engine.export.sources import MeasureOptions, measure_for_export, source_from_job
 from engine.export.verify import BAD_INPUT, FAILED, verify
 from engine.errors import BundleError
@@ -145,6 +150,20 @@ def test_a_row_is_named_by_its_key_or_name_and_a_wrong_one_lists_the_rows(ws, jo
     assert source_from_job(ws, job_id, "fp32").recipe.is_reference
     done = run_cli("export", "--from-job", job_id, "--row", "nope", "--out", "/tmp/never-written")
     assert done.returncode == 2 and INT8.key() in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_says_what_a_fixed_batch_model_was_timed_at(ws, job):
+    """A model fixed at batch 4 is timed at 4 only: the report shows that row and no single-example one."""
+    source = source_from_job(ws, job[0], INT8.key())
+    row = source.row.copy()
+    timed_at_four = {results.LATENCY_BATCH: 4, results.BATCH_N.p50: 0.5, results.BATCH_N.p95: 0.6,
+                     results.BATCH_N.runs: 30, results.SINGLE_EXAMPLE.p50: np.nan, results.SINGLE_EXAMPLE.p95: np.nan}
+    for column, value in timed_at_four.items():
+        row[column] = value
+    figures = bundle_figures(replace(source, row=row))
+    assert figures["latency"]["batch_1"] is None and figures["latency"]["batch_n"]["batch"] == 4
+    page = render_report(figures, source.table)
+    assert "<td>4 examples</td>" in page and "<td>1 example</td>" not in page
 
 
 # --- history -----------------------------------------------------------------------------------------------------

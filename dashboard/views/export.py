@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from dashboard import exports_view, help_text, pickers, report, state
 from engine import results
@@ -51,9 +50,11 @@ if row[results.SIMULATED]:
 
 made = st.session_state.setdefault(state.MADE_BUNDLES, {})
 row_id = (job.id, row[results.RECIPE_KEY])
-if row_id not in made and st.button(help_text.MAKE_BUNDLE, type="primary", help=help_text.MAKE_BUNDLE_HELP):
+slot = st.empty()  # the button, until this session has made this row's bundle
+if row_id not in made and slot.button(help_text.MAKE_BUNDLE, type="primary", help=help_text.MAKE_BUNDLE_HELP):
     with st.spinner("Writing the bundle..."):
         made[row_id] = history.export_job_row(ws, job.id, row[results.RECIPE_KEY], owner).id
+    slot.empty()
 
 if row_id in made:
     record = ws.export(made[row_id], owner)
@@ -66,7 +67,7 @@ if row_id in made:
             _download(download)
     st.caption(f"Export {record.id}: model sha256 `{record.model_sha256}`")
     st.subheader(help_text.REPORT_PREVIEW)
-    components.html(files[REPORT_FILE].read_text(encoding="utf-8"), height=REPORT_HEIGHT, scrolling=True)
+    st.iframe(files[REPORT_FILE], height=REPORT_HEIGHT)  # our own page: every name in it is escaped
 
 st.subheader(help_text.EXPORT_HISTORY)
 past = ws.exports(owner)

@@ -123,10 +123,10 @@ def _latency_figures(row: pd.Series | None) -> dict | None:
             timings[key] = None
             continue
         timings[key] = {"p50_ms": _number(row[names.p50]), "p95_ms": _number(row[names.p95]),
-                        "runs": _number(row[names.runs]), "ci_low_ms": _number(row.get(names.ci_low)),
+                        "runs": int(row[names.runs]), "ci_low_ms": _number(row.get(names.ci_low)),
                         "ci_high_ms": _number(row.get(names.ci_high)), "capped": bool(row.get(names.capped))}
     if timings["batch_n"] is not None:
-        timings["batch_n"]["batch"] = _number(row[results.LATENCY_BATCH])
+        timings["batch_n"]["batch"] = int(row[results.LATENCY_BATCH])
     return timings
 
 
@@ -173,7 +173,7 @@ def bundle_figures(source: ExportSource) -> dict:
     validation = source.data[0]
     timing = _latency_figures(row)
     if timing is not None:
-        timing = {"method": row[results.LATENCY_PROTOCOL], "threads": _number(row[results.THREADS]), **timing,
+        timing = {"method": row[results.LATENCY_PROTOCOL], "threads": int(row[results.THREADS]), **timing,
                   "fp32": _latency_figures(reference), "machine": _json_column(row, results.MACHINE)}
     else:
         timing = {"not_timed_because": "simulated recipes are never timed: their file is an fp32 simulation"
@@ -212,7 +212,7 @@ def bundle_figures(source: ExportSource) -> dict:
                         if _number(row.get(name)) is not None},
                      "counts": row.get(results.FIDELITY_MASK)},
         "scoring": {
-            "rows_scored": _number(row[results.ROWS_SCORED]),
+            "rows_scored": int(row[results.ROWS_SCORED]),
             "first_scored_row": validation.rows - int(row[results.ROWS_SCORED]) + 1,  # counted from 1
             "scored_rows": row[results.SCORED_ROWS],
             "calibration_source": row.get(results.CALIBRATION_SOURCE) if isinstance(
