@@ -1,4 +1,7 @@
-"""`quantscope` on the command line: inspect a model, sweep recipes, print the trade-off table, export PyTorch to ONNX.
+"""`quantscope` on the command line: inspect a model, sweep recipes, ship one, export PyTorch to ONNX.
+
+`sweep` prints the trade-off table; `export`, `verify`, `gate` and `exports` (engine.export.cli) bundle a recipe,
+check a bundle and gate a recipe in CI.
 
 Bad input prints one line on stderr and exits with code 2; there is never a traceback for it.
 """

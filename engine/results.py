@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from engine.metrics import METRICS
-from engine.pareto import pareto_flags, pareto_front
+from engine.pareto import pareto_flags
 from engine.provenance import machine_json, software_json
 from engine.recipe import Recipe
 from engine.text import error_line
@@ -272,21 +272,18 @@ def row_for(table: pd.DataFrame, recipe_key: str) -> pd.Series:
 
 
 def nearest_real_recipe(table: pd.DataFrame, row: pd.Series) -> pd.Series | None:
-    """What to deploy instead of a simulated recipe: of the real (not simulated) recipes on the front of the
-    metric against size, the one closest to `row`, its metric and log size each measured against their span over
-    the measured rows. None when no real recipe was measured."""
+    """What to deploy instead of a simulated recipe: the smallest real (not simulated) recipe that scores at least as
+    well as `row`, or, when none does, the best-scoring real one; either is on the front of metric against size among
+    real recipes. None when no real recipe was measured."""
     measured = measured_rows(table)
     real = measured[~measured[SIMULATED].astype(bool)]
     if real.empty:
         return None
     higher_is_better = METRICS[metric_name(table)].higher_is_better
-    front = real[pareto_front(real[[METRIC, SIZE_BYTES]].to_numpy(dtype=np.float64), [higher_is_better, False])]
-    log_size = np.log(measured[SIZE_BYTES].astype(np.float64))
-    metric_span = float(measured[METRIC].max() - measured[METRIC].min()) or 1.0
-    size_span = float(log_size.max() - log_size.min()) or 1.0
-    distance = np.hypot((front[METRIC] - row[METRIC]) / metric_span,
-                        (np.log(front[SIZE_BYTES].astype(np.float64)) - np.log(row[SIZE_BYTES])) / size_span)
-    return front.loc[distance.idxmin()]
+    as_good = real[real[METRIC] >= row[METRIC]] if higher_is_better else real[real[METRIC] <= row[METRIC]]
+    if as_good.empty:
+        return real.sort_values([METRIC, SIZE_BYTES], ascending=[not higher_is_better, True], kind="stable").iloc[0]
+    return as_good.sort_values([SIZE_BYTES, METRIC], ascending=[True, not higher_is_better], kind="stable").iloc[0]
 
 
 def extra_set_names(table: pd.DataFrame) -> list[str]:

@@ -185,6 +185,8 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     with zipfile.ZipFile(saved) as archive:
         model = archive.read(next(name for name in archive.namelist() if name.endswith("/model.onnx")))
     assert model == ws.artifact_path(job.id, row["recipe_key"]).read_bytes()
-    page.frame_locator("iframe").locator(".js-plotly-plot .point").first.wait_for()
+    preview = page.locator("iframe")  # the report, previewed; Chromium draws a frame only once it is on screen
+    preview.scroll_into_view_if_needed()
+    preview.content_frame.locator(".js-plotly-plot .point").first.wait_for()
     wait_for_rerun(page)
     screenshot(page, "export")

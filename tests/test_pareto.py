@@ -138,3 +138,24 @@ def test_front_property(case):
             assert not any(dominates(other, point, maximize) for other in valid)
         else:
             assert any(dominates(other, point, maximize) for other in on_front)
+
+
+def test_the_real_recipe_nearest_a_simulated_one_is_on_the_front_of_real_recipes():
+    from engine import results
+
+    def row(name, metric, size, simulated=False):
+        return {results.NAME: name, results.RECIPE_KEY: name, results.METRIC_NAME: "top1", results.METRIC: metric,
+                results.SIZE_BYTES: size, results.SIMULATED: simulated}
+
+    table = pd.DataFrame([
+        row("fp32", 0.98, 100), row("int8", 0.97, 25), row("int4", 0.90, 20),
+        row("int8 beaten", 0.96, 28),  # by int8 on both counts
+        row("W3", 0.96, 10, simulated=True), row("W2", 0.50, 9, simulated=True), row("W5", 0.99, 60, simulated=True),
+    ])
+    def nearest(name):
+        return results.nearest_real_recipe(table, table[table[results.NAME] == name].iloc[0])[results.NAME]
+
+    assert nearest("W3") == "int8"  # the smallest real recipe scoring at least as well
+    assert nearest("W2") == "int4"
+    assert nearest("W5") == "fp32"  # none scores as well: the best-scoring one
+    assert results.nearest_real_recipe(table[table[results.SIMULATED]], table.iloc[4]) is None

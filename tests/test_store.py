@@ -89,6 +89,15 @@ def test_putting_a_file_moves_it_in_and_keeps_one_copy(tmp_path):
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
 
 
+def test_copying_a_file_in_leaves_it_and_stores_its_bytes_once(tmp_path):
+    blobs = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "report.html"
+    source.write_bytes(b"<html></html>")
+    first, second = blobs.put_copy(source), blobs.put_copy(source)
+    assert first == second == sha256_bytes(b"<html></html>") and source.read_bytes() == b"<html></html>"
+    assert [path for path in (tmp_path / "blobs").rglob("*") if path.is_file()] == [blobs.path(first)]
+
+
 def test_the_same_model_from_two_owners_is_one_blob_listed_for_each(tmp_path):
     workspace = Workspace.open(tmp_path / "ws")
     mine = workspace.add_model(DIGITS.model_path, "digits", owner="alice")

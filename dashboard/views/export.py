@@ -67,7 +67,8 @@ if row_id in made:
             _download(download)
     st.caption(f"Export {record.id}: model sha256 `{record.model_sha256}`")
     st.subheader(help_text.REPORT_PREVIEW)
-    st.iframe(files[REPORT_FILE], height=REPORT_HEIGHT)  # our own page: every name in it is escaped
+    # As HTML text: the stored file has no .html name for st.iframe to go by. Our own page, every name escaped.
+    st.iframe(files[REPORT_FILE].read_text(encoding="utf-8"), height=REPORT_HEIGHT)
 
 st.subheader(help_text.EXPORT_HISTORY)
 past = ws.exports(owner)

@@ -154,7 +154,7 @@ def _slices(row: pd.Series, reference: pd.Series | None) -> dict:
 
 
 def nearest_real(source: ExportSource) -> dict | None:
-    """For a simulated row: the real recipe nearest it on the front of metric against size, to deploy instead."""
+    """For a simulated row: the real recipe to deploy instead (engine.results.nearest_real_recipe)."""
     if not source.simulated:
         return None
     found = results.nearest_real_recipe(source.table, source.row)
@@ -270,12 +270,13 @@ def read_bundle(directory: Path) -> dict:
 
 
 def bundle_zip(files: dict[str, Path], folder: str) -> bytes:
-    """The files as one zip, inside `folder`; the same files always give the same bytes."""
+    """The files as one zip, inside `folder`; the same files always give the same bytes. Models are stored as they
+    are (their weights hardly compress, and a big one would take long), the text files compressed."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for name, path in files.items():
             member = zipfile.ZipInfo(f"{folder}/{name}", date_time=ZIP_DATE)
-            member.compress_type = zipfile.ZIP_DEFLATED
+            member.compress_type = zipfile.ZIP_STORED if name.endswith(".onnx") else zipfile.ZIP_DEFLATED
             member.external_attr = 0o644 << 16
             with open(path, "rb") as source, archive.open(member, "w", force_zip64=True) as target:
                 shutil.copyfileobj(source, target)

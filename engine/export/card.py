@@ -40,7 +40,7 @@ def front_matter(figures: dict) -> dict:
         for name, value in metric["all"].items() if isinstance(value, int | float)  # "inf" (identical) is no number
     ]
     return {
-        "base_model": figures["base_model"]["name"],
+        "base_model": Path(figures["base_model"]["name"]).stem,  # the Hub wants the original's id: set it to publish
         "base_model_relation": "quantized",
         "library_name": "onnx",
         "tags": _tags(figures),
@@ -106,7 +106,8 @@ def model_card(figures: dict) -> str:
         "",
         f"# {Path(base['name']).stem}: {recipe['name']}",
         "",
-        f"{recipe['description']}: a quantized copy of `{base['name']}`, built and measured by quantscope.",
+        f"{recipe['description']}: a quantized copy of `{base['name']}`, built and measured by quantscope. To publish "
+        "it on the Hugging Face Hub, set `base_model` above to the original's Hub id.",
         "",
         *warning,
         "## What was quantized",

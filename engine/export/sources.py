@@ -71,8 +71,10 @@ def measure_for_export(model_path: Path, data_path: Path, recipe: Recipe, workdi
 
         table = sweep(model, dataset, recipes, workdir, options.threads, options.batch, progress=advance,
                       calibration_data=calibration, mask=options.mask, timed=timed)
-    for _, failed in results.failed_rows(table).iterrows():
-        raise RecipeError(f"{failed[results.NAME]} could not be built or measured: {failed[results.ERROR]}")
+    failed = results.failed_rows(table)
+    if not failed.empty:
+        first = failed.iloc[0]
+        raise RecipeError(f"{first[results.NAME]} could not be built or measured: {first[results.ERROR]}")
     row = results.row_for(table, recipe.key())
     files = [_data_file("validation", data_path, len(dataset), options)]
     if calibration is not None:
