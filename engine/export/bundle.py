@@ -95,11 +95,6 @@ class ExportSource:
     def simulated(self) -> bool:
         return bool(self.row[results.SIMULATED])
 
-    @property
-    def stem(self) -> str:
-        """A file-name stem for the bundle as a whole: model and recipe."""
-        return f"{Path(self.model_name).stem}-{self.recipe.slug()}"
-
 
 def _number(value):
     """A row's value as JSON writes it: None where not measured (NaN), "inf" for infinity, plain Python numbers."""
@@ -236,6 +231,8 @@ def write_bundle(source: ExportSource, out: Path) -> dict:
     bundle.json. The model file is a copy of the measured artifact's bytes, never a rebuild."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, SIMULATION_FILE):  # an earlier bundle's model there, real or simulated, goes
+        (out / name).unlink(missing_ok=True)
     figures = bundle_figures(source)
     shutil.copyfile(source.artifact, out / figures["model"]["file"])
     (out / RECIPE_FILE).write_text(json.dumps(source.recipe.to_dict(), indent=2) + "\n")

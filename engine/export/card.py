@@ -64,8 +64,8 @@ def _costs(figures: dict) -> list[str]:
         "|---|---|---|---|",
         f"| {metric['label']} | {metric_text(metric['name'], metric['value'])} | "
         f"{metric_text(metric['name'], metric['fp32'])} | {metric['change']} |",
-        f"| File size | {size_text(model['size_bytes'])}{estimate} | {size_text(figures['base_model']['size_bytes'])} | "
-        f"{ratio_text(model['size_ratio'])} |",
+        f"| File size | {size_text(model['size_bytes'])}{estimate} | "
+        f"{size_text(figures['base_model']['size_bytes'])} | {ratio_text(model['size_ratio'])} |",
     ]
     single, original = latency.get("batch_1"), (latency.get("fp32") or {}).get("batch_1")
     if single:
@@ -94,9 +94,8 @@ def model_card(figures: dict) -> str:
     warning = []
     if not model["deployable"]:
         nearest = model["nearest_real_recipe"] or {}
-        warning = [f"> **Not deployable.** This recipe is {model['not_deployable_because']}."
-                   + (f" The nearest real recipe on the front is **{nearest['name']}**." if nearest.get("name") else ""),
-                   ""]
+        instead = f" The nearest real recipe on the front is **{nearest['name']}**." if nearest.get("name") else ""
+        warning = [f"> **Not deployable.** This recipe is {model['not_deployable_because']}.{instead}", ""]
     calibration = (f"Static activation ranges were calibrated on {scoring['calibration_source']}."
                    if scoring["calibration_source"] else "Nothing was calibrated.")
     lines = [

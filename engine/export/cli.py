@@ -147,7 +147,8 @@ def _export(args: argparse.Namespace) -> int:
                                        CLI_OWNER)
     else:
         if not (args.model and args.data and args.recipe) or args.row:
-            raise UsageError("export MODEL DATA --recipe R.json --out DIR, or export --from-job JOB --row KEY --out DIR")
+            raise UsageError("export MODEL DATA --recipe R.json --out DIR, "
+                             "or export --from-job JOB --row KEY --out DIR")
         args.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".quantscope-export-", dir=args.out.parent) as workdir:
             measured = measure_for_export(args.model, args.data, _recipe(args.recipe), Path(workdir), _options(args),

@@ -89,6 +89,10 @@ def interleaved_latency(paths: dict[str, Path], dataset: Dataset, threads: int =
         for _ in range(protocol.warmup_runs):
             session.run(outputs[name], feed)
     timings_ns: dict[str, list[int]] = {name: [] for name in sessions}
+
+    def latencies() -> dict[str, Latency]:
+        return {name: _latency(np.array(runs) / 1e6, batch, threads, protocol) for name, runs in timings_ns.items()}
+
     order = list(sessions)
     started, rounds, next_check = time.perf_counter(), 0, protocol.min_runs
     while True:
@@ -103,10 +107,9 @@ def interleaved_latency(paths: dict[str, Path], dataset: Dataset, threads: int =
             break
         if rounds >= next_check:
             next_check = rounds + max(1, rounds // 10)  # checking costs a sort: every +10%
-            latencies = {name: _latency(np.array(runs) / 1e6, batch, threads, protocol) for name, runs in timings_ns.items()}
-            if not any(latency.capped for latency in latencies.values()):
-                return latencies
-    return {name: _latency(np.array(runs) / 1e6, batch, threads, protocol) for name, runs in timings_ns.items()}
+            if not any(latency.capped for latency in latencies().values()):
+                break
+    return latencies()
 
 
 def _latency(timings_ms: np.ndarray, batch: int, threads: int, protocol: LatencyProtocol) -> Latency:

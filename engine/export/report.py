@@ -172,8 +172,8 @@ def _latency_section(figures: dict) -> str:
 
 def _provenance(figures: dict) -> str:
     data = figures["data"]
-    files = [("validation", data["validation"])] + ([("calibration", data["calibration"])] if data["calibration"] else [])
-    files += list(data["extra_sets"].items())
+    calibration = [("calibration", data["calibration"])] if data["calibration"] else []
+    files = [("validation", data["validation"]), *calibration, *data["extra_sets"].items()]
     rows = [[role, entry["file"], entry["rows"], entry["sha256"]] for role, entry in files]
     versions = figures.get("versions") or {}
     scoring = figures["scoring"]

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import results
 from engine.errors import BundleError
 from engine.export.bundle import read_bundle
 from engine.formatting import metric_text
@@ -88,7 +89,8 @@ def _latency_note(figures: dict, again: dict) -> str | None:
     timed = again.get("latency")
     if not timed:
         return None
-    for key, column, label in (("batch_1", "latency_b1_p50_ms", "batch 1"), ("batch_n", "latency_bN_p50_ms", "batch N")):
+    sizes = (("batch_1", results.SINGLE_EXAMPLE.p50, "batch 1"), ("batch_n", results.BATCH_N.p50, "batch N"))
+    for key, column, label in sizes:
         if stored.get(key) and timed.get(column) is not None:
             then, now = stored[key]["p50_ms"], timed[column]
             change = now / then - 1

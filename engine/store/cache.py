@@ -24,7 +24,8 @@ from engine.store.jobs import encode_row
 def engine_version() -> str:
     """Versions of everything that shapes a row, plus a digest of the engine's source (engine.provenance)."""
     versions = software()
-    return " ".join(f"{name} {versions[name]}" for name in ROW_SHAPING_PACKAGES) + f" source {versions['engine_source']}"
+    packages = " ".join(f"{name} {versions[name]}" for name in ROW_SHAPING_PACKAGES)
+    return f"{packages} source {versions['engine_source']}"
 
 
 @dataclass(frozen=True)
