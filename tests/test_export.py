@@ -29,6 +29,7 @@ from engine.export.gate import ERROR, FAIL, PASS, Limits, gate
 from engine.export.report import render_report
 from engine.export.sources import MeasureOptions, measure_for_export, source_from_job
 from engine.export.verify import BAD_INPUT, FAILED, verify
+from engine.cli import main
 from engine.errors import BundleError
 from engine.recipe import Recipe
 from engine.store.blobs import sha256_file
@@ -47,7 +48,15 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
+    """`quantscope` as a CI job runs it: a process of its own."""
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def quantscope(capsys, *args) -> tuple[int, str, str]:
+    """The same entry point in this process (it skips starting Python): (exit code, stdout, stderr)."""
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +83,7 @@ def job_bundle(job, tmp_path_factory):
     job_id, table = job
     row = results.row_for(table, INT8.key())
     out = tmp_path_factory.mktemp("from-job") / "bundle"
-    done = run_cli("export", "--from-job", job_id, "--row", INT8.key(), "--out", out)
-    assert done.returncode == 0, done.stderr
+    assert main(["export", "--from-job", job_id, "--row", INT8.key(), "--out", str(out)]) == 0
     return out, row
 
 
@@ -143,12 +151,12 @@ def test_a_simulated_row_is_not_offered_as_deployable_and_names_the_real_recipe_
     assert "not_timed_because" in record.figures["latency"]
 
 
-def test_a_row_is_named_by_its_key_or_name_and_a_wrong_one_lists_the_rows(ws, job):
+def test_a_row_is_named_by_its_key_or_name_and_a_wrong_one_lists_the_rows(ws, job, capsys, tmp_path):
     job_id, _ = job
     assert source_from_job(ws, job_id, INT8.key()[:8]).row[results.NAME] == INT8.short_name()
     assert source_from_job(ws, job_id, "fp32").recipe.is_reference
-    done = run_cli("export", "--from-job", job_id, "--row", "nope", "--out", "/tmp/never-written")
-    assert done.returncode == 2 and INT8.key() in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    code, _, err = quantscope(capsys, "export", "--from-job", job_id, "--row", "nope", "--out", tmp_path / "never")
+    assert code == 2 and INT8.key() in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
 
 
 def test_the_report_says_what_a_fixed_batch_model_was_timed_at(ws, job):
@@ -168,7 +176,7 @@ def test_the_report_says_what_a_fixed_batch_model_was_timed_at(ws, job):
 # --- history -----------------------------------------------------------------------------------------------------
 
 
-def test_every_export_is_in_the_history_and_comes_back_byte_for_byte(ws, job_bundle, tmp_path):
+def test_every_export_is_in_the_history_and_comes_back_byte_for_byte(ws, job_bundle, tmp_path, capsys):
     out, _ = job_bundle
     record = next(record for record in ws.exports() if record.figures == read_bundle(out))
     assert record.owner == "cli" and record.recipe_key == INT8.key()
@@ -177,8 +185,8 @@ def test_every_export_is_in_the_history_and_comes_back_byte_for_byte(ws, job_bun
         members = {Path(member).name: archive.read(member) for member in archive.namelist()}
     assert members == {file.name: file.read_bytes() for file in out.iterdir()}
     assert name == f"{history.bundle_name(record)}.zip" and history.zip_of(ws, record.id)[1] == data
-    listed = run_cli("exports", "list")
-    assert listed.returncode == 0 and record.id in listed.stdout and record.model_sha256[:12] in listed.stdout
+    code, listed, _ = quantscope(capsys, "exports", "list")
+    assert code == 0 and record.id in listed and record.model_sha256[:12] in listed
     written = history.write_files(ws, record.id, tmp_path / "again")
     assert {name: (tmp_path / "again" / name).read_bytes() for name in written} == members
 
@@ -186,11 +194,11 @@ def test_every_export_is_in_the_history_and_comes_back_byte_for_byte(ws, job_bun
 # --- verify ------------------------------------------------------------------------------------------------------
 
 
-def test_verify_passes_on_a_fresh_bundle_and_catches_a_changed_byte(job_bundle, tmp_path):
+def test_verify_passes_on_a_fresh_bundle_and_catches_a_changed_byte(job_bundle, tmp_path, capsys):
     out, _ = job_bundle
-    done = run_cli("verify", out, DIGITS.data_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("verified: model.onnx sha256 matches; top1") and "latency p50" in done.stdout
+    code, printed, err = quantscope(capsys, "verify", out, DIGITS.data_path)
+    assert code == 0, printed + err
+    assert printed.startswith("verified: model.onnx sha256 matches; top1") and "latency p50" in printed
 
     changed = tmp_path / "changed"
     changed.mkdir()
@@ -215,12 +223,12 @@ def test_verify_recomputes_the_metric_and_fails_when_it_differs(job_bundle, tmp_
     assert verification.code == FAILED and "top1 is" in verification.line and "in the bundle" in verification.line
 
 
-def test_verify_refuses_bad_input_with_exit_code_2(job_bundle, tmp_path):
+def test_verify_refuses_bad_input_with_exit_code_2(job_bundle, tmp_path, capsys):
     out, _ = job_bundle
     other_data = SAMPLES["breast_cancer_mlp"].data_path
-    done = run_cli("verify", out, other_data)
-    assert done.returncode == BAD_INPUT and not done.stdout
-    assert done.stderr.strip().splitlines() == [
+    code, printed, err = quantscope(capsys, "verify", out, other_data)
+    assert code == BAD_INPUT and not printed
+    assert err.strip().splitlines() == [
         f"quantscope: error: {other_data} is not the data the bundle was measured on (digits_cnn.npz, sha256 "
         f"{sha256_file(DIGITS.data_path)[:16]}...)"]
     with pytest.raises(BundleError, match="is not an export bundle"):
@@ -232,7 +240,7 @@ def test_verify_refuses_bad_input_with_exit_code_2(job_bundle, tmp_path):
 # --- gate --------------------------------------------------------------------------------------------------------
 
 
-def test_gate_passes_fails_and_errs_with_exit_codes_0_1_2(tmp_path):
+def test_gate_passes_fails_and_errs_with_exit_codes_0_1_2(tmp_path, capsys):
     int8 = recipe_file(tmp_path, INT8)
     verdict_file = tmp_path / "verdict.json"
     passed = run_cli("gate", DIGITS.model_path, DIGITS.data_path, "--recipe", int8, "--max-drop", "0.02",
@@ -243,14 +251,14 @@ def test_gate_passes_fails_and_errs_with_exit_codes_0_1_2(tmp_path):
     assert verdict["verdict"] == "pass" and [check["name"] for check in verdict["checks"]] == ["metric", "size"]
     assert verdict["inputs"]["model"]["sha256"] == sha256_file(DIGITS.model_path)
 
-    failed = run_cli("gate", DIGITS.model_path, DIGITS.data_path, "--recipe", int8, "--max-drop", "0.02",
-                     "--max-size-ratio", "0.05", "--verdict", verdict_file)
-    assert failed.returncode == 1 and failed.stdout.startswith("FAIL") and "fp32 > 0.05x" in failed.stdout
+    code, failed, _ = quantscope(capsys, "gate", DIGITS.model_path, DIGITS.data_path, "--recipe", int8, "--max-drop",
+                                 "0.02", "--max-size-ratio", "0.05", "--verdict", verdict_file)
+    assert code == 1 and failed.startswith("FAIL") and "fp32 > 0.05x" in failed
     assert json.loads(verdict_file.read_text())["verdict"] == "fail"
 
-    simulated = run_cli("gate", DIGITS.model_path, DIGITS.data_path, "--recipe", recipe_file(tmp_path, TWO_BIT),
-                        "--max-drop", "0.02", "--verdict", verdict_file)
-    assert simulated.returncode == 2 and simulated.stdout.startswith("ERROR") and "simulated" in simulated.stdout
+    code, simulated, _ = quantscope(capsys, "gate", DIGITS.model_path, DIGITS.data_path, "--recipe",
+                                    recipe_file(tmp_path, TWO_BIT), "--max-drop", "0.02", "--verdict", verdict_file)
+    assert code == 2 and simulated.startswith("ERROR") and "simulated" in simulated
     assert json.loads(verdict_file.read_text())["verdict"] == "error"
     missing = gate(DIGITS.model_path, tmp_path / "none.npz", INT8, Limits(0.02))
     assert missing.code == ERROR and "none.npz" in missing.line
