@@ -191,6 +191,15 @@ def test_every_export_is_in_the_history_and_comes_back_byte_for_byte(ws, job_bun
     assert {name: (tmp_path / "again" / name).read_bytes() for name in written} == members
 
 
+def test_a_bundles_name_keeps_no_path_separator_of_an_uploaded_name(ws, job_bundle):
+    out, _ = job_bundle
+    record = next(record for record in ws.exports() if record.figures == read_bundle(out))
+    hostile = replace(record, figures={**record.figures, "base_model": {"name": "..\\..\\evil/../x y.onnx"}})
+    assert history.bundle_name(hostile) == f"x-y-{INT8.slug()}"
+    windows = replace(record, figures={**record.figures, "base_model": {"name": "..\\..\\evil.onnx"}})
+    assert "\\" not in history.bundle_name(windows) and not history.bundle_name(windows).startswith(".")
+
+
 # --- verify ------------------------------------------------------------------------------------------------------
 
 

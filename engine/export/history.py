@@ -3,6 +3,7 @@ past bundle written again, byte for byte (its files are stored: engine.workspace
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +12,8 @@ from engine.export.bundle import ExportSource, bundle_files, bundle_zip, write_b
 from engine.export.sources import source_from_job
 from engine.recipe import Recipe
 from engine.store.records import ExportRecord
+
+UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def export_bundle(workspace, source: ExportSource, out: Path, owner: str) -> ExportRecord:
@@ -28,8 +31,10 @@ def export_job_row(workspace, job_id: str, recipe_key: str, owner: str) -> Expor
 
 
 def bundle_name(record: ExportRecord) -> str:
-    """A recorded bundle's name: its model and recipe, e.g. 'digits_cnn-w8a8-static-channel-minmax-8c13f46b'."""
-    return f"{Path(record.figures['base_model']['name']).stem}-{Recipe.from_json(record.recipe).slug()}"
+    """A recorded bundle's name: its model and recipe, e.g. 'digits_cnn-w8a8-static-channel-minmax-8c13f46b'. It names
+    the zip's folder and downloads, so the uploaded model's name keeps only plain characters (no separators)."""
+    model = UNSAFE_IN_NAMES.sub("-", Path(record.figures["base_model"]["name"]).stem).strip(".-") or "model"
+    return f"{model}-{Recipe.from_json(record.recipe).slug()}"
 
 
 def write_files(workspace, export_id: str, out: Path, owner: str | None = None) -> list[str]:
