@@ -577,7 +577,9 @@ BUILDERS: dict[str, Callable[[], Built]] = {
 }
 EXTRA_FILES: dict[str, Callable[[], None]] = {
     "digits_cnn": lambda: write_digits_zip(digits_split(), SAMPLES_DIR / "digits_images.zip"),
-    "breast_cancer_mlp": lambda: write_breast_cancer_csv(breast_cancer_split(), SAMPLES_DIR / "breast_cancer_mlp_val.csv"),
+    "breast_cancer_mlp": lambda: write_breast_cancer_csv(
+        breast_cancer_split(), SAMPLES_DIR / "breast_cancer_mlp_val.csv"
+    ),
 }
 assert list(BUILDERS) == list(SAMPLES), "a builder for every catalog sample, in catalog order"
 
@@ -612,7 +614,8 @@ def print_summary(built_models: list[Built]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sample_models.build", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"samples to build (default all): {', '.join(SAMPLES)}")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"samples to build (default all): {', '.join(SAMPLES)}")
     names = parser.parse_args().names or list(SAMPLES)
     if unknown := [name for name in names if name not in SAMPLES]:
         parser.error(f"no sample named {', '.join(unknown)}; the samples are {', '.join(SAMPLES)}")

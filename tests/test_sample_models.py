@@ -156,8 +156,9 @@ def test_text_encoder_adds_the_float_minimum_to_attention_scores_at_padding():
     graph = onnx.load(TEXT.model_path).graph
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     constants |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    float_min = np.finfo(np.float32).min
     huge_negative = [n for n in graph.node if n.op_type == "Mul"
-                     and any(name in constants and constants[name].max() <= np.finfo(np.float32).min for name in n.input)]
+                     and any(name in constants and constants[name].max() <= float_min for name in n.input)]
     assert len(huge_negative) == 1
     masked_scores = [n for n in graph.node if n.op_type == "Add" and huge_negative[0].output[0] in n.input]
     softmax_inputs = {n.input[0] for n in graph.node if n.op_type == "Softmax"}
