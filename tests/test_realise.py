@@ -10,11 +10,13 @@ from engine.data import Dataset, load_dataset
 from engine.errors import RecipeError
 from engine.measure import open_session, predict
 from engine.model import load_model
-from engine.realise import choose_realiser, quantize
+from engine.realise import choose_realiser, native, quantize
+from engine.realise.calibration import CalibrationSet
 from engine.realise.calibration import mse_range
 from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sweep import default_grid, measure_recipe, reference_for
 from sample_models.catalog import SAMPLES
+from engine.realise.qdq_overrides import override_failures
 from tests.builders import gemm_model
 
 A8 = ActivationSpec(8)
@@ -90,12 +92,15 @@ def test_keep_fp32_override_is_honoured_by_onnxruntime(digits, tmp_path):
     assert artifact.float_layers == (head,)
 
 
-def test_static_needs_calibration_and_overrides_need_real_layers(digits, tmp_path):
+def test_static_needs_calibration_and_overrides_need_real_nodes(digits, tmp_path):
     model, _ = digits
     with pytest.raises(RecipeError, match="needs calibration data"):
         quantize(model, Recipe(WeightSpec(8), A8, Mode.STATIC), tmp_path / "a.onnx")
-    with pytest.raises(RecipeError, match="does not have: nope"):
+    with pytest.raises(RecipeError, match="^overrides name nodes the model does not have: 'nope'$"):
         quantize(model, Recipe(overrides={"nope": LayerOverride(keep_fp32=True)}), tmp_path / "a.onnx")
+    many = {f"missing{i}": LayerOverride(keep_fp32=True) for i in range(8)}
+    with pytest.raises(RecipeError, match="'missing4' and 3 more$"):
+        quantize(model, Recipe(overrides=many), tmp_path / "a.onnx")
 
 
 @pytest.mark.parametrize("calibration", list(Calibration))
@@ -190,3 +195,147 @@ def test_a_fixed_batch_model_is_evaluated_row_by_row_and_timed_at_its_batch(tmp_
 def test_a_model_with_a_fixed_batch_of_four_is_timed_as_batch_four_not_as_one_example(tmp_path):
     row = measured_with_fixed_batch(tmp_path, 4, 8, Recipe.fp32())
     assert row["latency_batch"] == 4 and row["latency_bN_p50_ms"] > 0 and "latency_b1_p50_ms" not in row
+
+
+# -- node overrides: keep any node float, or give it its own activation width ---------------------------------
+
+BLOCK = "/blocks/blocks.0/attention/"
+SCORES = BLOCK + "MatMul"  # a MatMul of two activations: query x key, each through Reshape and Transpose
+# what the scores MatMul reads, back through the Reshape and Transpose that copy it, to where each was computed
+SCORES_INPUTS = [BLOCK + name for name in ("Transpose_output_0", "Reshape_output_0", "query/Add_output_0",
+                                           "Transpose_2_output_0", "Reshape_1_output_0", "key/Add_output_0")]
+HEAD = "/head/Gemm"  # the last layer: it writes the graph output
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    """(model, data, calibration) of the tiny transformer sample: its ranges are computed once for the module."""
+    model = load_model(SAMPLES["tiny_transformer"].model_path)
+    data = load_dataset(SAMPLES["tiny_transformer"].data_path, model.summary.inputs)
+    return model, data, CalibrationSet(data)
+
+
+def static(overrides=None, bits=8) -> Recipe:
+    return Recipe(WeightSpec(8), ActivationSpec(bits), Mode.STATIC, overrides=overrides or {})
+
+
+def _graph(path):
+    proto = onnx.load(path)
+    writers = {name: node for node in proto.graph.node for name in node.output}
+    readers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return proto, writers, readers, {t.name: t for t in proto.graph.initializer}
+
+
+def _width(quantize_node, initializers) -> str:
+    return onnx.TensorProto.DataType.Name(initializers[quantize_node.input[2]].data_type)
+
+
+def _width_read(tensor, writers, initializers) -> str:
+    """The integer type of the QuantizeLinear whose DequantizeLinear writes `tensor`."""
+    dequantize = writers[tensor]
+    assert dequantize.op_type == "DequantizeLinear", tensor
+    return _width(writers[dequantize.input[0]], initializers)
+
+
+@pytest.mark.parametrize("name", [SCORES, BLOCK + "Softmax", "/blocks/blocks.0/Add", HEAD])
+def test_keep_fp32_on_any_node_leaves_it_and_every_tensor_it_touches_float(transformer, tmp_path, name):
+    model, data, calibration = transformer
+    artifact = quantize(model, static({name: LayerOverride(keep_fp32=True)}), tmp_path / "a.onnx", calibration)
+    assert artifact.realiser == "onnxruntime quantize_static (QDQ)" and not artifact.simulated
+    proto, writers, readers, initializers = _graph(artifact.path)
+    original = next(node for node in model.proto.graph.node if node.name == name)
+    node = next(node for node in proto.graph.node if node.name == name)
+    assert (node.op_type, list(node.input), list(node.output)) == (original.op_type, list(original.input),
+                                                                   list(original.output))
+    touched = [*node.input, *node.output] + (SCORES_INPUTS if name == SCORES else [])
+    assert not [t for t in touched if t in writers and writers[t].op_type == "DequantizeLinear"]
+    assert not [t for t in touched for reader in readers.get(t, []) if reader.op_type == "QuantizeLinear"]
+    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) > 50  # the rest is still quantized
+    assert (HEAD in artifact.float_layers) == (name == HEAD)
+    assert np.isfinite(predict(open_session(artifact.path), data)).all()
+
+
+@pytest.mark.parametrize("recipe_bits, node_bits, node_type, recipe_type",
+                         [(8, 16, "UINT16", "UINT8"), (16, 8, "UINT8", "UINT16")])
+def test_a_node_with_its_own_activation_width_reads_and_writes_at_it_and_its_neighbours_do_not(
+        transformer, tmp_path, recipe_bits, node_bits, node_type, recipe_type):
+    model, data, calibration = transformer
+    query = BLOCK + "query/MatMul"  # shares its input with the key and value MatMuls
+    recipe = static({SCORES: LayerOverride(activation_bits=node_bits), query: LayerOverride(activation_bits=node_bits)},
+                    recipe_bits)
+    artifact = quantize(model, recipe, tmp_path / "a.onnx", calibration)
+    assert not artifact.simulated
+    proto, writers, readers, initializers = _graph(artifact.path)
+    nodes = {node.name: node for node in proto.graph.node}
+    # the scores read both operands at the node's width, rounded there and nowhere before (Reshape, Transpose)
+    assert {_width_read(t, writers, initializers) for t in nodes[SCORES].input} == {node_type}
+    for tensor in SCORES_INPUTS:
+        assert {_width(q, initializers) for q in readers[tensor] if q.op_type == "QuantizeLinear"} == {node_type}
+    assert {_width(q, initializers) for q in readers[nodes[SCORES].output[0]]} == {node_type}
+    # the normalised input of query, key and value is made at the node's width; key and value get it converted
+    assert _width_read(nodes[query].input[0], writers, initializers) == node_type
+    for neighbour in ("key/MatMul", "value/MatMul"):
+        dequantize = writers[nodes[BLOCK + neighbour].input[0]]
+        conversion = writers[dequantize.input[0]]
+        assert _width(conversion, initializers) == recipe_type
+        assert _width_read(conversion.input[0], writers, initializers) == node_type
+    assert _width_read(nodes["/blocks/blocks.1/attention/MatMul"].input[0], writers, initializers) == recipe_type
+    assert np.isfinite(predict(open_session(artifact.path), data)).all()
+
+
+def test_keeping_the_worst_node_float_or_at_16_bits_brings_the_model_closer_to_fp32(transformer, tmp_path):
+    """The head is the node whose rounding costs the tiny transformer most under W8A8 static."""
+    model, data, calibration = transformer
+    reference = predict(open_session(SAMPLES["tiny_transformer"].model_path), data)
+
+    def error(overrides) -> float:
+        artifact = quantize(model, static(overrides), tmp_path / "a.onnx", calibration)
+        return float(np.mean((predict(open_session(artifact.path), data) - reference) ** 2))
+
+    uniform, wide, kept = error({}), error({HEAD: LayerOverride(activation_bits=16)}), error(
+        {HEAD: LayerOverride(keep_fp32=True)})
+    assert kept < wide < uniform
+
+
+def test_an_artifact_that_does_not_honour_an_override_is_simulated_instead(transformer, tmp_path, monkeypatch):
+    model, data, calibration = transformer
+    recipe = static({SCORES: LayerOverride(activation_bits=16), HEAD: LayerOverride(keep_fp32=True)})
+    uniform = quantize(model, static(), tmp_path / "uniform.onnx", calibration)
+    assert override_failures(model, recipe, onnx.load(uniform.path)) == [
+        f"node '{SCORES}' reads or writes 8-bit tensors where the recipe asks 16-bit",
+        f"node '{HEAD}' reads or writes 8-bit tensors where the recipe asks float",
+    ]
+    monkeypatch.setattr(native, "width_overrides", lambda *args: {})  # as if onnxruntime ignored the widths
+    artifact = quantize(model, recipe, tmp_path / "a.onnx", calibration)
+    assert artifact.simulated and artifact.realiser == "simulation (quantize-dequantize in fp32)"
+
+
+@pytest.mark.parametrize("recipe, realiser", [
+    (Recipe(WeightSpec(8), A8, Mode.DYNAMIC), "onnxruntime quantize_dynamic"),
+    (Recipe(WeightSpec(4, Granularity.GROUP, 32)), "onnxruntime MatMulNBitsQuantizer"),
+])
+def test_dynamic_and_weight_only_recipes_keep_any_node_float_natively(transformer, tmp_path, recipe, realiser):
+    model, data, _ = transformer
+    value = BLOCK + "value/MatMul"
+    kept = {value: LayerOverride(keep_fp32=True), BLOCK + "Softmax": LayerOverride(keep_fp32=True)}
+    artifact = quantize(model, Recipe(recipe.weights, recipe.activations, recipe.mode, kept), tmp_path / "a.onnx")
+    assert (artifact.realiser, artifact.simulated) == (realiser, False)
+    assert artifact.float_layers == (value,)
+    nodes = {node.name: node for node in onnx.load(artifact.path).graph.node}
+    assert nodes[value].op_type == "MatMul"
+    assert np.isfinite(predict(open_session(artifact.path), data)).all()
+
+
+def test_overrides_that_cannot_apply_to_their_node_are_one_line_errors(tmp_path):
+    proto = gemm_model()
+    proto.graph.node.extend([onnx.helper.make_node("Shape", ["x"], ["x_shape"], name="shape"),
+                             onnx.helper.make_node("Add", ["x_shape", "x_shape"], ["doubled"], name="integer_add")])
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("doubled", onnx.TensorProto.INT64, [2]))
+    model = load_model(proto.SerializeToString())
+    with pytest.raises(RecipeError, match="^node 'integer_add' \\(Add\\) reads and writes no float tensors"):
+        quantize(model, Recipe(overrides={"integer_add": LayerOverride(keep_fp32=True)}), tmp_path / "a.onnx")
+    with pytest.raises(RecipeError, match="^node 'relu' \\(Relu\\) has no weight to quantize"):
+        quantize(model, Recipe(overrides={"relu": LayerOverride(weights=WeightSpec(4))}), tmp_path / "a.onnx")
