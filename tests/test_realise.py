@@ -83,13 +83,22 @@ def test_same_recipe_and_data_give_the_same_bytes(digits, tmp_path):
         assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), recipe.short_name()
 
 
-def test_keep_fp32_override_is_honoured_by_onnxruntime(digits, tmp_path):
+def test_keep_fp32_override_is_honoured_by_onnxruntime_and_keeps_the_relu_before_it(digits, tmp_path):
+    """onnxruntime folds a Relu into the Q/DQ pair of its output; the head reads that output float, so the Relu
+    must stay a node rather than go with the pair."""
     model, data = digits
     head = "/head/head.3/Gemm"
     recipe = Recipe(WeightSpec(8), A8, Mode.STATIC, overrides={head: LayerOverride(keep_fp32=True)})
     assert choose_realiser(model, recipe).simulated is False
-    artifact = quantize(model, recipe, tmp_path / "a.onnx", calibration=data)
-    assert artifact.float_layers == (head,)
+    calibration = CalibrationSet(data)
+    artifact = quantize(model, recipe, tmp_path / "a.onnx", calibration=calibration)
+    assert artifact.float_layers == (head,) and not artifact.simulated
+    assert "/head/head.2/Relu" in {node.name for node in onnx.load(artifact.path).graph.node}
+    uniform = quantize(model, Recipe(WeightSpec(8), A8, Mode.STATIC), tmp_path / "u.onnx", calibration=calibration)
+    (tmp_path / "ref.onnx").write_bytes(model.serialized())
+    reference = predict(open_session(tmp_path / "ref.onnx"), data)
+    errors = [np.mean((predict(open_session(a.path), data) - reference) ** 2) for a in (artifact, uniform)]
+    assert errors[0] < errors[1]
 
 
 def test_static_needs_calibration_and_overrides_need_real_nodes(digits, tmp_path):

@@ -18,7 +18,9 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
 from engine.realise.base import OverrideNotHonoured, Realiser, kept_fp32, only_keep_fp32_overrides, own_activation_bits
 from engine.realise.calibration import save_for_quantize_static
-from engine.realise.qdq_overrides import TensorOverrides, override_failures, strip_qdq, touched_tensors, width_overrides
+from engine.realise.qdq_overrides import (
+    FOLDABLE_OPS, TensorOverrides, override_failures, strip_qdq, touched_tensors, width_overrides,
+)
 from engine.recipe import Granularity, Mode, Recipe
 
 # (bits, symmetric) -> onnxruntime's integer type
@@ -107,11 +109,16 @@ class OrtStaticQDQ(Realiser):
         act = recipe.activations
         per_channel = recipe.weights.granularity is Granularity.CHANNEL
         kept = kept_fp32(recipe)
+        float_tensors = touched_tensors(model, kept)
+        # onnxruntime folds a Relu or Clip into the Q/DQ pair of its output; taking that pair off would drop the
+        # activation itself, so one whose output stays float is left out of quantization too
+        excluded = kept + [node.name for node in model.proto.graph.node
+                           if node.op_type in FOLDABLE_OPS and float_tensors.intersection(node.output)]
         recipe_ranges = calibration.ranges(model, recipe)
         overrides = self._weight_overrides(model, recipe, per_channel)
         if widths := own_activation_bits(recipe):
             (bits,) = set(widths.values())  # an override cannot repeat the recipe's width, so one width is left
-            quantized = {node.name for node in model.proto.graph.node if node.op_type in self.OP_TYPES} - set(kept)
+            quantized = {node.name for node in model.proto.graph.node if node.op_type in self.OP_TYPES} - set(excluded)
             overrides |= width_overrides(model, widths, quantized, ACTIVATION_TYPES[(bits, act.symmetric)],
                                          ACTIVATION_TYPES[(act.bits, act.symmetric)],
                                          calibration.ranges(model, recipe, bits), recipe_ranges)
@@ -130,7 +137,7 @@ class OrtStaticQDQ(Realiser):
                     per_channel=per_channel,
                     activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                     weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
-                    nodes_to_exclude=kept,
+                    nodes_to_exclude=excluded,
                     extra_options={
                         "ActivationSymmetric": act.symmetric,
                         "WeightSymmetric": recipe.weights.symmetric,
@@ -140,7 +147,7 @@ class OrtStaticQDQ(Realiser):
         if kept or widths:
             artifact = onnx.load(out)
             if kept:
-                strip_qdq(artifact, touched_tensors(model, kept))
+                strip_qdq(artifact, float_tensors)
                 onnx.save(artifact, out)
             if failures := override_failures(model, recipe, artifact):
                 raise OverrideNotHonoured(failures[0])

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType
+from onnxruntime.quantization.operators.activation import QDQRemovableActivation
 from onnxruntime.quantization.operators.direct_q8 import QDQDirect8BitOp
 from onnxruntime.quantization.operators.gather import QDQGather
 from onnxruntime.quantization.operators.pad import QDQPad
@@ -45,6 +46,8 @@ QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 SCALE_SHARING_OPS = frozenset(
     op for op, quantizer in QDQRegistry.items() if issubclass(quantizer, (QDQDirect8BitOp, QDQGather, QDQSplit, QDQPad))
 )
+# Ops onnxruntime removes when their input is quantized asymmetrically: the output's Q/DQ pair clips as they do
+FOLDABLE_OPS = frozenset(op for op, quantizer in QDQRegistry.items() if issubclass(quantizer, QDQRemovableActivation))
 INTEGER_BITS = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16,
                 onnx.TensorProto.UINT16: 16, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
 
@@ -198,23 +201,37 @@ def override_failures(model: LoadedModel, recipe: Recipe, artifact: onnx.ModelPr
     initializers = {t.name: t for t in graph.initializer}
     built = {node.name: node for node in graph.node}
     original = {node.name: node for node in model.proto.graph.node}
+
+    def quantized_at(tensor: str, lossless_scales: set[str]) -> set[int]:
+        """Widths of the QuantizeLinear nodes that quantize `tensor` where it is made (a graph output's sits
+        behind the DequantizeLinear that writes the output's name)."""
+        quantizers = [q for q in readers.get(tensor, []) if q.op_type == QUANTIZE]
+        if (dq := writers.get(tensor)) is not None and dq.op_type == DEQUANTIZE \
+                and (q := writers.get(dq.input[0])) is not None and q.op_type == QUANTIZE:
+            quantizers.append(q)
+        return {_bits(q, initializers) for q in quantizers if q.input[1] not in lossless_scales}
+
     failures = []
     for name, override in recipe.overrides.items():
         if not (override.keep_fp32 or override.activation_bits):
             continue
-        node = built.get(name)
-        if node is None:
+        wanted = set() if override.keep_fp32 else {override.activation_bits}
+        source, node = original[name], built.get(name)
+        if node is not None:
+            reads = [built_name for built_name, name_was in zip(node.input, source.input)
+                     if name_was in model.float_activations]
+            widths = {bits for tensor in reads for bits in _roundings(tensor, writers, initializers)}
+            # An output quantized with the scale of the stored weight it copies (a Gather's table) loses nothing.
+            weight_scales = {writer.input[1] for tensor in node.input if (writer := writers.get(tensor)) is not None
+                             and writer.op_type == DEQUANTIZE and writer.input[0] in initializers}
+            widths |= {bits for tensor in node.output for bits in quantized_at(tensor, weight_scales)}
+        elif source.op_type in FOLDABLE_OPS and (widths := quantized_at(source.output[0], set())):
+            pass  # onnxruntime folded a Relu or Clip into the quantization of its output, which is the node now
+        else:
             failures.append(f"node {quoted(name)} is missing from the artifact")
             continue
-        wanted = set() if override.keep_fp32 else {override.activation_bits}
-        source = original[name]
-        reads = [built_name for built_name, name_was in zip(node.input, source.input)
-                 if name_was in model.float_activations]
-        widths = {bits for tensor in reads for bits in _roundings(tensor, writers, initializers)}
-        widths |= {_bits(q, initializers) for tensor in node.output for q in readers.get(tensor, []) if q.op_type == QUANTIZE}
         if not widths <= wanted:
             got = ", ".join(f"{bits}-bit" for bits in sorted(widths))
             want = "float" if override.keep_fp32 else f"{override.activation_bits}-bit"
             failures.append(f"node {quoted(name)} reads or writes {got} tensors where the recipe asks {want}")
     return failures
-
