@@ -1,7 +1,8 @@
 """The Recipe: the one way a quantization configuration travels, from UI form to job to artifact to report.
 
-A Recipe is validated when it is built and round-trips through JSON. Per-layer overrides are keyed by
-ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides.
+A Recipe is validated when it is built and round-trips through JSON. Per-node overrides (LayerOverride) are
+keyed by ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides; the names
+are checked against the model when the recipe is realised.
 
 The JSON carries `schema_version` (SCHEMA_VERSION). JSON without one is the first format, which workspaces
 created before versioning hold; it reads as version 1. A newer version than this code knows is refused.
@@ -129,7 +130,8 @@ class LayerOverride:
     """What one node, named as in the ONNX graph, does differently from the rest of the recipe.
 
     - keep_fp32: the node stays float, and so do the activation tensors it reads and writes (any node: a weight
-      layer, an Add, a Softmax, a MatMul of two activations). Its weights, if any, are not quantized.
+      layer, an Add, a Softmax, a MatMul of two activations). Its weights, if any, are not quantized. (Dynamic
+      mode quantizes activations for each reading node at run time: there the node reads float.)
     - weights: other weight settings for a weight layer (2-8 bits).
     - activation_bits: in static mode, the node reads and writes its quantized activations at 8 or 16 bits
       while the rest of the model keeps the recipe's width. It may go with `weights`.

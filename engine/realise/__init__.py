@@ -18,11 +18,11 @@ from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.model import LoadedModel
 from engine.recipe import Mode, Recipe
-from engine.text import listed, quoted
 from engine.realise.base import OverrideNotHonoured, Realiser
 from engine.realise.calibration import CalibrationSet
 from engine.realise.native import Float16, Float32, MatMulNBits, OrtDynamic, OrtStaticQDQ
 from engine.realise.simulated import Simulated
+from engine.text import listed, quoted
 
 REALISERS: tuple[Realiser, ...] = (Float32(), Float16(), OrtStaticQDQ(), OrtDynamic(), MatMulNBits(), Simulated())
 

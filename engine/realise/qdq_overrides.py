@@ -6,7 +6,8 @@ takes the dequantized copy. So:
 - keep_fp32: the node goes in `nodes_to_exclude`, which keeps its own arithmetic float; then `strip_qdq` takes
   the Q/DQ pairs off the activation tensors it reads and writes, which `nodes_to_exclude` leaves wherever a
   neighbour is quantized. Those tensors are float for every node that reads them. onnxruntime has no option
-  that leaves one tensor unquantized, hence the pass over its output.
+  that leaves one tensor unquantized, hence the pass over its output. A Relu or Clip that writes such a tensor
+  is excluded too (FOLDABLE_OPS): onnxruntime folds it into its output's Q/DQ pair, which the pass removes.
 - activation_bits: `width_overrides` writes TensorQuantOverrides in onnxruntime's mixed-precision form (the form
   its MixedPrecisionTensorQuantOverridesFixer writes): each tensor the node reads or writes is quantized at the
   node's width where it is made, and a "convert" gives the recipe's own width to the other quantized nodes that
@@ -174,9 +175,9 @@ def _bits(quantize: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -
 
 def _roundings(name: str, writers: dict[str, onnx.NodeProto], initializers: dict[str, onnx.TensorProto]
                ) -> list[int]:
-    """The integer widths a tensor of an artifact went through on its way from the last float value, through
-    Q/DQ pairs and scale-sharing ops. A copy that reuses a weight's own scale (Gather of a quantized table)
-    loses nothing more and is not counted."""
+    """The integer widths the values of an artifact's tensor were rounded to since they were computed: its Q/DQ
+    pairs, and those before the scale-sharing ops that copied it. A copy that reuses a stored weight's scale
+    (a Gather of a quantized table) loses nothing more and is not counted."""
     steps: list[tuple[int, str]] = []  # (bits, scale name)
     weight_scale = None
     while (writer := writers.get(name)) is not None:
@@ -225,11 +226,12 @@ def override_failures(model: LoadedModel, recipe: Recipe, artifact: onnx.ModelPr
             weight_scales = {writer.input[1] for tensor in node.input if (writer := writers.get(tensor)) is not None
                              and writer.op_type == DEQUANTIZE and writer.input[0] in initializers}
             widths |= {bits for tensor in node.output for bits in quantized_at(tensor, weight_scales)}
-        elif source.op_type in FOLDABLE_OPS and (widths := quantized_at(source.output[0], set())):
-            pass  # onnxruntime folded a Relu or Clip into the quantization of its output, which is the node now
         else:
-            failures.append(f"node {quoted(name)} is missing from the artifact")
-            continue
+            # onnxruntime folds a Relu or Clip into the Q/DQ pair of its output: that pair is the node now
+            widths = quantized_at(source.output[0], set()) if source.op_type in FOLDABLE_OPS else set()
+            if not widths:
+                failures.append(f"node {quoted(name)} is missing from the artifact")
+                continue
         if not widths <= wanted:
             got = ", ".join(f"{bits}-bit" for bits in sorted(widths))
             want = "float" if override.keep_fp32 else f"{override.activation_bits}-bit"
