@@ -18,7 +18,7 @@ from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.model import LoadedModel
 from engine.recipe import Mode, Recipe
-from engine.realise.base import OverrideNotHonoured, Realiser
+from engine.realise.base import OverrideNotHonoured, Realiser, kept_fp32
 from engine.realise.calibration import CalibrationSet
 from engine.realise.native import Float16, Float32, MatMulNBits, OrtDynamic, OrtStaticQDQ
 from engine.realise.simulated import Simulated
@@ -71,20 +71,22 @@ def quantize(
     check_override_names(model, recipe)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    kept_layers = set(kept_fp32(recipe)) & {layer.name for layer in model.summary.layers}
     for realiser in (r for r in REALISERS if r.supports(model, recipe)):
         try:
             estimate = realiser.realise(model, recipe, calibration, out_path)
+            float_layers = tuple(realiser.float_layers(model, recipe, onnx.load(out_path)))
+            if quantized_anyway := sorted(kept_layers - set(float_layers)):
+                raise OverrideNotHonoured(f"{listed(quantized_anyway)} kept fp32 but quantized")
             break
         except OverrideNotHonoured:
             continue  # the simulated realiser, last, supports everything and honours every override
-    file_bytes = out_path.stat().st_size
-    artifact_proto = onnx.load(out_path)
     return Artifact(
         path=out_path,
         recipe=recipe,
         realiser=realiser.name,
         simulated=realiser.simulated,
-        size_bytes=estimate if estimate is not None else file_bytes,
+        size_bytes=estimate if estimate is not None else out_path.stat().st_size,
         size_is_estimate=estimate is not None,
-        float_layers=tuple(realiser.float_layers(model, recipe, artifact_proto)),
+        float_layers=float_layers,
     )

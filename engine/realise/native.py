@@ -171,7 +171,8 @@ class OrtDynamic(Realiser):
     """onnxruntime quantize_dynamic: int8 weights, activations quantized per batch at run time.
 
     It targets MatMul-heavy models; Conv stays fp32 because onnxruntime's CPU ConvInteger kernel has no
-    int8-weight variant. Those layers are listed as left in fp32.
+    int8-weight variant. Those layers are listed as left in fp32. Gemm is rewritten to MatMul first, as
+    onnxruntime would, but keeping the node's name.
     """
 
     name = "onnxruntime quantize_dynamic"
@@ -188,7 +189,9 @@ class OrtDynamic(Realiser):
     def realise(self, model, recipe, calibration, out):
         with _quiet():
             quantize_dynamic(
-                model.copy(),
+                # onnxruntime rewrites each Gemm as a MatMul named "<gemm>_MatMul" before it looks at
+                # nodes_to_exclude, so a kept-float Gemm would be quantized; this rewrite keeps the name
+                gemm_to_matmul(model.copy()),
                 out,
                 op_types_to_quantize=self.OP_TYPES,
                 per_channel=recipe.weights.granularity is Granularity.CHANNEL,
