@@ -5,18 +5,18 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
+from onnxruntime.quantization import QuantType
 
 from engine.data import Dataset, load_dataset
 from engine.errors import RecipeError
 from engine.measure import open_session, predict
 from engine.model import load_model
 from engine.realise import choose_realiser, native, quantize
-from engine.realise.calibration import CalibrationSet
-from engine.realise.calibration import mse_range
+from engine.realise.calibration import CalibrationSet, mse_range
+from engine.realise.qdq_overrides import override_failures, width_overrides
 from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sweep import default_grid, measure_recipe, reference_for
 from sample_models.catalog import SAMPLES
-from engine.realise.qdq_overrides import override_failures
 from tests.builders import gemm_model
 
 A8 = ActivationSpec(8)
@@ -307,6 +307,22 @@ def test_keeping_the_worst_node_float_or_at_16_bits_brings_the_model_closer_to_f
     uniform, wide, kept = error({}), error({HEAD: LayerOverride(activation_bits=16)}), error(
         {HEAD: LayerOverride(keep_fp32=True)})
     assert kept < wide < uniform
+
+
+def test_width_overrides_use_the_ranges_calibrated_at_the_nodes_width_and_convert_for_the_other_readers(
+        transformer):
+    model, _, _ = transformer
+    query, normalised = BLOCK + "query/MatMul", "/blocks/blocks.0/attention_norm/LayerNormalization_output_0"
+    quantized = {node.name for node in model.proto.graph.node if node.op_type == "MatMul"}
+    overrides = width_overrides(model, {query: 16}, quantized, QuantType.QUInt16, QuantType.QUInt8,
+                                ranges_at_width={normalised: (-4.0, 4.0)}, recipe_ranges={normalised: (-3.0, 3.0)})
+    assert overrides[normalised] == [{
+        "quant_type": QuantType.QUInt16, "rmin": -4.0, "rmax": 4.0,
+        "convert": {"quant_type": QuantType.QUInt8, "recv_nodes": {BLOCK + "key/MatMul", BLOCK + "value/MatMul"}},
+    }]
+    # its output is read by the bias Add only, which this call was told is not quantized: no convert
+    assert overrides[BLOCK + "query/MatMul_output_0"] == [{"quant_type": QuantType.QUInt16}]
+    assert set(overrides) == {normalised, BLOCK + "query/MatMul_output_0"}
 
 
 def test_an_artifact_that_does_not_honour_an_override_is_simulated_instead(transformer, tmp_path, monkeypatch):
