@@ -17,7 +17,9 @@ from engine.realise.qdq_overrides import override_failures, width_overrides
 from engine.recipe import ActivationSpec, Calibration, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sweep import default_grid, measure_recipe, reference_for
 from sample_models.catalog import SAMPLES
-from tests.builders import gemm_model
+from engine.masking import apply_mask
+from engine.metrics import fidelity
+from tests.builders import gemm_model, masked_attention_model, padded_sequences
 
 A8 = ActivationSpec(8)
 
@@ -307,6 +309,26 @@ def test_keeping_the_worst_node_float_or_at_16_bits_brings_the_model_closer_to_f
     uniform, wide, kept = error({}), error({HEAD: LayerOverride(activation_bits=16)}), error(
         {HEAD: LayerOverride(keep_fp32=True)})
     assert kept < wide < uniform
+
+
+def test_keeping_the_mask_add_float_rescues_attention_that_w8a8_static_breaks(tmp_path):
+    """The Hugging Face mask (float32 min where padded) added to the scores: no 8 or 16-bit grid spans it."""
+    model = load_model(masked_attention_model().SerializeToString())
+    ids, mask = padded_sequences(rows=128)
+    data = Dataset(inputs={"input_ids": ids, "attention_mask": mask}, labels=None, slices=None, source="padded")
+    calibration = CalibrationSet(data)
+    (tmp_path / "ref.onnx").write_bytes(model.serialized())
+    reference = apply_mask(predict(open_session(tmp_path / "ref.onnx"), data), mask.astype(bool))
+
+    def cosine(overrides) -> float:
+        artifact = quantize(model, static(overrides), tmp_path / "a.onnx", calibration)
+        assert not artifact.simulated
+        output = apply_mask(predict(open_session(artifact.path), data), mask.astype(bool))
+        return fidelity(reference, output)["cosine"]
+
+    assert cosine({}) < 0.7
+    assert cosine({"mask_add": LayerOverride(activation_bits=16)}) < 0.7
+    assert cosine({"mask_add": LayerOverride(keep_fp32=True)}) > 0.99
 
 
 def test_width_overrides_use_the_ranges_calibrated_at_the_nodes_width_and_convert_for_the_other_readers(
