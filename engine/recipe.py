@@ -173,7 +173,7 @@ class Recipe:
         overrides = {}
         for name, override in dict(self.overrides).items():
             if not isinstance(name, str) or not name:
-                raise RecipeError("layer overrides are keyed by non-empty node names")
+                raise RecipeError("node overrides are keyed by non-empty node names")
             overrides[name] = LayerOverride(**override) if isinstance(override, dict) else override
         object.__setattr__(self, "overrides", dict(sorted(overrides.items())))
         self._check_mode()
@@ -250,13 +250,14 @@ class Recipe:
 
     def _override_tally(self) -> dict[str, int]:
         """How many nodes have each kind of override, by compact label, e.g. {'fp32': 3, 'A16': 2, 'W4': 1}."""
-        tally: Counter[str] = Counter()
+        labels: list[str] = []
         for override in self.overrides.values():
-            tally["fp32"] += override.keep_fp32
-            tally[f"A{override.activation_bits}"] += override.activation_bits is not None
-            tally[f"W{override.weights.bits if override.weights else None}"] += override.weights is not None
-        labels = ["fp32", *(f"A{bits}" for bits in NODE_ACTIVATION_BITS), *(f"W{bits}" for bits in INTEGER_WEIGHT_BITS)]
-        return {label: tally[label] for label in labels if tally[label]}
+            labels += ["fp32"] if override.keep_fp32 else []
+            labels += [f"A{override.activation_bits}"] if override.activation_bits else []
+            labels += [f"W{override.weights.bits}"] if override.weights else []
+        tally = Counter(labels)
+        order = ["fp32", *(f"A{bits}" for bits in NODE_ACTIVATION_BITS), *(f"W{bits}" for bits in INTEGER_WEIGHT_BITS)]
+        return {label: tally[label] for label in order if tally[label]}
 
     def key(self) -> str:
         """A stable id: equal recipes have equal keys, across processes, runs and schema versions (the key hashes
