@@ -7,6 +7,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from onnx import numpy_helper
 
 from engine.errors import ModelError
 from engine.tensors import TensorSpec
-from engine.text import FROM_TORCH_COMMAND, first_line
+from engine.text import FROM_TORCH_COMMAND, first_line, quoted
 
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own ceiling for a single-file model
 ZIP_MAGIC = b"PK\x03\x04"
 # A pickle of protocol 2 to 5 starts with the PROTO opcode and its number. An ONNX file cannot start so: its
@@ -63,6 +65,20 @@ class LoadedModel:
         proto = onnx.ModelProto()
         proto.CopyFrom(self.proto)
         return proto
+
+    @cached_property
+    def float_activations(self) -> frozenset[str]:
+        """Float tensors computed at run time (graph inputs and node outputs, not weights): what activation
+        quantization can touch. Types come from shape inference, as onnxruntime's quantizers get theirs."""
+        inferred = onnx.shape_inference.infer_shapes(self.proto)
+        values = (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+        weights = {t.name for t in self.proto.graph.initializer}
+        return frozenset(value.name for value in values
+                         if value.type.tensor_type.elem_type in FLOAT_TYPES and value.name not in weights)
+
+    def activations_of(self, node: onnx.NodeProto) -> list[str]:
+        """The float activation tensors `node` reads and writes, inputs first."""
+        return [name for name in (*node.input, *node.output) if name in self.float_activations]
 
 
 def _weight_input(index: int):
@@ -203,7 +219,7 @@ def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> 
     if not all(isinstance(location, str) for location in locations):  # protobuf hands undecodable text over as bytes
         raise ModelError(f"{label}: an external data location is not valid UTF-8 text")
     for location in sorted(locations):
-        shown = repr(location if len(location) <= 80 else location[:77] + "...")
+        shown = quoted(location)
         try:
             target = (model_dir / location).resolve()
             escapes = os.path.isabs(location) or not target.is_relative_to(model_dir)
@@ -262,7 +278,7 @@ def quantizable_layers(proto: onnx.ModelProto) -> list[Layer]:
         if weight is None:
             continue
         tensor = initializers[weight]
-        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        if tensor.data_type not in FLOAT_TYPES:
             continue
         shape = tuple(int(d) for d in tensor.dims)
         itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize

@@ -1,7 +1,8 @@
 """The Recipe: the one way a quantization configuration travels, from UI form to job to artifact to report.
 
-A Recipe is validated when it is built and round-trips through JSON. Per-layer overrides are keyed by
-ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides.
+A Recipe is validated when it is built and round-trips through JSON. Per-node overrides (LayerOverride) are
+keyed by ONNX node name, in the spirit of torchao's configs and onnxruntime's TensorQuantOverrides; the names
+are checked against the model when the recipe is realised.
 
 The JSON carries `schema_version` (SCHEMA_VERSION). JSON without one is the first format, which workspaces
 created before versioning hold; it reads as version 1. A newer version than this code knows is refused.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.text import counted, quoted
 
 SCHEMA_VERSION = 1
 SCHEMA_FIELD = "schema_version"
@@ -119,20 +122,39 @@ class ActivationSpec:
                 "rows kept out of scoring)")
 
 
+NODE_ACTIVATION_BITS = (8, 16)
+
+
 @dataclass(frozen=True)
 class LayerOverride:
-    """What one layer does differently: stay in fp32, or use other weight settings."""
+    """What one node, named as in the ONNX graph, does differently from the rest of the recipe.
+
+    - keep_fp32: the node stays float, and so do the activation tensors it reads and writes (any node: a weight
+      layer, an Add, a Softmax, a MatMul of two activations). Its weights, if any, are not quantized. (Dynamic
+      mode quantizes activations for each reading node at run time: there the node reads float.)
+    - weights: other weight settings for a weight layer (2-8 bits).
+    - activation_bits: in static mode, the node reads and writes its quantized activations at 8 or 16 bits
+      while the rest of the model keeps the recipe's width. It may go with `weights`.
+    """
 
     keep_fp32: bool = False
     weights: WeightSpec | None = None
+    activation_bits: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
             object.__setattr__(self, "weights", WeightSpec(**self.weights))
-        if self.keep_fp32 == (self.weights is not None):
-            raise RecipeError("a layer override sets exactly one of keep_fp32 or weights")
+        if not isinstance(self.keep_fp32, bool):
+            raise RecipeError(f"keep_fp32 is true or false; got {self.keep_fp32!r}")
+        if not (self.keep_fp32 or self.weights is not None or self.activation_bits is not None):
+            raise RecipeError("a node override sets keep_fp32, weights or activation_bits")
+        if self.keep_fp32 and (self.weights is not None or self.activation_bits is not None):
+            raise RecipeError("keep_fp32 keeps the whole node float: it takes no weights or activation_bits")
         if self.weights is not None and self.weights.bits not in INTEGER_WEIGHT_BITS:
-            raise RecipeError(f"a layer override's weight bits must be 2-8; got {self.weights.bits}")
+            raise RecipeError(f"a node override's weight bits must be 2-8; got {self.weights.bits}")
+        if self.activation_bits is not None and (isinstance(self.activation_bits, bool)
+                                                 or self.activation_bits not in NODE_ACTIVATION_BITS):
+            raise RecipeError(f"a node override's activation bits must be 8 or 16; got {self.activation_bits!r}")
 
 
 @dataclass(frozen=True)
@@ -151,10 +173,11 @@ class Recipe:
         overrides = {}
         for name, override in dict(self.overrides).items():
             if not isinstance(name, str) or not name:
-                raise RecipeError("layer overrides are keyed by non-empty node names")
+                raise RecipeError("node overrides are keyed by non-empty node names")
             overrides[name] = LayerOverride(**override) if isinstance(override, dict) else override
         object.__setattr__(self, "overrides", dict(sorted(overrides.items())))
         self._check_mode()
+        self._check_node_activation_bits()
 
     def _check_mode(self) -> None:
         act = self.activations.bits
@@ -166,6 +189,18 @@ class Recipe:
             raise RecipeError("static mode quantizes activations: choose 8 or 16 bits")
         if self.mode is Mode.DYNAMIC and act != 8:
             raise RecipeError("dynamic mode quantizes activations to 8 bits at run time; set activations to 8")
+
+    def _check_node_activation_bits(self) -> None:
+        for name, override in self.overrides.items():
+            bits = override.activation_bits
+            if bits is None:
+                continue
+            if self.mode is not Mode.STATIC:
+                raise RecipeError(f"node {quoted(name)} sets activation_bits, which only static mode has "
+                                  f"(its activation ranges are calibrated); this recipe is {self.mode.value}")
+            if bits == self.activations.bits:
+                raise RecipeError(f"node {quoted(name)} asks for {bits}-bit activations, which the whole recipe "
+                                  "already uses; drop its activation_bits")
 
     # -- identity and words -------------------------------------------------------------------------
 
@@ -189,10 +224,14 @@ class Recipe:
         if self.mode is Mode.WEIGHT_ONLY:
             text += ", weight-only"
         if self.overrides:
-            kept = sum(o.keep_fp32 for o in self.overrides.values())
-            changed = len(self.overrides) - kept
-            parts = [f"{kept} layer(s) kept fp32"] if kept else []
-            parts += [f"{changed} layer(s) with own weight bits"] if changed else []
+            overrides = self.overrides.values()
+            kept = sum(o.keep_fp32 for o in overrides)
+            parts = [f"{counted(kept, 'node')} kept float"] if kept else []
+            for bits in NODE_ACTIVATION_BITS:
+                if n := sum(o.activation_bits == bits for o in overrides):
+                    parts.append(f"{counted(n, 'node')} at {bits}-bit activations")
+            if n := sum(o.weights is not None for o in overrides):
+                parts.append(f"{counted(n, 'layer')} with {'its' if n == 1 else 'their'} own weight bits")
             text += "; " + ", ".join(parts)
         return text
 
@@ -207,9 +246,18 @@ class Recipe:
         name = f"W{self.weights.bits}{act} {self.mode.value} {gran}"
         if self.mode is Mode.STATIC:
             name += f" {self.activations.calibration.value}"
-        if self.overrides:
-            name += f" +{len(self.overrides)} overrides"
-        return name
+        return name + "".join(f" +{n} {label}" for label, n in self._override_tally().items())
+
+    def _override_tally(self) -> dict[str, int]:
+        """How many nodes have each kind of override, by compact label, e.g. {'fp32': 3, 'A16': 2, 'W4': 1}."""
+        labels: list[str] = []
+        for override in self.overrides.values():
+            labels += ["fp32"] if override.keep_fp32 else []
+            labels += [f"A{override.activation_bits}"] if override.activation_bits else []
+            labels += [f"W{override.weights.bits}"] if override.weights else []
+        tally = Counter(labels)
+        order = ["fp32", *(f"A{bits}" for bits in NODE_ACTIVATION_BITS), *(f"W{bits}" for bits in INTEGER_WEIGHT_BITS)]
+        return {label: tally[label] for label in order if tally[label]}
 
     def key(self) -> str:
         """A stable id: equal recipes have equal keys, across processes, runs and schema versions (the key hashes

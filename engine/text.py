@@ -50,3 +50,19 @@ def size_text(n_bytes: float) -> str:
 def shape_text(dims: Sequence[object]) -> str:
     """'[?, 1, 8, 8]': '?' marks a size left open (a named or unknown dimension, such as the batch)."""
     return "[" + ", ".join(str(dim) if isinstance(dim, int) else "?" for dim in dims) + "]"
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 node', '3 nodes': a count with its noun, plural when it is not one."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def quoted(name: str, limit: int = 80) -> str:
+    """A user-supplied name in quotes for an error message, cut to `limit` characters: names can be arbitrarily long."""
+    return repr(name if len(name) <= limit else name[: limit - 3] + "...")
+
+
+def listed(names: Sequence[str], limit: int = 5) -> str:
+    """"'a', 'b' and 3 more": the first `limit` names quoted, and how many more there are."""
+    shown = ", ".join(quoted(name) for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"

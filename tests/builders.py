@@ -64,6 +64,46 @@ def padded_text_model(vocabulary: int = 50, hidden: int = 32, seed: int = 0) -> 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def masked_attention_model(vocabulary: int = 50, hidden: int = 16, sequence: int = 16, seed: int = 0
+                           ) -> onnx.ModelProto:
+    """input_ids and attention_mask [batch, sequence] -> one self-attention layer's hidden states.
+
+    The mask is added to the attention scores as Hugging Face exports do: Where(mask, 0, float32 min). An
+    activation quantizer that sees that tensor keeps no resolution for the real scores."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, shape: tuple[int, ...], scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["x"], name="embed"),
+            *(helper.make_node("MatMul", ["x", f"W{part}"], [part], name=part) for part in ("query", "key", "value")),
+            helper.make_node("Transpose", ["key"], ["key_t"], perm=[0, 2, 1], name="key_t"),
+            helper.make_node("MatMul", ["query", "key_t"], ["scores"], name="scores"),
+            helper.make_node("Cast", ["attention_mask"], ["mask_bool"], to=TensorProto.BOOL, name="mask_bool"),
+            helper.make_node("Unsqueeze", ["mask_bool", "row_axis"], ["mask_row"], name="mask_row"),
+            helper.make_node("Where", ["mask_row", "zero", "float_min"], ["additive_mask"], name="mask_where"),
+            helper.make_node("Add", ["scores", "additive_mask"], ["masked"], name="mask_add"),
+            helper.make_node("Softmax", ["masked"], ["probs"], axis=-1, name="softmax"),
+            helper.make_node("MatMul", ["probs", "value"], ["context"], name="context"),
+            helper.make_node("MatMul", ["context", "Wout"], ["hidden"], name="out"),
+        ],
+        "masked_attention",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", sequence]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", sequence])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", sequence, hidden])],
+        [
+            weight("E", (vocabulary, hidden), 1.0),
+            *(weight(f"W{part}", (hidden, hidden)) for part in ("query", "key", "value", "out")),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "row_axis"),
+            numpy_helper.from_array(np.array(0, dtype=np.float32), "zero"),
+            numpy_helper.from_array(np.array(np.finfo(np.float32).min, dtype=np.float32), "float_min"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def padded_sequences(rows: int = 64, sequence: int = 16, vocabulary: int = 50, seed: int = 1):
     """(input_ids, attention_mask): sentences of 2..sequence/2 real tokens, padded with token 0 to `sequence`."""
     rng = np.random.default_rng(seed)

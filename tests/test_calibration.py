@@ -110,5 +110,16 @@ def test_a_calibration_set_computes_each_key_once_and_shared_ranges_build_the_sa
     together = [quantize(model, r, tmp_path / f"shared-{i}.onnx", calibration=shared).path.read_bytes()
                 for i, r in enumerate(recipes)]
     assert together == alone
-    assert [(method.value, bits) for method, _, _, bits in computed] == [("minmax", 8), ("mse", 8), ("mse", 16)]
+    assert [(method.value, bits) for method, _, _, bits in computed] == [("minmax", None), ("mse", 8), ("mse", 16)]
     assert calibration_key(recipes[0]) == calibration_key(recipes[1]) != calibration_key(recipes[3])
+
+
+def test_a_node_width_other_than_the_recipes_has_its_own_calibration_key_where_the_bits_matter():
+    """A 16-bit node in an 8-bit recipe: mse weighs rounding at 16 bits; entropy at 16 bits is the full range,
+    minmax's; minmax and percentile ranges do not depend on the bits."""
+    def key(calibration, bits):
+        return calibration_key(Recipe(WeightSpec(8), ActivationSpec(8, calibration, 64), Mode.STATIC), bits)
+
+    assert key("mse", 16) == ("mse", 64, 16) != key("mse", None) == ("mse", 64, 8)
+    assert key("entropy", 16) == ("minmax", 64, None) == key("minmax", 16) == key("minmax", None)
+    assert key("percentile", 16) == key("percentile", None) == ("percentile", 64, None)

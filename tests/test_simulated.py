@@ -119,6 +119,24 @@ def test_simulated_artifact_computes_the_reference_forward_pass(tmp_path):
     np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_simulated_node_overrides_keep_a_tensor_float_and_give_a_layer_its_own_input_width(tmp_path):
+    """Relu kept float: its output reaches proj unrounded. fc at 16 bits: it reads x rounded to 16 bits."""
+    model = load_model(gemm_model(transB=1).SerializeToString())
+    data = _dataset()
+    recipe = Recipe(WeightSpec(5, Granularity.CHANNEL), ActivationSpec(8), Mode.STATIC,
+                    overrides={"relu": LayerOverride(keep_fp32=True), "fc": LayerOverride(activation_bits=16)})
+    artifact = quantize(model, recipe, tmp_path / "mixed.onnx", calibration=data)
+    assert artifact.simulated and artifact.float_layers == ()
+
+    original = _weights(model.proto)
+    w = reference_qdq(original["W"], 5, "channel", 0, True, axis=0)
+    v = reference_qdq(original["V"], 5, "channel", 0, True, axis=1)
+    x = data.inputs["x"]
+    expected = np.maximum(_fake_quant_activation(x, x.min(), x.max(), 16) @ w.T + original["b"], 0) @ v
+    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-4)
+
+
 def test_simulated_size_estimate_and_overrides(tmp_path):
     model = load_model(gemm_model(transB=0).SerializeToString())
     recipe = Recipe(

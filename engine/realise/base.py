@@ -12,6 +12,11 @@ from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 
 
+class OverrideNotHonoured(Exception):
+    """A native realiser's artifact does not do what one of the recipe's node overrides asks (onnxruntime
+    quantized a tensor the recipe keeps float, or at another width). `quantize` then asks the next realiser."""
+
+
 class Realiser:
     """Builds artifacts for the recipes it `supports`. Subclasses set `name` and implement two methods."""
 
@@ -22,7 +27,8 @@ class Realiser:
         raise NotImplementedError
 
     def realise(self, model: LoadedModel, recipe: Recipe, calibration: CalibrationSet | None, out: Path) -> int | None:
-        """Write the artifact to `out`; return an estimated size in bytes when the file's own size is not it."""
+        """Write the artifact to `out`; return an estimated size in bytes when the file's own size is not it.
+        Raise OverrideNotHonoured when the artifact turns out not to be what the recipe asks."""
         raise NotImplementedError
 
     def float_layers(self, model: LoadedModel, recipe: Recipe, artifact: onnx.ModelProto) -> list[str]:
@@ -47,3 +53,8 @@ def kept_fp32(recipe: Recipe) -> list[str]:
 
 def only_keep_fp32_overrides(recipe: Recipe) -> bool:
     return all(override.keep_fp32 for override in recipe.overrides.values())
+
+
+def own_activation_bits(recipe: Recipe) -> dict[str, int]:
+    """Nodes whose activations have their own width: node name -> bits."""
+    return {name: o.activation_bits for name, o in recipe.overrides.items() if o.activation_bits is not None}

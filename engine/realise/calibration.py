@@ -29,7 +29,7 @@ from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, s
 
 from engine.data import Dataset
 from engine.model import LoadedModel
-from engine.recipe import Calibration, Mode, Recipe
+from engine.recipe import Calibration, Mode, Recipe, calibration_applies
 
 CALIBRATION_BATCH = 32
 HISTOGRAM_BINS = 2048
@@ -52,14 +52,19 @@ Ranges = dict[str, tuple[float, float]]  # activation tensor -> (low, high)
 CalibrationKey = tuple[str, int, int | None]
 
 
-def calibration_key(recipe: Recipe) -> CalibrationKey | None:
-    """What a static recipe's activation ranges depend on besides the model and the data; None: no ranges.
+def calibration_key(recipe: Recipe, bits: int | None = None) -> CalibrationKey | None:
+    """What a static recipe's activation ranges at `bits` (the recipe's own width unless a node override asks
+    for another) depend on besides the model and the data; None: no ranges.
 
-    The histogram searches weigh clipping against rounding, so their ranges depend on the bits too."""
+    The histogram searches weigh clipping against rounding, so their ranges depend on the bits too. Entropy at
+    16 bits keeps the full range (see calibration_applies), which is minmax's."""
     act = recipe.activations
     if recipe.mode is not Mode.STATIC or act is None:
         return None
-    return act.calibration.value, act.calibration_samples, act.bits if act.calibration in HISTOGRAM_METHODS else None
+    bits = bits or act.bits
+    if not calibration_applies(bits, act.calibration):
+        return Calibration.MINMAX.value, act.calibration_samples, None
+    return act.calibration.value, act.calibration_samples, bits if act.calibration in HISTOGRAM_METHODS else None
 
 
 @dataclass
@@ -69,15 +74,16 @@ class CalibrationSet:
     dataset: Dataset
     known: dict[CalibrationKey, Ranges] = field(default_factory=dict)
 
-    def ranges(self, model: LoadedModel, recipe: Recipe) -> Ranges:
-        key = calibration_key(recipe)
+    def ranges(self, model: LoadedModel, recipe: Recipe, bits: int | None = None) -> Ranges:
+        """The recipe's activation ranges at `bits`, by default the recipe's own activation width."""
+        key = calibration_key(recipe, bits)
         if key is None:
             raise ValueError(f"{recipe.short_name()} has no calibrated activations")
         if key not in self.known:
-            act = recipe.activations
+            method, samples, key_bits = key
             batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
-            self.known[key] = activation_ranges(model.copy(), self.dataset, act.calibration, act.calibration_samples,
-                                                batch_dynamic, act.bits)
+            self.known[key] = activation_ranges(model.copy(), self.dataset, Calibration(method), samples,
+                                                batch_dynamic, key_bits)
         return self.known[key]
 
 
@@ -106,9 +112,10 @@ def activation_ranges(
     method: Calibration,
     samples: int,
     batch_dynamic: bool,
-    bits: int,
+    bits: int | None,
 ) -> Ranges:
-    """Range (low, high) of each float activation tensor over `samples` rows."""
+    """Range (low, high) of each float activation tensor over `samples` rows; `bits` matters to the histogram
+    methods only."""
     with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp:
         model_path = Path(tmp) / "model.onnx"
         onnx.save(model, model_path)

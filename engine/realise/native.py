@@ -16,8 +16,11 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
-from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
+from engine.realise.base import OverrideNotHonoured, Realiser, kept_fp32, only_keep_fp32_overrides, own_activation_bits
 from engine.realise.calibration import save_for_quantize_static
+from engine.realise.qdq_overrides import (
+    FOLDABLE_OPS, TensorOverrides, override_failures, strip_qdq, touched_tensors, width_overrides,
+)
 from engine.recipe import Granularity, Mode, Recipe
 
 # (bits, symmetric) -> onnxruntime's integer type
@@ -74,7 +77,10 @@ class Float16(Realiser):
 
 
 class OrtStaticQDQ(Realiser):
-    """onnxruntime quantize_static, QDQ format: 8/4-bit weights, 8/16-bit calibrated activations."""
+    """onnxruntime quantize_static, QDQ format: 8/4-bit weights, 8/16-bit calibrated activations.
+
+    Node overrides: keep_fp32 and activation_bits as engine.realise.qdq_overrides explains; other weight bits
+    through TensorQuantOverrides on the layer's weight."""
 
     name = "onnxruntime quantize_static (QDQ)"
     # Every op onnxruntime can quantize, but normalisations: their scale and shift are no layer's weights,
@@ -93,7 +99,7 @@ class OrtStaticQDQ(Realiser):
         if (weights.bits, weights.symmetric, recipe.activations.bits, recipe.activations.symmetric) == (8, False, 8, True):
             return False  # u8 weights with s8 activations: onnxruntime refuses the combination
         return all(
-            o.keep_fp32
+            o.weights is None
             or (o.weights.bits in (4, 8) and o.weights.granularity is weights.granularity
                 and o.weights.symmetric == weights.symmetric)
             for o in recipe.overrides.values()
@@ -102,17 +108,23 @@ class OrtStaticQDQ(Realiser):
     def realise(self, model, recipe, calibration, out):
         act = recipe.activations
         per_channel = recipe.weights.granularity is Granularity.CHANNEL
-        layers = {layer.name: layer for layer in model.summary.layers}
-        overrides = {}
-        for name, override in recipe.overrides.items():
-            if override.weights is not None:
-                layer_override = {"quant_type": WEIGHT_TYPES[(override.weights.bits, override.weights.symmetric)]}
-                if per_channel:  # without an axis onnxruntime takes the override to be per-tensor
-                    layer_override["axis"] = layers[name].channel_axis
-                overrides[layers[name].weight] = [layer_override]
+        kept = kept_fp32(recipe)
+        float_tensors = touched_tensors(model, kept)
+        # onnxruntime folds a Relu or Clip into the Q/DQ pair of its output; taking that pair off would drop the
+        # activation itself, so one whose output stays float is left out of quantization too
+        excluded = kept + [node.name for node in model.proto.graph.node
+                           if node.op_type in FOLDABLE_OPS and float_tensors.intersection(node.output)]
+        recipe_ranges = calibration.ranges(model, recipe)
+        overrides = self._weight_overrides(model, recipe, per_channel)
+        if widths := own_activation_bits(recipe):
+            (bits,) = set(widths.values())  # an override cannot repeat the recipe's width, so one width is left
+            quantized = {node.name for node in model.proto.graph.node if node.op_type in self.OP_TYPES} - set(excluded)
+            overrides |= width_overrides(model, widths, quantized, ACTIVATION_TYPES[(bits, act.symmetric)],
+                                         ACTIVATION_TYPES[(act.bits, act.symmetric)],
+                                         calibration.ranges(model, recipe, bits), recipe_ranges)
         with tempfile.TemporaryDirectory(prefix="quantscope-qdq-") as scratch:
             ranges_file = Path(scratch) / "ranges.json"
-            save_for_quantize_static(calibration.ranges(model, recipe), ranges_file)
+            save_for_quantize_static(recipe_ranges, ranges_file)
             with _quiet():
                 quantize_static(
                     model.copy(),
@@ -125,21 +137,42 @@ class OrtStaticQDQ(Realiser):
                     per_channel=per_channel,
                     activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                     weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
-                    nodes_to_exclude=kept_fp32(recipe),
+                    nodes_to_exclude=excluded,
                     extra_options={
                         "ActivationSymmetric": act.symmetric,
                         "WeightSymmetric": recipe.weights.symmetric,
                         "TensorQuantOverrides": overrides,
                     },
                 )
+        if kept or widths:
+            artifact = onnx.load(out)
+            if kept:
+                strip_qdq(artifact, float_tensors)
+                onnx.save(artifact, out)
+            if failures := override_failures(model, recipe, artifact):
+                raise OverrideNotHonoured(failures[0])
         return None
+
+    @staticmethod
+    def _weight_overrides(model: LoadedModel, recipe: Recipe, per_channel: bool) -> TensorOverrides:
+        """TensorQuantOverrides for the layers with their own weight bits, keyed by weight initializer."""
+        layers = {layer.name: layer for layer in model.summary.layers}
+        overrides = {}
+        for name, override in recipe.overrides.items():
+            if override.weights is not None:
+                layer_override = {"quant_type": WEIGHT_TYPES[(override.weights.bits, override.weights.symmetric)]}
+                if per_channel:  # without an axis onnxruntime takes the override to be per-tensor
+                    layer_override["axis"] = layers[name].channel_axis
+                overrides[layers[name].weight] = [layer_override]
+        return overrides
 
 
 class OrtDynamic(Realiser):
     """onnxruntime quantize_dynamic: int8 weights, activations quantized per batch at run time.
 
     It targets MatMul-heavy models; Conv stays fp32 because onnxruntime's CPU ConvInteger kernel has no
-    int8-weight variant. Those layers are listed as left in fp32.
+    int8-weight variant. Those layers are listed as left in fp32. Gemm is rewritten to MatMul first, as
+    onnxruntime would, but keeping the node's name.
     """
 
     name = "onnxruntime quantize_dynamic"
@@ -156,7 +189,9 @@ class OrtDynamic(Realiser):
     def realise(self, model, recipe, calibration, out):
         with _quiet():
             quantize_dynamic(
-                model.copy(),
+                # onnxruntime rewrites each Gemm as a MatMul named "<gemm>_MatMul" before it looks at
+                # nodes_to_exclude, so a kept-float Gemm would be quantized; this rewrite keeps the name
+                gemm_to_matmul(model.copy()),
                 out,
                 op_types_to_quantize=self.OP_TYPES,
                 per_channel=recipe.weights.granularity is Granularity.CHANNEL,

@@ -3,18 +3,22 @@
 Weights are rounded through `bits`-bit integers in NumPy and stored back as fp32, so the model computes
 exactly what integer weights would give. Activations, when the recipe quantizes them, pass through
 inserted fake-quant nodes: calibrated scales for static mode, DynamicQuantizeLinear for dynamic mode.
+Node overrides: a kept-float node's weights stay fp32 and it reads float; a node with its own activation_bits
+reads its input at that width.
 The artifact runs anywhere but is no smaller or faster: its size is the packed-integer estimate and it
 gets no latency.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from engine.model import LoadedModel, topological_sort
-from engine.realise.base import Realiser, kept_fp32
+from engine.realise.base import Realiser, kept_fp32, own_activation_bits
 from engine.realise.fake_quant import integer_range, packed_size, quantize_dequantize
 from engine.recipe import Mode, Recipe, WeightSpec
 
@@ -27,7 +31,8 @@ class Simulated(Realiser):
         return True
 
     def float_layers(self, model, recipe, artifact):
-        return kept_fp32(recipe)
+        kept = set(kept_fp32(recipe))
+        return [layer.name for layer in model.summary.layers if layer.name in kept]
 
     def realise(self, model, recipe, calibration, out):
         proto = model.copy()
@@ -36,14 +41,24 @@ class Simulated(Realiser):
         quantized = [layer for layer in model.summary.layers if layer.name not in kept]
         estimate = model.summary.bytes
         estimate += _fake_quantize_weights(proto, recipe, quantized)
-        activation_inputs = sorted({nodes[layer.name].input[0] for layer in quantized if layer.op_type != "Gather"})
+        # tensor -> the quantized layers that read it (the first input of each; a Gather's is its indices)
+        readers: dict[str, set[str]] = defaultdict(set)
+        for layer in quantized:
+            if layer.op_type != "Gather":
+                readers[nodes[layer.name].input[0]].add(layer.name)
         if recipe.mode is Mode.STATIC:
-            act = recipe.activations
-            known = calibration.ranges(model, recipe)
-            ranges = {tensor: known[tensor] for tensor in activation_inputs if tensor in known}
-            _insert_static_fake_quant(proto, ranges, act.bits, act.symmetric, {layer.name for layer in quantized})
+            # As in onnxruntime's QDQ graph, a tensor a kept-float node reads or writes is float for every reader.
+            kept_tensors = {tensor for name in kept for tensor in model.activations_of(nodes[name])}
+            act, widths = recipe.activations, own_activation_bits(recipe)
+            for bits in sorted({act.bits, *widths.values()}):
+                at_bits = {tensor: {name for name in names if widths.get(name, act.bits) == bits}
+                           for tensor, names in readers.items() if tensor not in kept_tensors}
+                known = calibration.ranges(model, recipe, bits)
+                _insert_static_fake_quant(proto, {t: known[t] for t, names in at_bits.items() if names and t in known},
+                                          at_bits, bits, act.symmetric)
         elif recipe.mode is Mode.DYNAMIC:
-            _insert_dynamic_fake_quant(proto, activation_inputs, {layer.name for layer in quantized})
+            # Activations are quantized for each reader at run time: a kept-float layer reads its input float.
+            _insert_dynamic_fake_quant(proto, sorted(readers), set().union(*readers.values()))
         onnx.save(proto, out)
         return estimate
 
@@ -58,7 +73,7 @@ def _fake_quantize_weights(proto: onnx.ModelProto, recipe: Recipe, layers) -> in
             continue
         done.add(layer.weight)
         override = recipe.overrides.get(layer.name)
-        spec: WeightSpec = override.weights if override is not None else recipe.weights
+        spec: WeightSpec = override.weights if override is not None and override.weights else recipe.weights
         tensor = initializers[layer.weight]
         rounded = quantize_dequantize(numpy_helper.to_array(tensor), spec, layer.channel_axis)
         tensor.CopyFrom(numpy_helper.from_array(rounded, tensor.name))
@@ -73,9 +88,11 @@ def _rewire(proto: onnx.ModelProto, tensor: str, replacement: str, consumers: se
 
 
 def _insert_static_fake_quant(
-    proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], bits: int, symmetric: bool, consumers: set[str]
+    proto: onnx.ModelProto, ranges: dict[str, tuple[float, float]], readers: dict[str, set[str]], bits: int,
+    symmetric: bool
 ) -> None:
-    """x -> (clip(round(x / s) + z, qmin, qmax) - z) * s, with s and z from the calibrated range."""
+    """x -> (clip(round(x / s) + z, qmin, qmax) - z) * s, with s and z from the calibrated range, for the nodes
+    in readers[x]."""
     qmin, qmax = integer_range(bits, symmetric)
     for tensor, (low, high) in sorted(ranges.items()):
         if symmetric:
@@ -86,7 +103,7 @@ def _insert_static_fake_quant(
             scale = (high - low) / (qmax - qmin)
             zero_point = float(np.round(qmin - low / scale)) if scale else 0.0
         scale = scale or 1.0
-        prefix = f"{tensor}_fakequant"
+        prefix = f"{tensor}_fakequant{bits}"
         constants = {"scale": scale, "zero_point": zero_point, "qmin": float(qmin), "qmax": float(qmax)}
         for key, value in constants.items():
             proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{prefix}_{key}"))
@@ -100,7 +117,7 @@ def _insert_static_fake_quant(
         ]
         for op, inputs, output in steps:
             proto.graph.node.append(helper.make_node(op, inputs, [f"{prefix}_{output}"], name=f"{prefix}_{output}"))
-        _rewire(proto, tensor, f"{prefix}_out", consumers)
+        _rewire(proto, tensor, f"{prefix}_out", readers[tensor])
     topological_sort(proto)
 
 
