@@ -12,11 +12,13 @@ Map of this package:
     naive.py       the same table computed the slow way (everything from scratch per cell), for the bench
                    and the tests that hold the fast one to it
     table.py       the row's columns and the files: sensitivity.json and sensitivity.csv
+    candidates.py  the precisions compared, from the CLI's --bits, --granularity, --activations, --calibration
 
 No streamlit here: the dashboard and the CLI read a SensitivityTable.
 """
 
+from engine.sensitivity.candidates import DEFAULT_ACTIVATIONS, DEFAULT_BITS, DYNAMIC, candidates
 from engine.sensitivity.compute import sensitivity_table
 from engine.sensitivity.table import CSV_FILE, JSON_FILE, SensitivityTable
 
-__all__ = ["CSV_FILE", "JSON_FILE", "SensitivityTable", "sensitivity_table"]
+__all__ = ["CSV_FILE", "DEFAULT_ACTIVATIONS", "DEFAULT_BITS", "DYNAMIC", "JSON_FILE", "SensitivityTable", "candidates", "sensitivity_table"]

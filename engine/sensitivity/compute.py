@@ -232,32 +232,42 @@ def weight_sqnr(scoring: Scoring, point: Point) -> float:
     return sqnr_db(onnx.numpy_helper.to_array(initializer), point.effective_weight)
 
 
-def measure_candidate(scoring: Scoring, candidate: Candidate, progress: Callable[[str], None]) -> list[dict]:
-    """Every row of one prepared candidate."""
+class CellModels:
+    """How the two models of a point's row are built and run: here from the candidate prepared once (the naive
+    computation, engine.sensitivity.naive, prepares it again for every cell)."""
+
+    def only_this(self, scoring: Scoring, candidate: Candidate, point: Point) -> OnlyThis:
+        return only_this(scoring, point)
+
+    def all_but_this(self, scoring: Scoring, candidate: Candidate, point: Point) -> np.ndarray:
+        others = [p for p in candidate.points if p is not point]
+        return scoring.run(compose(scoring.model.proto, others)) if others else scoring.reference.output
+
+
+def measure_candidate(scoring: Scoring, candidate: Candidate, progress: Callable[[str], None],
+                      models: CellModels = CellModels()) -> list[dict]:
+    """Every row of one prepared candidate, in graph order."""
     artifact = candidate.artifact
     output = predict(open_session(artifact.path, scoring.threads), scoring.data)
     everything = candidate.outputs = CandidateOutputs(output, scoring.score(output))
     rows = []
     position = {node.name: index for index, node in enumerate(scoring.model.proto.graph.node)}
     for point in sorted([*candidate.points, *candidate.stand_ins], key=lambda p: position.get(p.layer, -1)):
-        progress(f"{candidate.recipe.short_name()}: {point.layer}")
+        name = candidate.recipe.short_name()
         in_artifact = any(point is p for p in candidate.points)
         try:
-            alone = only_this(scoring, point)
+            progress(f"{name}: only {point.layer}")
+            alone = models.only_this(scoring, candidate, point)
             if in_artifact:
-                progress(f"{candidate.recipe.short_name()}: all but {point.layer}")
-                others = [p for p in candidate.points if p is not point]
-                all_but = scoring.run(compose(scoring.model.proto, others)) if others else scoring.reference.output
-                note = None
+                progress(f"{name}: all but {point.layer}")
+                all_but, note = models.all_but_this(scoring, candidate, point), None
             else:
-                all_but = everything.output
-                note = f"left in float by {artifact.realiser}: only_this is simulated"
+                all_but, note = everything.output, f"left in float by {artifact.realiser}: only_this is simulated"
             rows.append(cell_row(scoring, candidate, point, alone, all_but, everything, note))
         except QuantscopeError:
             raise
         except Exception as error:  # one model onnxruntime cannot run must not sink the table
-            rows.append(columns.failed_row(point, candidate.recipe.short_name(), scoring.reference.metric,
-                                           error_line(error)))
+            rows.append(columns.failed_row(point, name, scoring.reference.metric, error_line(error)))
     return rows
 
 

@@ -160,6 +160,23 @@ class SensitivityTable:
         rows = self.rows[self.rows[CANDIDATE] == candidate]
         return rows.sort_values(DROP, ascending=False, kind="stable", na_position="last")
 
+    def describe(self, top: int = 3) -> str:
+        """A few lines for a terminal: each candidate's whole-artifact figure and its most harmful points."""
+        info = self.info
+        lines = [f"{info['model']}: {info[METRIC_NAME]} {info[FP32_METRIC]:.4g} in fp32 on {info['rows_scored']} rows"]
+        for candidate in self.candidates:
+            name = candidate["candidate"]
+            if candidate.get("error"):
+                lines.append(f"{name}: not built: {candidate['error']}")
+                continue
+            rows = self.by_harm(name)
+            worst = rows[rows[DROP] > 0].head(top)
+            harm = ", ".join(f"{row[LAYER]} ({row[KIND]}, {-row[DROP]:+.3g})" for _, row in worst.iterrows())
+            lines.append(f"{name}: all quantized {candidate['all_quantized']:.4g}, {candidate['points']} points "
+                         f"(+{candidate['stand_ins']} simulated); "
+                         + (f"worst alone: {harm}" if harm else "no point alone lowers the metric"))
+        return "\n".join(lines)
+
     def ranges(self, kind: str, layer: str, tensor: str) -> RangeStats:
         record = next(p for p in self.points if (p[KIND], p[LAYER], p[TENSOR]) == (kind, layer, tensor))
         return RangeStats.from_dict({k: _from_json_number(v) for k, v in record["ranges"].items()})
