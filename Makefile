@@ -30,7 +30,8 @@ test: $(VENV)/.installed-dev
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/pytest -q
 
-# Rebuild the committed sample models from scikit-learn's shipped data (needs torch).
+# Rebuild every committed sample model from data scikit-learn and Python ship (needs torch);
+# `python -m sample_models.build NAME` rebuilds one.
 samples: | $(BIN)/python
 	$(BIN)/pip install -q -e '.[samples]'
 	$(BIN)/python -m sample_models.build

@@ -1,20 +1,28 @@
-"""Train the sample models on scikit-learn's shipped data and export them to ONNX.
+"""Train the sample models on data that Python and scikit-learn ship, and export them to ONNX.
 
-Run from the project root:  .venv/bin/python -m sample_models.build
+Run from the project root:  .venv/bin/python -m sample_models.build [NAME ...]
 
-Writes, for every sample in the catalog, `<name>.onnx` and a held-out validation set `<name>.npz`,
-plus `breast_cancer_mlp_val.csv` and `digits_images.zip` for the data loaders' tests and demos.
-Everything is seeded and single-threaded, so a rebuild reproduces the same files.
+Writes, for every sample in the catalog (or only the NAMEs given), `<name>.onnx` and a held-out validation set
+`<name>.npz`, plus `breast_cancer_mlp_val.csv` and `digits_images.zip` (with their samples) for the data loaders'
+tests and demos. Everything is seeded and single-threaded, so a rebuild on the same machine and versions
+reproduces the same files; another CPU can round differently and change the weights slightly, so rebuild only
+the samples you change. The text encoder's sentences come from this Python's own standard-library source.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import csv
 import io
+import re
+import sysconfig
 import tempfile
 import time
 import warnings
 import zipfile
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +43,23 @@ OPSET = 17
 EXPORT_ATOL = 1e-4
 WIDE_CNN_SIDE = 32
 INT8_TARGET_RATIO = 0.8  # int8/fp32 latency wide_cnn must beat to show that quantizing pays off
+
+# text_encoder: which standard-library package a passage of its docstrings comes from
+TEXT_SOURCES = {  # class (numbered in this order) -> its package or module in the standard library's directory
+    "asyncio": "asyncio",
+    "email": "email",
+    "tkinter": "tkinter",
+    "decimal": "_pydecimal.py",
+    "unittest": "unittest",
+    "logging": "logging",
+}
+TEXT_SEQ_LEN = 48  # every passage padded (or cut) to this many tokens
+TEXT_VOCAB_WORDS = 2000  # the most frequent training words; the rest read as [UNK]
+TEXT_VAL_ROWS = 400  # a default sweep calibrates static recipes on the first 128 and scores the other 272
+PAIR_SHARE = 0.5  # chance that a sentence and the next one in its paragraph form a pair (B has token type 1)
+PAD, UNK, CLS, SEP = 0, 1, 2, 3  # token ids; words start after them
+WORD = re.compile(r"[a-z]+|\d+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -93,6 +118,88 @@ def ink_slice(images: np.ndarray) -> np.ndarray:
     return np.where(ink > np.median(ink), "ink:heavy", "ink:light")
 
 
+def docstrings(path: Path) -> list[str]:
+    """The docstrings of every module, class and function in a source file or package, read with `ast`
+    (nothing is imported or run), in file order."""
+    found = []
+    for file in [path] if path.is_file() else sorted(path.rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if text := ast.get_docstring(node):
+                    found.append(text)
+    return found
+
+
+def passages(doc: str, rng: np.random.Generator) -> list[tuple[tuple[str, ...], ...]]:
+    """Lower-case word sequences of a docstring's sentences: one sentence per passage, or, with chance
+    PAIR_SHARE when the next sentence of its paragraph fits beside it, the two as a BERT-style pair."""
+    fits = TEXT_SEQ_LEN - 3  # room for words beside [CLS] and two [SEP]
+    found = []
+    for paragraph in re.split(r"\n\s*\n", doc):
+        sentences = [tuple(WORD.findall(s.lower())) for s in SENTENCE_END.split(" ".join(paragraph.split()))]
+        sentences = [s for s in sentences if 4 <= len(s) <= fits]  # leave out fragments and listings
+        index = 0
+        while index < len(sentences):
+            first = sentences[index]
+            pair = index + 1 < len(sentences) and len(first) + len(sentences[index + 1]) <= fits
+            if pair and rng.random() < PAIR_SHARE:
+                found.append((first, sentences[index + 1]))
+                index += 2
+            else:
+                found.append((first,))
+                index += 1
+    return found
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    train: list[tuple[tuple[str, ...], ...]]
+    train_y: np.ndarray
+    val: list[tuple[tuple[str, ...], ...]]
+    val_y: np.ndarray
+
+
+def stdlib_text_split() -> TextSplit:
+    """Passages labelled by their package, each passage once (one that two packages share is left out);
+    TEXT_VAL_ROWS held out, stratified."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    rng = np.random.default_rng(SEED)
+    labelled: dict[tuple, set[int]] = {}
+    for label, source in enumerate(TEXT_SOURCES.values()):
+        for doc in docstrings(stdlib / source):
+            for passage in passages(doc, rng):
+                labelled.setdefault(passage, set()).add(label)
+    texts = [passage for passage, labels in labelled.items() if len(labels) == 1]
+    labels = np.array([min(labelled[passage]) for passage in texts], dtype=np.int64)
+    train_x, val_x, train_y, val_y = train_test_split(
+        texts, labels, test_size=TEXT_VAL_ROWS, stratify=labels, random_state=SEED
+    )
+    return TextSplit(train_x, train_y, val_x, val_y)
+
+
+def vocabulary(texts: list[tuple[tuple[str, ...], ...]]) -> dict[str, int]:
+    """Word -> token id for the TEXT_VOCAB_WORDS most frequent words seen at least twice (ties alphabetical)."""
+    counts = Counter(word for passage in texts for sentence in passage for word in sentence)
+    frequent = sorted((word for word, count in counts.items() if count >= 2), key=lambda w: (-counts[w], w))
+    return {word: token for token, word in enumerate(frequent[:TEXT_VOCAB_WORDS], start=SEP + 1)}
+
+
+def encode(texts: list[tuple[tuple[str, ...], ...]], vocab: dict[str, int]) -> dict[str, np.ndarray]:
+    """BERT's layout: [CLS] A [SEP] (B [SEP]), then PAD to TEXT_SEQ_LEN; the mask is 1 on real tokens and
+    token types are 1 on segment B, both 0 on padding."""
+    arrays = {name: np.zeros((len(texts), TEXT_SEQ_LEN), np.int64)
+              for name in ("input_ids", "attention_mask", "token_type_ids")}
+    for row, passage in enumerate(texts):
+        tokens, types = [CLS], [0]
+        for segment, sentence in enumerate(passage):
+            tokens += [vocab.get(word, UNK) for word in sentence] + [SEP]
+            types += [segment] * (len(sentence) + 1)
+        arrays["input_ids"][row, : len(tokens)] = tokens
+        arrays["attention_mask"][row, : len(tokens)] = 1
+        arrays["token_type_ids"][row, : len(types)] = types
+    return arrays
+
+
 # --- networks ---------------------------------------------------------------------------------
 
 
@@ -143,9 +250,12 @@ class SelfAttention(nn.Module):
         # Constant sizes (batch left as -1) keep the exported graph free of Shape/Gather ops.
         return x.reshape(-1, self.seq_len, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor | None = None) -> torch.Tensor:
         query, key, value = (self.split_heads(project(x)) for project in (self.query, self.key, self.value))
-        weights = torch.softmax(query @ key.transpose(-2, -1) / self.head_dim**0.5, dim=-1)
+        scores = query @ key.transpose(-2, -1) / self.head_dim**0.5
+        if additive_mask is not None:  # 0 at real tokens, hugely negative at padding: softmax ignores padding
+            scores = scores + additive_mask
+        weights = torch.softmax(scores, dim=-1)
         merged = (weights @ value).transpose(1, 2).reshape(-1, self.seq_len, self.n_heads * self.head_dim)
         return self.output(merged)
 
@@ -181,6 +291,59 @@ class TinyTransformer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
+class TextEmbeddings(nn.Module):
+    """BERT's embeddings: word (a Gather over the table), position and token type, summed and normalised."""
+
+    def __init__(self, vocab_size: int, seq_len: int, d_model: int) -> None:
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
+        self.position = nn.Embedding(seq_len, d_model)
+        self.token_type = nn.Embedding(2, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.register_buffer("position_ids", torch.arange(seq_len)[None], persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        summed = self.word(input_ids) + self.position(self.position_ids) + self.token_type(token_type_ids)
+        return self.norm(summed)
+
+
+class PostNormEncoderBlock(nn.Module):
+    """BERT's block: attention, then a GELU MLP, each added to its input and normalised after (post-norm)."""
+
+    def __init__(self, d_model: int, n_heads: int, seq_len: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.attention = SelfAttention(d_model, n_heads, seq_len)
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, d_model))
+        self.mlp_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        x = self.attention_norm(x + self.attention(x, additive_mask))
+        return self.mlp_norm(x + self.mlp(x))
+
+
+class TextEncoder(nn.Module):
+    """A two-layer BERT-style classifier, taking Hugging Face's three inputs and masking padding as
+    Hugging Face exports do; it classifies from the [CLS] token through BERT's tanh pooler."""
+
+    def __init__(self, vocab_size: int, n_classes: int, seq_len: int = TEXT_SEQ_LEN, d_model: int = 64,
+                 n_heads: int = 4) -> None:
+        super().__init__()
+        self.embeddings = TextEmbeddings(vocab_size, seq_len, d_model)
+        self.blocks = nn.ModuleList(PostNormEncoderBlock(d_model, n_heads, seq_len, 2 * d_model) for _ in range(2))
+        self.pooler = nn.Linear(d_model, d_model)
+        self.classifier = nn.Linear(d_model, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        # transformers' get_extended_attention_mask: 0 where the mask is 1, the float minimum where it is 0.
+        additive_mask = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        x = self.embeddings(input_ids, token_type_ids)
+        for block in self.blocks:
+            x = block(x, additive_mask)
+        return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+
+
 class WideCNN(nn.Module):
     """Wide 3x3 convs on 32x32 inputs: enough arithmetic that int8 kernels beat fp32."""
 
@@ -202,19 +365,22 @@ class WideCNN(nn.Module):
 
 
 def train(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, batch_size: int = 64
+    model: nn.Module, x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, epochs: int, lr: float,
+    batch_size: int = 64,
 ) -> nn.Module:
-    """Mini-batch AdamW with a cosine schedule; the seeded generator fixes the batch order."""
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    """Mini-batch AdamW with a cosine schedule; the seeded generator fixes the batch order.
+    `x` is the one input's rows, or each input's rows in the model's argument order."""
+    arguments = [torch.from_numpy(rows) for rows in (x.values() if isinstance(x, dict) else [x])]
+    targets = torch.from_numpy(y)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = -(-len(inputs) // batch_size)
+    steps_per_epoch = -(-len(targets) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(SEED)
     model.train()
     for _ in range(epochs):
-        for batch in torch.randperm(len(inputs), generator=generator).split(batch_size):
+        for batch in torch.randperm(len(targets), generator=generator).split(batch_size):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+            nn.functional.cross_entropy(model(*(a[batch] for a in arguments)), targets[batch]).backward()
             optimizer.step()
             schedule.step()
     return model.eval()
@@ -224,11 +390,10 @@ def train(
 class Built:
     name: str
     model: nn.Module
-    input_name: str
-    val_inputs: np.ndarray
+    val_inputs: dict[str, np.ndarray]  # input name -> rows, in the model's argument order
     val_labels: np.ndarray
     extra_arrays: dict[str, np.ndarray]
-    calibration_inputs: np.ndarray  # training rows, for static int8 calibration
+    calibration_inputs: dict[str, np.ndarray]  # training rows, for static int8 calibration
 
 
 def build_digits_cnn(digits: Split) -> Built:
@@ -236,7 +401,7 @@ def build_digits_cnn(digits: Split) -> Built:
     val_x, train_x = digits.val_x[:, None], digits.train_x[:, None]  # add the channel axis
     model = train(DigitsCNN(), train_x, digits.train_y, epochs=30, lr=3e-3)
     slices = {"slice": ink_slice(digits.val_x)}
-    return Built("digits_cnn", model, "image", val_x, digits.val_y, slices, train_x)
+    return Built("digits_cnn", model, {"image": val_x}, digits.val_y, slices, {"image": train_x})
 
 
 def build_breast_cancer_mlp(data: Split) -> Built:
@@ -244,13 +409,13 @@ def build_breast_cancer_mlp(data: Split) -> Built:
     train_x, val_x = data.train_x.astype(np.float32), data.val_x.astype(np.float32)
     model = BreastCancerMLP(train_x.mean(axis=0), train_x.std(axis=0))
     model = train(model, train_x, data.train_y, epochs=100, lr=1e-3, batch_size=32)
-    return Built("breast_cancer_mlp", model, "features", val_x, data.val_y, {}, train_x)
+    return Built("breast_cancer_mlp", model, {"features": val_x}, data.val_y, {}, {"features": train_x})
 
 
 def build_tiny_transformer(digits: Split) -> Built:
     torch.manual_seed(SEED)
     model = train(TinyTransformer(), digits.train_x, digits.train_y, epochs=80, lr=2e-3)
-    return Built("tiny_transformer", model, "tokens", digits.val_x, digits.val_y, {}, digits.train_x)
+    return Built("tiny_transformer", model, {"tokens": digits.val_x}, digits.val_y, {}, {"tokens": digits.train_x})
 
 
 def build_wide_cnn(digits: Split) -> Built:
@@ -258,7 +423,16 @@ def build_wide_cnn(digits: Split) -> Built:
     train_x = upsample(digits.train_x, WIDE_CNN_SIDE)[:, None]
     model = train(WideCNN(), train_x, digits.train_y, epochs=8, lr=2e-3)
     val_x = upsample(digits.val_x, WIDE_CNN_SIDE)[:, None]
-    return Built("wide_cnn", model, "image", val_x, digits.val_y, {}, train_x)
+    return Built("wide_cnn", model, {"image": val_x}, digits.val_y, {}, {"image": train_x})
+
+
+def build_text_encoder(text: TextSplit) -> Built:
+    torch.manual_seed(SEED)
+    vocab = vocabulary(text.train)
+    train_x, val_x = encode(text.train, vocab), encode(text.val, vocab)
+    model = TextEncoder(vocab_size=SEP + 1 + len(vocab), n_classes=len(TEXT_SOURCES))
+    model = train(model, train_x, text.train_y, epochs=30, lr=1e-3)
+    return Built("text_encoder", model, val_x, text.val_y, {}, train_x)
 
 
 # --- export and checks ------------------------------------------------------------------------
@@ -268,19 +442,20 @@ def export_onnx(built: Built, path: Path) -> None:
     """Legacy TorchScript export: it yields clean Conv/Gemm/MatMul graphs with readable,
     module-derived node names. Exporting to memory rules out external-data files."""
     buffer = io.BytesIO()
-    example = torch.from_numpy(built.val_inputs[:2])
+    examples = tuple(torch.from_numpy(rows[:2]) for rows in built.val_inputs.values())
+    batch_axes = {name: {0: "batch"} for name in [*built.val_inputs, "logits"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
         torch.onnx.export(
             built.model,
-            (example,),
+            examples,
             buffer,
             dynamo=False,
             opset_version=OPSET,
             do_constant_folding=True,
-            input_names=[built.input_name],
+            input_names=list(built.val_inputs),
             output_names=["logits"],
-            dynamic_axes={built.input_name: {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes=batch_axes,
         )
     model = onnx.load_model_from_string(buffer.getvalue())
     onnx.checker.check_model(model, full_check=True)
@@ -296,13 +471,13 @@ def single_thread_session(path: Path) -> ort.InferenceSession:
 
 def check_matches_torch(built: Built, path: Path) -> None:
     with torch.no_grad():
-        expected = built.model(torch.from_numpy(built.val_inputs)).numpy()
-    (actual,) = single_thread_session(path).run(None, {built.input_name: built.val_inputs})
+        expected = built.model(*(torch.from_numpy(rows) for rows in built.val_inputs.values())).numpy()
+    (actual,) = single_thread_session(path).run(None, built.val_inputs)
     np.testing.assert_allclose(actual, expected, atol=EXPORT_ATOL, err_msg=f"{built.name}: ort vs torch")
 
 
 def save_validation_set(built: Built, path: Path) -> None:
-    arrays = {built.input_name: built.val_inputs, "labels": built.val_labels, **built.extra_arrays}
+    arrays = {**built.val_inputs, "labels": built.val_labels, **built.extra_arrays}
     np.savez_compressed(path, **arrays)
     with np.load(path, allow_pickle=False) as reloaded:  # fails if anything needs pickling
         assert set(reloaded.files) == set(arrays)
@@ -311,9 +486,8 @@ def save_validation_set(built: Built, path: Path) -> None:
 def onnx_accuracy(model_path: Path, data_path: Path) -> float:
     """Accuracy as the app sees it: the saved .onnx run by onnxruntime on the saved .npz."""
     session = single_thread_session(model_path)
-    input_name = session.get_inputs()[0].name
     with np.load(data_path, allow_pickle=False) as data:
-        (logits,) = session.run(None, {input_name: data[input_name]})
+        (logits,) = session.run(None, {spec.name: data[spec.name] for spec in session.get_inputs()})
         return float((logits.argmax(axis=1) == data["labels"]).mean())
 
 
@@ -345,22 +519,23 @@ def write_digits_zip(digits: Split, path: Path) -> None:
 
 
 class BatchReader(CalibrationDataReader):
-    def __init__(self, input_name: str, inputs: np.ndarray, batch_size: int = 32) -> None:
-        starts = range(0, len(inputs), batch_size)
-        self.batches = iter({input_name: inputs[start : start + batch_size]} for start in starts)
+    def __init__(self, inputs: dict[str, np.ndarray], batch_size: int = 32) -> None:
+        starts = range(0, len(next(iter(inputs.values()))), batch_size)
+        self.batches = iter({name: rows[start : start + batch_size] for name, rows in inputs.items()}
+                            for start in starts)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.batches, None)
 
 
-def median_latency(path: Path, input_name: str, batch: np.ndarray, runs: int = 30) -> float:
+def median_latency(path: Path, feed: dict[str, np.ndarray], runs: int = 30) -> float:
     session = single_thread_session(path)
     for _ in range(5):  # warm-up: first runs allocate buffers
-        session.run(None, {input_name: batch})
+        session.run(None, feed)
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
-        session.run(None, {input_name: batch})
+        session.run(None, feed)
         timings.append(time.perf_counter() - start)
     return float(np.median(timings))
 
@@ -372,7 +547,7 @@ def int8_latency_ratios(built: Built, fp32_path: Path) -> dict[int, float]:
         quantize_static(
             str(fp32_path),
             str(int8_path),
-            BatchReader(built.input_name, built.calibration_inputs[:256]),
+            BatchReader({name: rows[:256] for name, rows in built.calibration_inputs.items()}),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -380,9 +555,9 @@ def int8_latency_ratios(built: Built, fp32_path: Path) -> dict[int, float]:
         )
         ratios = {}
         for batch_size in (32, 1):
-            batch = built.val_inputs[:batch_size]
-            fp32 = median_latency(fp32_path, built.input_name, batch)
-            int8 = median_latency(int8_path, built.input_name, batch)
+            feed = {name: rows[:batch_size] for name, rows in built.val_inputs.items()}
+            fp32 = median_latency(fp32_path, feed)
+            int8 = median_latency(int8_path, feed)
             ratios[batch_size] = int8 / fp32
             print(f"  batch {batch_size:>2}: fp32 {fp32 * 1e3:.2f} ms, int8 {int8 * 1e3:.2f} ms, "
                   f"ratio {ratios[batch_size]:.2f}")
@@ -392,25 +567,35 @@ def int8_latency_ratios(built: Built, fp32_path: Path) -> dict[int, float]:
 # --- main -------------------------------------------------------------------------------------
 
 
-def build_all() -> list[Built]:
-    digits, breast_cancer = digits_split(), breast_cancer_split()
-    builders = {
-        "digits_cnn": lambda: build_digits_cnn(digits),
-        "breast_cancer_mlp": lambda: build_breast_cancer_mlp(breast_cancer),
-        "tiny_transformer": lambda: build_tiny_transformer(digits),
-        "wide_cnn": lambda: build_wide_cnn(digits),
-    }
-    assert list(builders) == list(SAMPLES), "build every catalog sample, in catalog order"
-    write_breast_cancer_csv(breast_cancer, SAMPLES_DIR / "breast_cancer_mlp_val.csv")
-    write_digits_zip(digits, SAMPLES_DIR / "digits_images.zip")
+# Every catalog sample's builder, in catalog order, and the extra data files that come with some of them.
+BUILDERS: dict[str, Callable[[], Built]] = {
+    "digits_cnn": lambda: build_digits_cnn(digits_split()),
+    "breast_cancer_mlp": lambda: build_breast_cancer_mlp(breast_cancer_split()),
+    "tiny_transformer": lambda: build_tiny_transformer(digits_split()),
+    "wide_cnn": lambda: build_wide_cnn(digits_split()),
+    "text_encoder": lambda: build_text_encoder(stdlib_text_split()),
+}
+EXTRA_FILES: dict[str, Callable[[], None]] = {
+    "digits_cnn": lambda: write_digits_zip(digits_split(), SAMPLES_DIR / "digits_images.zip"),
+    "breast_cancer_mlp": lambda: write_breast_cancer_csv(
+        breast_cancer_split(), SAMPLES_DIR / "breast_cancer_mlp_val.csv"
+    ),
+}
+assert list(BUILDERS) == list(SAMPLES), "a builder for every catalog sample, in catalog order"
+
+
+def build(names: list[str]) -> list[Built]:
+    """Build, export, check and save the named samples (each seeds itself, so any subset builds the same files)."""
     built_models = []
-    for name, build in builders.items():
+    for name in names:
         start = time.perf_counter()
-        built = build()
+        built = BUILDERS[name]()
         sample = SAMPLES[name]
         export_onnx(built, sample.model_path)
         check_matches_torch(built, sample.model_path)
         save_validation_set(built, sample.data_path)
+        if name in EXTRA_FILES:
+            EXTRA_FILES[name]()
         print(f"built {name} in {time.perf_counter() - start:.1f}s")
         built_models.append(built)
     return built_models
@@ -428,12 +613,23 @@ def print_summary(built_models: list[Built]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sample_models.build", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"samples to build (default all): {', '.join(SAMPLES)}")
+    names = parser.parse_args().names or list(SAMPLES)
+    if unknown := [name for name in names if name not in SAMPLES]:
+        parser.error(f"no sample named {', '.join(unknown)}; the samples are {', '.join(SAMPLES)}")
     torch.set_num_threads(1)  # thread count changes float summation order; one thread reproduces exactly
     torch.use_deterministic_algorithms(True)
-    built_models = build_all()
+    built_models = build(names)
     print_summary(built_models)
+    for built in built_models:
+        if built.name == "wide_cnn":
+            check_int8_speed(built)
+
+
+def check_int8_speed(wide_cnn: Built) -> None:
     print("\nwide_cnn int8 (QDQ static, per-channel) vs fp32 latency, onnxruntime, 1 thread:")
-    wide_cnn = next(built for built in built_models if built.name == "wide_cnn")
     ratios = int8_latency_ratios(wide_cnn, SAMPLES["wide_cnn"].model_path)
     if ratios[32] >= INT8_TARGET_RATIO:
         print(f"WARNING: int8 is not clearly faster on this machine (batch-32 ratio >= {INT8_TARGET_RATIO})")

@@ -42,5 +42,9 @@ SAMPLES: dict[str, Sample] = {
             "wide_cnn",
             "A larger image model for handwritten digits, heavy enough that making it smaller (8-bit) also makes it noticeably faster.",
         ),
+        _sample(
+            "text_encoder",
+            "A small language model in the style of BERT that reads a sentence from Python's own documentation and says which of six parts of Python it describes.",
+        ),
     )
 }
