@@ -31,7 +31,7 @@ from engine.sensitivity.naive import naive_table
 from engine.sensitivity.points import ACTIVATIONS, WEIGHTS, extract_points
 from engine.sweep.plan import calibration_rows_asked, plan_data
 from sample_models.catalog import SAMPLES
-from tests.builders import padded_sequences, padded_text_model
+from tests.builders import masked_attention_model, padded_sequences, padded_text_model
 
 W8A8 = Recipe(WeightSpec(8), ActivationSpec(8), Mode.STATIC)
 W4 = Recipe(WeightSpec(4), mode=Mode.WEIGHT_ONLY)
@@ -118,6 +118,23 @@ def test_the_masked_attention_scores_are_found_and_explained(transformer, tmp_pa
     assert (scores[columns.OUTPUT_SQNR_DB] < 1).all(), "over real query-key pairs, the scores are lost"
     assert (scores[columns.RECOVERY_LOW] > 0).all(), "keeping either in float measurably recovers accuracy"
     assert (scores[columns.ONLY_THIS_DELTA_HIGH] < 0).all(), "quantizing either alone measurably costs accuracy"
+
+
+def test_scores_masked_with_minus_infinity_are_the_point_that_breaks(tmp_path):
+    """A Where writing -inf at padded keys: the calibrated range is infinite, the scale too, and the scores come out
+    NaN. The table still measures every cell, and that point says it all: the worst alone, SQNR -inf, the infinite
+    values counted."""
+    path = tmp_path / "masked.onnx"
+    onnx.save(masked_attention_model(), path)
+    model = load_model(path)
+    ids, mask = padded_sequences(rows=96)
+    data = Dataset({"input_ids": ids, "attention_mask": mask}, None, None, "masked")
+    table = sensitivity_table(model, data, [W8A8], tmp_path)
+    assert table.rows[columns.ERROR].isna().all()
+    worst = table.by_harm(W8A8.short_name()).iloc[0]
+    assert (worst[columns.LAYER], worst[columns.KIND]) == ("mask_scores", ACTIVATIONS)
+    assert worst[columns.OUTPUT_SQNR_DB] == -np.inf and worst[columns.MIN] == -np.inf
+    assert worst[columns.NONFINITE] > 0 and worst[columns.RECOVERY_LOW] > 0
 
 
 def test_a_layer_the_realiser_leaves_in_float_gets_a_simulated_row_saying_so(cnn):

@@ -18,6 +18,7 @@ The naive computation (engine.sensitivity.naive) repeats steps 1-2 for every cel
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,7 +87,9 @@ def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibra
     of that candidate alone."""
     candidate = Candidate(recipe)
     try:
-        artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
+        with warnings.catch_warnings():  # numpy's, on an infinite range: the table's statistics say it better
+            warnings.simplefilter("ignore", RuntimeWarning)
+            artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
     except QuantscopeError:
         raise
     except Exception as error:  # onnxruntime cannot quantize this model so; the other candidates go on
@@ -279,20 +282,28 @@ def measure_candidate(scoring: Scoring, candidate: Candidate, progress: Callable
     for point in sorted(candidate.rows, key=lambda p: position.get(p.layer, -1)):
         name = candidate.recipe.short_name()
         in_artifact = any(point is p for p in candidate.points)
-        try:
-            progress(f"{name}: only {point.layer}")
-            alone = models.only_this(scoring, candidate, point)
-            if in_artifact:
-                progress(f"{name}: all but {point.layer}")
-                all_but, note = models.all_but_this(scoring, candidate, point), None
-            else:
-                all_but, note = everything.output, f"left in float by {artifact.realiser}: only_this is simulated"
+        progress(f"{name}: only {point.layer}")  # outside the try: a progress callback may stop the table
+        alone, error = _attempt(lambda: models.only_this(scoring, candidate, point))
+        all_but, note = everything.output, f"left in float by {artifact.realiser}: only_this is simulated"
+        if in_artifact and error is None:
+            progress(f"{name}: all but {point.layer}")
+            (all_but, error), note = _attempt(lambda: models.all_but_this(scoring, candidate, point)), None
+        if error is not None:
+            rows.append(columns.failed_row(point, name, scoring.reference.metric, error))
+        else:
             rows.append(cell_row(scoring, candidate, point, alone, all_but, everything, note))
-        except QuantscopeError:
-            raise
-        except Exception as error:  # one model onnxruntime cannot run must not sink the table
-            rows.append(columns.failed_row(point, name, scoring.reference.metric, error_line(error)))
     return rows
+
+
+def _attempt(compute: Callable[[], object]) -> tuple[object, str | None]:
+    """(result, None), or (None, the error in one line) when onnxruntime cannot build or run a cell's model: one
+    such cell must not sink the table. A user's error (QuantscopeError) stops it."""
+    try:
+        return compute(), None
+    except QuantscopeError:
+        raise
+    except Exception as error:
+        return None, error_line(error)
 
 
 def cell_row(scoring: Scoring, candidate: Candidate, point: Point, alone: OnlyThis, all_but: np.ndarray,

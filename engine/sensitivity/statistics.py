@@ -62,8 +62,10 @@ class Sqnr:
     def add(self, reference: np.ndarray, quantized: np.ndarray) -> None:
         reference, quantized = reference.astype(np.float64), quantized.astype(np.float64)
         finite = np.isfinite(reference)
+        errors = (reference[finite] - quantized[finite]) ** 2
         self.signal += float(np.sum(reference[finite] ** 2))
-        self.noise += float(np.sum((reference[finite] - quantized[finite]) ** 2))
+        # a finite value that came out NaN or infinite (an infinite scale times zero) is lost entirely
+        self.noise += float(np.sum(np.where(np.isfinite(errors), errors, np.inf)))
 
     @property
     def db(self) -> float:
