@@ -272,13 +272,16 @@ CLI = [sys.executable, "-m", "engine.cli", "sensitivity"]
 def test_the_cli_writes_both_files_with_the_contract_columns(tmp_path):
     sample = SAMPLES["digits_cnn"]
     result = subprocess.run([*CLI, sample.model_path, sample.data_path, "--out", tmp_path / "out", "--bits", "8",
-                             "--activations", "8,none"], capture_output=True, text=True, timeout=600)
+                             "--activations", "8,none", "--calibration-data", sample.data_path, "--threads", "1"],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     csv = pd.read_csv(tmp_path / "out" / columns.CSV_FILE)
     assert list(csv.columns[:len(columns.CONTRACT_COLUMNS)]) == list(columns.CONTRACT_COLUMNS)
     assert set(csv[columns.CANDIDATE]) == {"W8A8 static channel minmax", "W8 weight-only channel"}
-    rows = json.loads((tmp_path / "out" / columns.JSON_FILE).read_text())["rows"]
+    written = json.loads((tmp_path / "out" / columns.JSON_FILE).read_text())
+    rows = written["rows"]
     assert len(rows) == len(csv) and set(columns.CONTRACT_COLUMNS) <= set(rows[0])
+    assert written["info"]["rows_scored"] == 540 and written["info"]["calibration_source"] == "digits_cnn.npz"
     assert "table:" in result.stdout and "cell" in result.stderr  # the progress bar is on stderr
 
 
