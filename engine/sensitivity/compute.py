@@ -9,7 +9,8 @@ For each candidate precision (a Recipe):
 3. per point, two models are composed from the fp32 graph (engine.sensitivity.graphs), each opened once and
    run over the scored rows once: with only this point quantized (fetching the point's tensor too, for its SQNR
    and range statistics) and with every point of the artifact but this one. The fp32 outputs are the sweep's
-   reference, computed once; a weight point's fp32 node output comes from a probe of that node alone.
+   reference, computed once; a weight point's fp32 node output comes from a probe of that node alone; a model
+   already measured (the same QDQ pair on an activation under W8A8 and W4A8) is not run again.
 
 Each cell is scored like a sweep row (engine.sweep.rows: masked fidelity, the primary metric, its paired
 interval against fp32), and `all_but_this` also against the artifact with every point quantized (`recovery`).
@@ -18,6 +19,7 @@ The naive computation (engine.sensitivity.naive) repeats steps 1-2 for every cel
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -130,6 +132,8 @@ class Scoring:
     threads: int = 1
     probes: dict[str, ort.InferenceSession] = field(default_factory=dict)
     ranges: dict[str, RangeStats] = field(default_factory=dict)
+    # only_this results by their model's bytes: W8A8 and W4A8 put the very same pair on each activation tensor
+    measured: dict[str, OnlyThis] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: LoadedModel, data: Dataset, workdir: Path, mask: str, threads: int) -> Scoring:
@@ -217,7 +221,11 @@ def only_this(scoring: Scoring, point: Point) -> OnlyThis:
     originals = {after: point.observed, **({before: point.observed} if before else {}),
                  **dict(zip(fetched_inputs, probe_inputs))}
     with_outputs(composed, wanted, scoring.types, originals)
-    session = open_session(composed.serialized(), scoring.threads)
+    serialized = composed.serialized()
+    digest = hashlib.sha256(serialized).hexdigest()
+    if digest in scoring.measured:
+        return scoring.measured[digest]
+    session = open_session(serialized, scoring.threads)
     final = session.get_outputs()[0].name
     names = [final, *wanted]
     collect = point.kind == ACTIVATIONS and point.tensor not in scoring.ranges
@@ -240,7 +248,8 @@ def only_this(scoring: Scoring, point: Point) -> OnlyThis:
             collector.add(fp32_value, reference, len(fetched[final]))
     if collect:
         scoring.ranges[point.tensor] = collector.result()
-    return OnlyThis(np.concatenate(outputs, axis=0), sqnr.db, point_ranges(scoring, point))
+    result = scoring.measured[digest] = OnlyThis(np.concatenate(outputs, axis=0), sqnr.db, point_ranges(scoring, point))
+    return result
 
 
 def point_ranges(scoring: Scoring, point: Point) -> RangeStats:

@@ -2,7 +2,7 @@
 
 For each cell: calibrate (a new CalibrationSet, nothing shared), quantize the candidate with the realisers, read
 its points, build the cell's model, open a new session, run it over every scored row; nothing a cell computed
-(calibration ranges, probes of fp32 nodes, range statistics) is kept for the next. Only the fp32 reference is
+(calibration ranges, probes of fp32 nodes, range statistics, cell results) is kept for the next. Only the fp32 reference is
 computed once, as the sweep's naive loop does. engine.sensitivity.compute does the same work once per candidate;
 bench/sensitivity.py times both and tests/test_sensitivity.py holds them to the same numbers.
 """
@@ -36,6 +36,7 @@ class FromScratch(CellModels):
     def _fresh(self, scoring: Scoring, recipe: Recipe, key: PointKey) -> tuple[Candidate, Point]:
         scoring.probes.clear()
         scoring.ranges.clear()
+        scoring.measured.clear()
         calibration = None if self._plan.calibration is None else CalibrationSet(self._plan.calibration)
         candidate = prepare_candidate(self._model, recipe, self._workdir / "from-scratch", calibration)
         point = next(p for p in [*candidate.points, *candidate.stand_ins] if p.key == key)
