@@ -143,6 +143,9 @@ def test_a_layer_the_realiser_leaves_in_float_gets_a_simulated_row_saying_so(cnn
     convs = rows[rows[columns.OP_TYPE] == "Conv"]
     assert set(convs[columns.LAYER]) == {layer.name for layer in model.summary.layers if layer.op_type == "Conv"}
     assert (convs[columns.METHOD] == "simulated").all() and convs[columns.NOTE].str.contains("left in float").all()
+    assert (convs[columns.ONLY_THIS_METHOD] == "simulated").all()
+    assert (convs[columns.ALL_BUT_THIS_METHOD] == "real").all()
+    assert (convs[columns.ALL_BUT_THIS] == convs[columns.ALL_QUANTIZED]).all(), "the artifact leaves them in float"
     assert (rows[rows[columns.OP_TYPE] == "Gemm"][columns.METHOD] == "real").all()
     assert (convs[columns.WEIGHT_SQNR_DB] < 30).all(), "4-bit weights lose more than 8-bit ones"
 
