@@ -72,7 +72,7 @@ def _rows(table: SensitivityTable, recipe: Recipe, kind: str) -> pd.DataFrame:
     return rows[(rows[columns.CANDIDATE] == recipe.short_name()) & (rows[columns.KIND] == kind)]
 
 
-def _scored(model, data) -> Dataset:
+def _scored(data) -> Dataset:
     return plan_data(data, calibration_rows_asked([W8A8])).scored
 
 
@@ -211,7 +211,7 @@ def test_a_relu_folded_into_its_qdq_pair_has_no_false_low_sqnr(cnn):
     row = table.rows[(table.rows[columns.TENSOR] == tensor) & (table.rows[columns.CANDIDATE] == W8A8.short_name())]
     assert row[columns.OP_TYPE].item() == "Relu"
 
-    scored = _scored(model, data)
+    scored = _scored(data)
     relu = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model.proto)).extract_model(["image"], [tensor])
     values = predict(open_session(relu.SerializeToString()), scored).astype(np.float32)
     grid = table.grid(ACTIVATIONS, row[columns.LAYER].item(), tensor, W8A8.short_name())
