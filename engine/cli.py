@@ -1,4 +1,4 @@
-"""`quantscope` on the command line: inspect a model, sweep recipes, print the trade-off table, export PyTorch to ONNX.
+"""`quantscope` on the command line: inspect a model, sweep recipes, find its sensitive points, export PyTorch to ONNX.
 
 Bad input prints one line on stderr and exits with code 2; there is never a traceback for it.
 """
@@ -9,16 +9,18 @@ import argparse
 import datetime
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from engine import results
+from engine import results, sensitivity
 from engine.errors import QuantscopeError
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
 from engine.jobs.executor import cpu_count
+from engine.data import load_dataset
 from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
@@ -56,6 +58,10 @@ def _threads(text: str) -> int:
 
 def _activation_bits(text: str) -> int | None:
     return None if text.lower() in ("none", "float", "fp32") else int(text)
+
+
+def _candidate_activations(text: str) -> int | str | None:
+    return sensitivity.DYNAMIC if text.lower() == sensitivity.DYNAMIC else _activation_bits(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     torch_export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     torch_export.add_argument("--dynamic-batch", action="store_true",
                               help="let the model take any batch size, not only the example's")
+
+    sens = commands.add_parser("sensitivity", help="each weight and activation tensor quantized alone and left "
+                               "out: which points of the model a recipe hurts")
+    sens.add_argument("model", type=Path)
+    sens.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
+    sens.add_argument("--out", type=Path, required=True, help="directory for sensitivity.json and sensitivity.csv")
+    sens.add_argument("--bits", type=_csv(int), default=list(sensitivity.DEFAULT_BITS),
+                      help="candidate weight bits (default 8,4)")
+    sens.add_argument("--granularity", type=_csv(Granularity), default=[Granularity.CHANNEL],
+                      help="tensor, channel and/or group (default channel)")
+    sens.add_argument("--activations", type=_csv(_candidate_activations),
+                      default=list(sensitivity.DEFAULT_ACTIVATIONS),
+                      help="none (weight-only), 8, 16 (static) and/or dynamic (default 8)")
+    sens.add_argument("--calibration", type=_csv(str), default=["minmax"],
+                      help="minmax, percentile, entropy and/or mse (default minmax)")
+    sens.add_argument("--calibration-data", type=Path, help="data for static candidates to calibrate on; without "
+                      "it the validation set's first rows calibrate and are left out of scoring")
+    sens.add_argument("--threads", type=_threads, default=1, help="onnxruntime intra-op threads (default 1)")
+    sens_masking = sens.add_mutually_exclusive_group()
+    sens_masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
+                              help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
+    sens_masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
+                              help="fidelity counts every output position, padding included")
+    sens.add_argument("--label-column", help="label column of a CSV/Parquet file")
 
     jobs_command = commands.add_parser("jobs", help="list, show, cancel or resume sweep jobs in the workspace")
     jobs_actions = jobs_command.add_subparsers(dest="action", required=True)
@@ -203,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_as_job(args)
         elif args.command == "jobs":
             return jobs_command(args)
+        elif args.command == "sensitivity":
+            return sensitivity_command(args)
         elif args.command == "from-torch":
             model = export_from_torch(args.target, tuple(args.example_shape), args.out, args.example_dtype,
                                       args.opset, args.dynamic_batch)
@@ -213,6 +245,30 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"quantscope: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_BAD_INPUT
+    return 0
+
+
+def sensitivity_command(args: argparse.Namespace) -> int:
+    """The sensitivity table of the model on the data, with a progress bar; its files in --out."""
+    model = load_model(args.model)
+    dataset = load_dataset(args.data, model.summary.inputs, label_column=args.label_column)
+    calibration = None if args.calibration_data is None else load_dataset(
+        args.calibration_data, model.summary.inputs, label_column=args.label_column)
+    recipes = sensitivity.candidates(args.bits, args.granularity, args.activations, args.calibration)
+    with tqdm(total=1, desc=args.model.name, unit="cell", file=sys.stderr, leave=False) as bar, \
+            tempfile.TemporaryDirectory(prefix="quantscope-sensitivity-") as workdir:
+        def progress(done: int, total: int, message: str) -> None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(message[:60])
+
+        table = sensitivity.sensitivity_table(model, dataset, recipes, Path(workdir), calibration, args.mask,
+                                              args.threads, progress)
+    json_path, csv_path = table.write(args.out)
+    print(table.describe())
+    print(f"table: {json_path}, {csv_path}")
+    if table.rows.empty:
+        print("quantscope: no candidate could be built; see the errors above", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
     return 0
 
 

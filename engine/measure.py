@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -87,13 +88,15 @@ def median_interval(timings_ms: np.ndarray) -> tuple[float, float] | None:
     return float(ordered[bounds[0]]), float(ordered[bounds[1]])
 
 
-def open_session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
+def open_session(model: Path | str | bytes, threads: int = 1) -> ort.InferenceSession:
+    """A session on a model file, or on a serialized model held in memory."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def batch_is_dynamic(session: ort.InferenceSession) -> bool:
@@ -105,13 +108,20 @@ def predict(session: ort.InferenceSession, dataset: Dataset) -> np.ndarray:
 
     A model with a fixed batch size of 1 is fed row by row; other fixed sizes need the data to fit them.
     """
+    first = [session.get_outputs()[0].name]
+    return np.concatenate([outputs[0] for _, outputs in run_batches(session, dataset, first)], axis=0)
+
+
+def run_batches(session: ort.InferenceSession, dataset: Dataset, output_names: list[str]
+                ) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    """(rows, outputs) for consecutive batches of the dataset: EVAL_BATCH rows, or the model's fixed batch size."""
     if batch_is_dynamic(session):
         batch = EVAL_BATCH
     elif len(dataset) % (batch := session.get_inputs()[0].shape[0]):
         raise DataError(f"the model takes batches of exactly {batch} rows; the data has {len(dataset)} rows")
-    output_name = session.get_outputs()[0].name
-    parts = [session.run([output_name], feed)[0] for feed in dataset.batches(batch)]
-    return np.concatenate(parts, axis=0)
+    for start in range(0, len(dataset), batch):
+        rows = slice(start, start + batch)
+        yield rows, session.run(output_names, {name: values[rows] for name, values in dataset.inputs.items()})
 
 
 def latency_feed(dataset: Dataset, batch: int) -> dict[str, np.ndarray]:

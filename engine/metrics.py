@@ -274,7 +274,11 @@ def _cosine(reference: np.ndarray, output: np.ndarray) -> float:
 def _sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     """10 * log10(sum(ref^2) / sum((ref - out)^2)): +inf when the outputs are identical, -inf when the reference is
     all zero but the output is not."""
-    signal, noise = np.sum(reference**2), np.sum((reference - output) ** 2)
+    return sqnr_db_from_energies(float(np.sum(reference**2)), float(np.sum((reference - output) ** 2)))
+
+
+def sqnr_db_from_energies(signal: float, noise: float) -> float:
+    """10 * log10(signal / noise), from sums of squares accumulated elsewhere (e.g. batch by batch)."""
     if noise == 0:
         return float("inf")
     if signal == 0:

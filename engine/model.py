@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import io
 import os
 import zipfile
@@ -341,7 +342,7 @@ def gemm_to_matmul(proto: onnx.ModelProto) -> onnx.ModelProto:
             new_nodes.append(onnx.helper.make_node("Add", [product, bias_name], [node.output[0]], name=f"{node.name}_bias"))
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return model
 
 
@@ -358,7 +359,7 @@ def _gemm_is_foldable(node: onnx.NodeProto, initializers: dict[str, onnx.TensorP
     return not has_bias or attrs.get("beta", 1.0) == 1.0 or node.input[2] in initializers
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used |= {o.name for o in model.graph.output}
     keep = [t for t in model.graph.initializer if t.name in used]
@@ -367,20 +368,35 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def topological_sort(proto: onnx.ModelProto) -> None:
-    """Reorder nodes so producers come before consumers, as ONNX requires (rewrites append nodes at the end)."""
+    """Reorder nodes so producers come before consumers, as ONNX requires (rewrites append nodes at the end).
+
+    Nodes that are already in order keep it: among the nodes whose inputs are ready, the earliest goes first."""
+    nodes = list(proto.graph.node)
     available = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer} | {""}
-    pending = [onnx.NodeProto.FromString(node.SerializeToString()) for node in proto.graph.node]
+    missing = []
+    waiting: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        needed = {name for name in node.input if name not in available}
+        missing.append(len(needed))
+        for name in needed:
+            waiting.setdefault(name, []).append(index)
+    ready = [index for index, count in enumerate(missing) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for name in nodes[index].output:
+            for consumer in waiting.pop(name, []):
+                missing[consumer] -= 1
+                if missing[consumer] == 0:
+                    heapq.heappush(ready, consumer)
+    if len(order) != len(nodes):
+        raise ValueError("graph has a cycle or a node input that nothing produces")
     ordered = []
-    while pending:
-        still_pending = []
-        for node in pending:
-            if all(name in available for name in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                still_pending.append(node)
-        if len(still_pending) == len(pending):
-            raise ValueError("graph has a cycle or a node input that nothing produces")
-        pending = still_pending
+    for index in order:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(nodes[index])
+        ordered.append(copy)
     del proto.graph.node[:]
     proto.graph.node.extend(ordered)

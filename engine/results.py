@@ -339,23 +339,23 @@ def recommend(table: pd.DataFrame, tolerance: float, goal: Goal) -> Recommendati
 # -- files ------------------------------------------------------------------------------------------------------
 
 
-def _json_value(value):
+def json_value(value):
     """JSON has no infinity: write it as the string "inf" (SQNR of identical outputs); NaN as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, np.generic):
-        return _json_value(value.item())
+        return json_value(value.item())
     return value
 
 
 def write_results(table: pd.DataFrame, out_dir: Path) -> None:
     """results.json (full rows, artifact paths relative to out_dir) and results.csv (flat columns)."""
     out_dir = Path(out_dir)
-    records = [_json_value(row) for row in table.to_dict(orient="records")]
+    records = [json_value(row) for row in table.to_dict(orient="records")]
     for record in records:
         if isinstance(record[ARTIFACT], str):
             record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(out_dir.resolve()))

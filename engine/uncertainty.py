@@ -15,6 +15,7 @@ per-example statistics and an aggregate of their sums, which makes a thousand re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ RESAMPLES = 1000
 SEED = 20261201
 _Z = 1.959964  # the standard normal's 97.5th percentile
 _CHUNK = 100  # resamples per matrix product, bounding memory at _CHUNK x examples
+_CACHED_DRAW_VALUES = 10_000_000  # draws up to this many counts (80 MB) are kept for reuse
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,35 @@ def wilson(successes: float, trials: int) -> Interval:
 def _resampled_sums(statistics: list[np.ndarray], resamples: int, seed: int) -> list[np.ndarray]:
     """Column sums of each statistics matrix under the same `resamples` bootstrap draws of the examples."""
     examples = len(statistics[0])
-    generator = np.random.default_rng(seed)
     sums = [[] for _ in statistics]
-    for start in range(0, resamples, _CHUNK):
-        counts = generator.multinomial(examples, np.full(examples, 1 / examples), size=min(_CHUNK, resamples - start))
-        counts = counts.astype(np.float64)
+    for counts in _draws(examples, resamples, seed):
         for part, matrix in zip(sums, statistics):
             part.append(counts @ matrix)
     return [np.concatenate(part) for part in sums]
+
+
+def _draws(examples: int, resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The bootstrap's resampling counts, _CHUNK resamples per block. Drawing them costs more than using them, and
+    a seeded draw is the same for every metric scored on the same examples, so small ones are kept for reuse
+    (a sensitivity table scores hundreds of cells on one set of rows)."""
+    if examples * resamples <= _CACHED_DRAW_VALUES:
+        return _cached_draws(examples, resamples, seed)
+    return tuple(_generate_draws(examples, resamples, seed))
+
+
+def _generate_draws(examples: int, resamples: int, seed: int):
+    generator = np.random.default_rng(seed)
+    for start in range(0, resamples, _CHUNK):
+        counts = generator.multinomial(examples, np.full(examples, 1 / examples), size=min(_CHUNK, resamples - start))
+        yield counts.astype(np.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_draws(examples: int, resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    draws = tuple(_generate_draws(examples, resamples, seed))
+    for block in draws:
+        block.setflags(write=False)
+    return draws
 
 
 def _percentiles(values: np.ndarray) -> Interval:
@@ -127,12 +150,29 @@ def uncertainty(metric: str, reference: np.ndarray, output: np.ndarray, labels: 
     `reference` scored the same way, over the same examples."""
     decomposed = PRIMARY_DECOMPOSITIONS[metric]
     mine = _statistics(metric, output, reference, labels)
-    original = _statistics(metric, reference, reference, labels)
+    delta, delta_interval, mine_values = _paired(metric, mine, _statistics(metric, reference, reference, labels),
+                                                 resamples, seed)
+    metric_interval = wilson(mine.sum(), len(mine)) if decomposed.rate else _percentiles(mine_values)
+    return Uncertainty(metric_interval, delta, delta_interval)
+
+
+def difference(metric: str, reference: np.ndarray, baseline: np.ndarray, output: np.ndarray,
+               labels: np.ndarray | None, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, Interval]:
+    """`metric` of `output` minus that of `baseline`, both scored against the fp32 `reference` (and labels), and its
+    paired 95% interval: e.g. how much keeping one tensor in float recovers over quantizing everything."""
+    delta, interval, _ = _paired(metric, _statistics(metric, output, reference, labels),
+                                 _statistics(metric, baseline, reference, labels), resamples, seed)
+    return delta, interval
+
+
+def _paired(metric: str, mine: np.ndarray, theirs: np.ndarray, resamples: int, seed: int
+            ) -> tuple[float, Interval, np.ndarray]:
+    """(difference, its interval, the resampled values of `mine`) of two per-example statistics matrices."""
+    decomposed = PRIMARY_DECOMPOSITIONS[metric]
     examples = len(mine)
-    value = float(decomposed.aggregate(mine.sum(axis=0), examples))
-    delta = value - float(decomposed.aggregate(original.sum(axis=0), examples))
-    resampled_mine, resampled_original = _resampled_sums([mine, original], resamples, seed)
+    delta = float(decomposed.aggregate(mine.sum(axis=0), examples)) - \
+        float(decomposed.aggregate(theirs.sum(axis=0), examples))
+    resampled_mine, resampled_theirs = _resampled_sums([mine, theirs], resamples, seed)
     mine_values = decomposed.aggregate(resampled_mine, examples)
-    deltas = mine_values - decomposed.aggregate(resampled_original, examples)
-    metric_interval = wilson(mine.sum(), examples) if decomposed.rate else _percentiles(mine_values)
-    return Uncertainty(metric_interval, delta, _percentiles(deltas))
+    deltas = mine_values - decomposed.aggregate(resampled_theirs, examples)
+    return delta, _percentiles(deltas), mine_values

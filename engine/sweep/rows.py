@@ -75,8 +75,8 @@ def _set_reference(output: np.ndarray, data: Dataset) -> SetReference:
     return SetReference(output, task, primary_metric(task, output))
 
 
-def _scored(reference: np.ndarray, output: np.ndarray, data: Dataset, task: Task, metric: str, masking: Masking,
-            by_slice: bool = True):
+def score_output(reference: np.ndarray, output: np.ndarray, data: Dataset, task: Task, metric: str, masking: Masking,
+                 by_slice: bool = True):
     """(evaluation, uncertainty) of `output` against the fp32 `reference` on `data`."""
     mask = masking.mask(data)
     evaluation = evaluate(reference, output, data.labels, data.slices if by_slice else None, task, mask)
@@ -102,14 +102,14 @@ def build_and_evaluate(
         # The fp32 artifact has the very bytes the reference was computed on: its outputs are already known.
         return original if session is None else predict(session, data)
 
-    evaluation, sureness = _scored(reference.output, outputs(dataset, reference.output), dataset, reference.task,
+    evaluation, sureness = score_output(reference.output, outputs(dataset, reference.output), dataset, reference.task,
                                    reference.metric, reference.masking)
     row = results.measured_row(recipe, artifact, reference.size_bytes, reference.task.value, reference.metric,
                                {**evaluation.metrics, **evaluation.fidelity}, evaluation.per_slice, sureness)
     on_sets = {}
     for name, data in (extras or {}).items():
         original = reference.extras[name]
-        scored, sure = _scored(original.output, outputs(data, original.output), data, original.task,
+        scored, sure = score_output(original.output, outputs(data, original.output), data, original.task,
                                original.metric, reference.masking, by_slice=False)
         on_sets[name] = results.set_figures(len(data), original.metric, {**scored.metrics, **scored.fidelity}, sure)
     return {**row, results.FIDELITY_MASK: reference.masking.describe(), results.EXTRA_SETS: on_sets}
