@@ -271,7 +271,7 @@ def sensitivity_command(args: argparse.Namespace) -> int:
     print(table.describe())
     print(f"table: {json_path}, {csv_path}")
     if table.rows.empty:
-        print("quantscope: no candidate could be built; see the errors above", file=sys.stderr)
+        print("quantscope: nothing measured: no candidate was built with a point to quantize", file=sys.stderr)
         return EXIT_JOB_DID_NOT_FINISH
     return 0
 

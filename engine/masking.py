@@ -38,10 +38,14 @@ class Masking:
         return None if self.input is None else dataset.inputs[self.input].astype(bool)
 
 
+def _is_mask_like(values: np.ndarray) -> bool:
+    """0/1 values shaped [batch, sequence]."""
+    return values.ndim == 2 and values.dtype.kind in "biuf" and np.isin(values, (0, 1)).all()
+
+
 def _fits(values: np.ndarray, output: np.ndarray) -> bool:
     """0/1 values shaped [batch, sequence], with that sequence axis on a per-position output."""
-    return (values.ndim == 2 and output.ndim >= 3 and output.shape[:2] == values.shape
-            and values.dtype.kind in "biuf" and np.isin(values, (0, 1)).all())
+    return output.ndim >= 3 and output.shape[:2] == values.shape and _is_mask_like(values)
 
 
 def choose_masking(dataset: Dataset, reference_output: np.ndarray, request: str = AUTO) -> Masking:
@@ -62,6 +66,26 @@ def choose_masking(dataset: Dataset, reference_output: np.ndarray, request: str 
     named = [name for name in candidates if "mask" in name.lower()]
     chosen = (named or candidates)[0]
     return Masking(chosen, "detected: 0/1 values matching the output's sequence axis")
+
+
+def choose_padding(dataset: Dataset, request: str = AUTO) -> Masking:
+    """Which input marks padding inside the model, for statistics of its intermediate tensors (engine.sensitivity).
+
+    As choose_masking, but no output needs a sequence axis (a classifier pools it away while its hidden states keep
+    it), so a detected input must also be called a mask: token_type_ids hold 0/1 values shaped alike."""
+    if request == NO_MASK:
+        return Masking(None, "masking switched off")
+    if request != AUTO:
+        if request not in dataset.inputs:
+            raise DataError(f"the model has no input {request!r} to mark padding with; "
+                            f"its inputs are {', '.join(dataset.inputs)}")
+        if not _is_mask_like(dataset.inputs[request]):
+            raise DataError(f"input {request!r} cannot mark padding: it must hold 0/1 values shaped [batch, sequence]")
+        return Masking(request, "chosen")
+    named = [name for name, values in dataset.inputs.items() if "mask" in name.lower() and _is_mask_like(values)]
+    if not named:
+        return Masking(None, "no input called a mask with 0/1 values shaped [batch, sequence]")
+    return Masking(named[0], "detected: called a mask, 0/1 values shaped [batch, sequence]")
 
 
 def apply_mask(outputs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -281,7 +281,7 @@ def sqnr_db_from_energies(signal: float, noise: float) -> float:
     """10 * log10(signal / noise), from sums of squares accumulated elsewhere (e.g. batch by batch)."""
     if noise == 0:
         return float("inf")
-    if signal == 0:
+    if signal == 0 or noise == float("inf"):
         return float("-inf")
     return float(10 * np.log10(signal / noise))
 

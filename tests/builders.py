@@ -130,3 +130,38 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) 
         for name, content in members.items():
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+def masked_attention_model(vocabulary: int = 50, hidden: int = 16, sequence: int = 16, classes: int = 3,
+                           seed: int = 0) -> onnx.ModelProto:
+    """input_ids and attention_mask [batch, sequence] -> logits [batch, classes], through one attention head whose
+    scores at padded keys are set to -inf by a Where, as some exporters write the mask, then mean pooling."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["x"], name="embed"),
+            helper.make_node("MatMul", ["x", "Wq"], ["q"], name="query"),
+            helper.make_node("MatMul", ["x", "Wk"], ["k"], name="key"),
+            helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1], name="key_t"),
+            helper.make_node("MatMul", ["q", "k_t"], ["scores"], name="scores"),
+            helper.make_node("Cast", ["attention_mask"], ["keep"], to=TensorProto.BOOL, name="keep"),
+            helper.make_node("Unsqueeze", ["keep", "one"], ["keep_keys"], name="keep_keys"),
+            helper.make_node("Where", ["keep_keys", "scores", "minus_inf"], ["masked"], name="mask_scores"),
+            helper.make_node("Softmax", ["masked"], ["weights"], axis=-1, name="softmax"),
+            helper.make_node("MatMul", ["weights", "x"], ["context"], name="context"),
+            helper.make_node("ReduceMean", ["context"], ["pooled"], axes=[1], keepdims=0, name="pool"),
+            helper.make_node("Gemm", ["pooled", "Wc"], ["logits"], transB=1, name="classifier"),
+        ],
+        "masked_attention",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", sequence]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", sequence])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [weight("E", vocabulary, hidden), weight("Wq", hidden, hidden), weight("Wk", hidden, hidden),
+         weight("Wc", classes, hidden), numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+         numpy_helper.from_array(np.array(-np.inf, dtype=np.float32), "minus_inf")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

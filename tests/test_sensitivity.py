@@ -31,7 +31,7 @@ from engine.sensitivity.naive import naive_table
 from engine.sensitivity.points import ACTIVATIONS, WEIGHTS, extract_points
 from engine.sweep.plan import calibration_rows_asked, plan_data
 from sample_models.catalog import SAMPLES
-from tests.builders import padded_sequences, padded_text_model
+from tests.builders import masked_attention_model, padded_sequences, padded_text_model
 
 W8A8 = Recipe(WeightSpec(8), ActivationSpec(8), Mode.STATIC)
 W4 = Recipe(WeightSpec(4), mode=Mode.WEIGHT_ONLY)
@@ -54,7 +54,7 @@ def cnn(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def transformer(tmp_path_factory):
-    model, data = _sample("tiny_transformer")
+    model, data = _sample("text_encoder")
     workdir = tmp_path_factory.mktemp("transformer")
     return model, data, workdir, sensitivity_table(model, data, [W8A8], workdir)
 
@@ -96,8 +96,45 @@ def test_the_transformer_table_has_the_attention_points(transformer):
     nodes = {node.name: node for node in model.proto.graph.node}
     products = [layer for layer in activations[activations[columns.OP_TYPE] == "MatMul"][columns.LAYER]
                 if not constants & set(nodes[layer].input)]
-    assert products, "the activation-by-activation MatMuls of attention (scores, context) are points"
-    assert {"Softmax", "Add", "LayerNormalization"} <= set(activations[columns.OP_TYPE])
+    assert len(products) == 4, "the activation-by-activation MatMuls of attention (scores, context) are points"
+    assert {"Softmax", "Add", "LayerNormalization", "Gather"} <= set(activations[columns.OP_TYPE])
+
+
+def test_the_masked_attention_scores_are_found_and_explained(transformer, tmp_path):
+    """The text encoder adds the float minimum to the scores of padded keys: one W8A8 range then spans 3.4e38 and
+    every real score rounds to zero. Alone each costs accuracy, left in float each gives much back (measured on the
+    whole validation set, for the interval), and their range statistics say why."""
+    model, _, _, table = transformer
+    harm = table.by_harm(W8A8.short_name())
+    adds = [node for node in model.proto.graph.node if node.name.endswith("/attention/Add")]
+    assert len(adds) == 2 and set(harm.head(2)[columns.LAYER]) == {node.name for node in adds}
+    sample = SAMPLES["text_encoder"]
+    whole = sensitivity_table(model, load_dataset(sample.data_path, model.summary.inputs), [W8A8], tmp_path,
+                              only={(ACTIVATIONS, node.name, node.output[0]) for node in adds})
+    scores = whole.rows
+    assert len(scores) == 2
+    assert (scores[columns.MIN] == np.finfo(np.float32).min).all()
+    assert (scores[columns.OUTLIER_RATIO] > 1e30).all() and (scores[columns.SCALE] > 1e30).all()
+    assert (scores[columns.OUTPUT_SQNR_DB] < 1).all(), "over real query-key pairs, the scores are lost"
+    assert (scores[columns.RECOVERY_LOW] > 0).all(), "keeping either in float measurably recovers accuracy"
+    assert (scores[columns.ONLY_THIS_DELTA_HIGH] < 0).all(), "quantizing either alone measurably costs accuracy"
+
+
+def test_scores_masked_with_minus_infinity_are_the_point_that_breaks(tmp_path):
+    """A Where writing -inf at padded keys: the calibrated range is infinite, the scale too, and the scores come out
+    NaN. The table still measures every cell, and that point says it all: the worst alone, SQNR -inf, the infinite
+    values counted."""
+    path = tmp_path / "masked.onnx"
+    onnx.save(masked_attention_model(), path)
+    model = load_model(path)
+    ids, mask = padded_sequences(rows=96)
+    data = Dataset({"input_ids": ids, "attention_mask": mask}, None, None, "masked")
+    table = sensitivity_table(model, data, [W8A8], tmp_path)
+    assert table.rows[columns.ERROR].isna().all()
+    worst = table.by_harm(W8A8.short_name()).iloc[0]
+    assert (worst[columns.LAYER], worst[columns.KIND]) == ("mask_scores", ACTIVATIONS)
+    assert worst[columns.OUTPUT_SQNR_DB] == -np.inf and worst[columns.MIN] == -np.inf
+    assert worst[columns.NONFINITE] > 0 and worst[columns.RECOVERY_LOW] > 0
 
 
 def test_a_layer_the_realiser_leaves_in_float_gets_a_simulated_row_saying_so(cnn):
@@ -189,9 +226,9 @@ def test_a_relu_folded_into_its_qdq_pair_has_no_false_low_sqnr(cnn):
     assert row[columns.OUTPUT_SQNR_DB].item() > false_sqnr + 10
 
 
-def test_padding_counts_neither_in_sqnr_nor_in_ranges(tmp_path):
-    """The padding token's embedding is 20 times the others: the Gather's output at padded positions is no
-    signal, and its range statistics are those of the real tokens."""
+def test_padding_widens_the_range_but_is_no_signal(tmp_path):
+    """The padding token's embedding is 20 times the others. The calibrator sees it, so min and max include it; the
+    signal's percentile, histogram and SQNR count real tokens only, and the outlier ratio shows the stretch."""
     path = tmp_path / "padded.onnx"
     onnx.save(padded_text_model(), path)
     model = load_model(path)
@@ -200,11 +237,12 @@ def test_padding_counts_neither_in_sqnr_nor_in_ranges(tmp_path):
     table = sensitivity_table(model, data, [W8A8], tmp_path)
     assert "attention_mask" in table.info["fidelity_mask"]
     embedded = table.rows[table.rows[columns.TENSOR] == "embedded"].iloc[0]
-    table_values = onnx.numpy_helper.to_array(next(t for t in model.proto.graph.initializer if t.name == "E"))
+    embeddings = onnx.numpy_helper.to_array(next(t for t in model.proto.graph.initializer if t.name == "E"))
     scored_ids, scored_mask = ids[48:], mask[48:].astype(bool)
-    real = table_values[scored_ids[scored_mask]]
-    assert embedded[columns.MAX] == pytest.approx(real.max()) and embedded[columns.MIN] == pytest.approx(real.min())
-    assert embedded[columns.MAX] < table_values[0].max()
+    assert embedded[columns.MAX] == embeddings[scored_ids].max() == embeddings[0].max()
+    real = np.abs(embeddings[scored_ids[scored_mask]])
+    assert embedded[columns.ABS_P999] <= real.max() < embeddings[0].max() / 5
+    assert embedded[columns.OUTLIER_RATIO] > 5
 
 
 def test_the_table_round_trips_through_its_json(cnn, tmp_path):
@@ -234,13 +272,16 @@ CLI = [sys.executable, "-m", "engine.cli", "sensitivity"]
 def test_the_cli_writes_both_files_with_the_contract_columns(tmp_path):
     sample = SAMPLES["digits_cnn"]
     result = subprocess.run([*CLI, sample.model_path, sample.data_path, "--out", tmp_path / "out", "--bits", "8",
-                             "--activations", "8,none"], capture_output=True, text=True, timeout=600)
+                             "--activations", "8,none", "--calibration-data", sample.data_path, "--threads", "1"],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     csv = pd.read_csv(tmp_path / "out" / columns.CSV_FILE)
     assert list(csv.columns[:len(columns.CONTRACT_COLUMNS)]) == list(columns.CONTRACT_COLUMNS)
     assert set(csv[columns.CANDIDATE]) == {"W8A8 static channel minmax", "W8 weight-only channel"}
-    rows = json.loads((tmp_path / "out" / columns.JSON_FILE).read_text())["rows"]
+    written = json.loads((tmp_path / "out" / columns.JSON_FILE).read_text())
+    rows = written["rows"]
     assert len(rows) == len(csv) and set(columns.CONTRACT_COLUMNS) <= set(rows[0])
+    assert written["info"]["rows_scored"] == 540 and written["info"]["calibration_source"] == "digits_cnn.npz"
     assert "table:" in result.stdout and "cell" in result.stderr  # the progress bar is on stderr
 
 

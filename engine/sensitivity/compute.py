@@ -9,7 +9,8 @@ For each candidate precision (a Recipe):
 3. per point, two models are composed from the fp32 graph (engine.sensitivity.graphs), each opened once and
    run over the scored rows once: with only this point quantized (fetching the point's tensor too, for its SQNR
    and range statistics) and with every point of the artifact but this one. The fp32 outputs are the sweep's
-   reference, computed once; a weight point's fp32 node output comes from a probe of that node alone.
+   reference, computed once; a weight point's fp32 node output comes from a probe of that node alone; a model
+   already measured (the same QDQ pair on an activation under W8A8 and W4A8) is not run again.
 
 Each cell is scored like a sweep row (engine.sweep.rows: masked fidelity, the primary metric, its paired
 interval against fp32), and `all_but_this` also against the artifact with every point quantized (`recovery`).
@@ -18,7 +19,9 @@ The naive computation (engine.sensitivity.naive) repeats steps 1-2 for every cel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import warnings
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import onnxruntime as ort
 
 from engine.data import Dataset
 from engine.errors import QuantscopeError
-from engine.masking import AUTO, apply_mask
+from engine.masking import AUTO, NO_MASK, Masking, apply_mask, choose_padding
 from engine.measure import open_session, predict, run_batches
 from engine.model import LoadedModel
 from engine.realise import Artifact, quantize
@@ -46,6 +49,7 @@ from engine.text import error_line
 from engine.uncertainty import difference
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
+PointKey = tuple[str, str, str]  # Point.key
 REAL, SIMULATED = "real", "simulated"
 
 
@@ -68,10 +72,15 @@ class Candidate:
     unmapped: list[str] = field(default_factory=list)
     error: str | None = None
     outputs: CandidateOutputs | None = None  # the artifact on the scored rows, once measured
+    measured: list[Point] | None = None  # the points that get rows (restrict); None: all
+
+    @property
+    def rows(self) -> list[Point]:
+        return [*self.points, *self.stand_ins] if self.measured is None else self.measured
 
     @property
     def cells(self) -> int:
-        return 2 * len(self.points) + len(self.stand_ins)
+        return sum(2 if any(point is p for p in self.points) else 1 for point in self.rows)
 
 
 def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibration: CalibrationSet | None
@@ -80,7 +89,9 @@ def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibra
     of that candidate alone."""
     candidate = Candidate(recipe)
     try:
-        artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
+        with warnings.catch_warnings():  # numpy's, on an infinite range: the table's statistics say it better
+            warnings.simplefilter("ignore", RuntimeWarning)
+            artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
     except QuantscopeError:
         raise
     except Exception as error:  # onnxruntime cannot quantize this model so; the other candidates go on
@@ -101,6 +112,14 @@ def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibra
     return candidate
 
 
+def restrict(candidate: Candidate, only: Collection[PointKey] | None) -> Candidate:
+    """The candidate measured on the points `only` names (all of them when None); `all_but_this` still leaves out
+    one point of the whole artifact."""
+    if only is not None:
+        candidate.measured = [p for p in [*candidate.points, *candidate.stand_ins] if p.key in only]
+    return candidate
+
+
 @dataclass
 class Scoring:
     """What every cell is measured against: the scored rows, the fp32 reference, and caches shared by all cells
@@ -109,12 +128,24 @@ class Scoring:
     model: LoadedModel
     data: Dataset
     reference: Reference
+    padding: Masking  # which positions of a tensor inside the model are signal (engine.masking.choose_padding)
     threads: int = 1
     probes: dict[str, ort.InferenceSession] = field(default_factory=dict)
     ranges: dict[str, RangeStats] = field(default_factory=dict)
+    # only_this results by their model's bytes: W8A8 and W4A8 put the very same pair on each activation tensor
+    measured: dict[str, OnlyThis] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: LoadedModel, data: Dataset, workdir: Path, mask: str, threads: int) -> Scoring:
+        """Scoring on `data`; `mask` (AUTO, NO_MASK or an input's name) marks padding, which fidelity ignores where
+        the output has a sequence axis too (detected as in a sweep) and range statistics and SQNR ignore inside."""
+        padding = choose_padding(data, mask)
+        fidelity = mask if mask in (AUTO, NO_MASK) else AUTO  # a classifier's pooled output has no padding to mask
+        return cls(model, data, reference_for(model, data, Path(workdir), fidelity), padding, threads)
 
     def __post_init__(self) -> None:
         self.mask = self.reference.masking.mask(self.data)
+        self.padding_mask = self.padding.mask(self.data)
         self.inferred = onnx.shape_inference.infer_shapes(self.model.proto)
         self.types = tensor_types(self.inferred)
         self.fp32_metric = self.score(self.reference.output)[0]
@@ -190,7 +221,11 @@ def only_this(scoring: Scoring, point: Point) -> OnlyThis:
     originals = {after: point.observed, **({before: point.observed} if before else {}),
                  **dict(zip(fetched_inputs, probe_inputs))}
     with_outputs(composed, wanted, scoring.types, originals)
-    session = open_session(composed.serialized(), scoring.threads)
+    serialized = composed.serialized()
+    digest = hashlib.sha256(serialized).hexdigest()
+    if digest in scoring.measured:
+        return scoring.measured[digest]
+    session = open_session(serialized, scoring.threads)
     final = session.get_outputs()[0].name
     names = [final, *wanted]
     collect = point.kind == ACTIVATIONS and point.tensor not in scoring.ranges
@@ -206,14 +241,15 @@ def only_this(scoring: Scoring, point: Point) -> OnlyThis:
         else:
             fp32_value = probe.run([point.observed], {original: fetched[here] for here, original in
                                                        zip(fetched_inputs, probe_inputs)})[0]
-        mask = None if scoring.mask is None else scoring.mask[rows]
+        mask = None if scoring.padding_mask is None else scoring.padding_mask[rows]
         reference, quantized = real_values(fp32_value, mask), real_values(fetched[after], mask)
         sqnr.add(reference, quantized)
         if collect:
-            collector.add(reference, len(fetched[final]))
+            collector.add(fp32_value, reference, len(fetched[final]))
     if collect:
         scoring.ranges[point.tensor] = collector.result()
-    return OnlyThis(np.concatenate(outputs, axis=0), sqnr.db, point_ranges(scoring, point))
+    result = scoring.measured[digest] = OnlyThis(np.concatenate(outputs, axis=0), sqnr.db, point_ranges(scoring, point))
+    return result
 
 
 def point_ranges(scoring: Scoring, point: Point) -> RangeStats:
@@ -252,23 +288,31 @@ def measure_candidate(scoring: Scoring, candidate: Candidate, progress: Callable
     everything = candidate.outputs = CandidateOutputs(output, scoring.score(output))
     rows = []
     position = {node.name: index for index, node in enumerate(scoring.model.proto.graph.node)}
-    for point in sorted([*candidate.points, *candidate.stand_ins], key=lambda p: position.get(p.layer, -1)):
+    for point in sorted(candidate.rows, key=lambda p: position.get(p.layer, -1)):
         name = candidate.recipe.short_name()
         in_artifact = any(point is p for p in candidate.points)
-        try:
-            progress(f"{name}: only {point.layer}")
-            alone = models.only_this(scoring, candidate, point)
-            if in_artifact:
-                progress(f"{name}: all but {point.layer}")
-                all_but, note = models.all_but_this(scoring, candidate, point), None
-            else:
-                all_but, note = everything.output, f"left in float by {artifact.realiser}: only_this is simulated"
+        progress(f"{name}: only {point.layer}")  # outside the try: a progress callback may stop the table
+        alone, error = _attempt(lambda: models.only_this(scoring, candidate, point))
+        all_but, note = everything.output, f"left in float by {artifact.realiser}: only_this is simulated"
+        if in_artifact and error is None:
+            progress(f"{name}: all but {point.layer}")
+            (all_but, error), note = _attempt(lambda: models.all_but_this(scoring, candidate, point)), None
+        if error is not None:
+            rows.append(columns.failed_row(point, name, scoring.reference.metric, error))
+        else:
             rows.append(cell_row(scoring, candidate, point, alone, all_but, everything, note))
-        except QuantscopeError:
-            raise
-        except Exception as error:  # one model onnxruntime cannot run must not sink the table
-            rows.append(columns.failed_row(point, name, scoring.reference.metric, error_line(error)))
     return rows
+
+
+def _attempt(compute: Callable[[], object]) -> tuple[object, str | None]:
+    """(result, None), or (None, the error in one line) when onnxruntime cannot build or run a cell's model: one
+    such cell must not sink the table. A user's error (QuantscopeError) stops it."""
+    try:
+        return compute(), None
+    except QuantscopeError:
+        raise
+    except Exception as error:
+        return None, error_line(error)
 
 
 def cell_row(scoring: Scoring, candidate: Candidate, point: Point, alone: OnlyThis, all_but: np.ndarray,
@@ -297,13 +341,15 @@ def sensitivity_table(
     mask: str = AUTO,
     threads: int = 1,
     progress: Progress | None = None,
+    only: Collection[PointKey] | None = None,
 ) -> SensitivityTable:
-    """The table for `recipes` on `dataset`. Static recipes calibrate on `calibration_data`, else on validation rows
-    held out of scoring for every cell (engine.sweep.plan), all of them from one CalibrationSet."""
+    """The table for `recipes` on `dataset`; with `only`, the rows of those points (Point.key) alone. Static recipes
+    calibrate on `calibration_data`, else on validation rows held out of scoring for every cell
+    (engine.sweep.plan), all of them from one CalibrationSet."""
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    scoring = Scoring(model, plan.scored, reference_for(model, plan.scored, Path(workdir), mask), threads)
+    scoring = Scoring.of(model, plan.scored, workdir, mask, threads)
     calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
-    candidates = [prepare_candidate(model, recipe, workdir, calibration) for recipe in recipes]
+    candidates = [restrict(prepare_candidate(model, recipe, workdir, calibration), only) for recipe in recipes]
     total = sum(candidate.cells for candidate in candidates)
     done = 0
 
@@ -330,11 +376,12 @@ def assemble(model: LoadedModel, plan: DataPlan, scoring: Scoring, candidates: S
         columns.METRIC_NAME: scoring.reference.metric,
         columns.FP32_METRIC: scoring.fp32_metric,
         "fidelity_mask": scoring.reference.masking.describe(),
+        "padding_mask": scoring.padding.describe(),
     }
     summaries = [candidate_summary(scoring, c) for c in candidates]
     points = {}
     for candidate in candidates:
-        for point in [*candidate.points, *candidate.stand_ins]:
+        for point in candidate.rows:
             if point.key not in points and (point.kind != ACTIVATIONS or point.tensor in scoring.ranges):
                 points[point.key] = columns.point_record(point, point_ranges(scoring, point))
     return SensitivityTable(info, summaries, list(points.values()), columns.rows_table(rows))

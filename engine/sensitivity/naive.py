@@ -2,7 +2,7 @@
 
 For each cell: calibrate (a new CalibrationSet, nothing shared), quantize the candidate with the realisers, read
 its points, build the cell's model, open a new session, run it over every scored row; nothing a cell computed
-(calibration ranges, probes of fp32 nodes, range statistics) is kept for the next. Only the fp32 reference is
+(calibration ranges, probes of fp32 nodes, range statistics, cell results) is kept for the next. Only the fp32 reference is
 computed once, as the sweep's naive loop does. engine.sensitivity.compute does the same work once per candidate;
 bench/sensitivity.py times both and tests/test_sensitivity.py holds them to the same numbers.
 """
@@ -18,16 +18,13 @@ from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 from engine.sensitivity.compute import (
-    Candidate, CellModels, OnlyThis, Progress, Scoring, assemble, measure_candidate, only_this, prepare_candidate,
+    Candidate, CellModels, OnlyThis, PointKey, Progress, Scoring, assemble, measure_candidate, only_this,
+    prepare_candidate, restrict,
 )
 from engine.sensitivity.graphs import compose
 from engine.sensitivity.points import Point
 from engine.sensitivity.table import SensitivityTable
 from engine.sweep.plan import DataPlan, calibration_rows_asked, plan_data
-from engine.sweep.rows import reference_for
-
-PointKey = tuple[str, str, str]
-
 
 class FromScratch(CellModels):
     """Builds each cell's model from a candidate calibrated, quantized and read anew."""
@@ -39,6 +36,7 @@ class FromScratch(CellModels):
     def _fresh(self, scoring: Scoring, recipe: Recipe, key: PointKey) -> tuple[Candidate, Point]:
         scoring.probes.clear()
         scoring.ranges.clear()
+        scoring.measured.clear()
         calibration = None if self._plan.calibration is None else CalibrationSet(self._plan.calibration)
         candidate = prepare_candidate(self._model, recipe, self._workdir / "from-scratch", calibration)
         point = next(p for p in [*candidate.points, *candidate.stand_ins] if p.key == key)
@@ -70,7 +68,7 @@ def naive_table(
     """engine.sensitivity.sensitivity_table's table, each cell computed from scratch; `only` restricts it to
     those points (Point.key), to check a few cells."""
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    scoring = Scoring(model, plan.scored, reference_for(model, plan.scored, Path(workdir), mask), threads)
+    scoring = Scoring.of(model, plan.scored, workdir, mask, threads)
     models = FromScratch(model, plan, workdir)
     candidates, rows = [], []
     done = 0
@@ -87,9 +85,6 @@ def naive_table(
         candidates.append(candidate)
         if candidate.error is not None:
             continue
-        if only is not None:
-            candidate.points = [p for p in candidate.points if p.key in only]
-            candidate.stand_ins = [p for p in candidate.stand_ins if p.key in only]
-        rows += measure_candidate(scoring, candidate, step, models)
+        rows += measure_candidate(scoring, restrict(candidate, only), step, models)
     scoring.ranges.update(models.kept_ranges)
     return assemble(model, plan, scoring, candidates, rows)

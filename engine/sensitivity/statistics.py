@@ -1,11 +1,15 @@
 """What explains a point's loss: its values' range, outliers and histogram, and its SQNR against fp32.
 
-Values are counted where they are signal: a tensor whose leading axes are the attention mask's [batch, sequence]
-keeps real tokens only (engine.masking), like the fidelity metrics. Non-finite values (an exporter's -inf
-attention fill) are counted apart; min and max include them, everything else is over finite values.
+Two sets of positions count. `min`, `max` and `nonfinite` are over every value: what the calibrator saw, and so
+what set the quantization range. Everything else (the 99.9th percentile, the histogram, the SQNR) is over the
+signal: with an attention mask, real tokens only (engine.masking), and in a tensor with two sequence axes
+(attention scores, [batch, heads, query, key]) real query-key pairs only, so that the float minimum a Hugging Face
+export adds at padded keys is no signal. An axis is a sequence axis when its length is the mask's (axis 0 being
+the batch). The outlier ratio, the largest value over the signal's 99.9th percentile, then shows a range stretched
+by padding or fill values as well as one stretched by outliers.
 
-The percentile and the histogram come from a deterministic sample of at most SAMPLE_VALUES values (every k-th
-value of every batch): exact min, max and counts, a 99.9th percentile to within sampling error.
+The percentile and the histogram come from a deterministic sample of at most SAMPLE_VALUES signal values (every
+k-th value of every batch): exact min, max and counts, a 99.9th percentile to within sampling error.
 """
 
 from __future__ import annotations
@@ -19,16 +23,33 @@ from engine.metrics import sqnr_db_from_energies
 
 SAMPLE_VALUES = 1 << 18
 HISTOGRAM_BINS = 64
-OUTLIER_PERCENTILE = 99.9  # outlier ratio = max |x| / this percentile of |x|
+OUTLIER_PERCENTILE = 99.9  # outlier ratio = max |x| / this percentile of the signal's |x|
 WINDOW_PERCENTILES = (0.1, 99.9)  # the histogram spans these (and zero); values outside are counted below/above
 
 
+def signal_positions(shape: tuple[int, ...], mask: np.ndarray | None) -> np.ndarray | None:
+    """Booleans broadcastable to `shape`, True where a value is signal; None when every position is."""
+    if mask is None or len(shape) < 2 or shape[0] != mask.shape[0]:
+        return None
+    batch, sequence = mask.shape
+    real = mask.astype(bool)
+    positions = None
+    for axis in range(1, len(shape)):
+        if shape[axis] != sequence:
+            continue
+        view = [1] * len(shape)
+        view[0], view[axis] = batch, sequence
+        along = real.reshape(view)
+        positions = along if positions is None else positions & along
+    return positions
+
+
 def real_values(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The flat values at real tokens: a tensor shaped [batch, sequence, ...] like the mask keeps its True
-    positions; any other tensor keeps every value."""
-    if mask is not None and values.ndim >= 2 and values.shape[:2] == mask.shape:
-        return values[mask.astype(bool)].ravel()
-    return values.ravel()
+    """The flat signal values of a tensor (signal_positions)."""
+    positions = signal_positions(values.shape, mask)
+    if positions is None:
+        return values.ravel()
+    return values[np.broadcast_to(positions, values.shape)]
 
 
 class Sqnr:
@@ -41,8 +62,10 @@ class Sqnr:
     def add(self, reference: np.ndarray, quantized: np.ndarray) -> None:
         reference, quantized = reference.astype(np.float64), quantized.astype(np.float64)
         finite = np.isfinite(reference)
+        errors = (reference[finite] - quantized[finite]) ** 2
         self.signal += float(np.sum(reference[finite] ** 2))
-        self.noise += float(np.sum((reference[finite] - quantized[finite]) ** 2))
+        # a finite value that came out NaN or infinite (an infinite scale times zero) is lost entirely
+        self.noise += float(np.sum(np.where(np.isfinite(errors), errors, np.inf)))
 
     @property
     def db(self) -> float:
@@ -77,8 +100,8 @@ class Histogram:
 class RangeStats:
     min: float
     max: float
-    abs_p999: float  # the 99.9th percentile of |x|
-    outlier_ratio: float  # max |x| / abs_p999: how far the largest value sits beyond nearly all others
+    abs_p999: float  # the 99.9th percentile of the signal's |x|
+    outlier_ratio: float  # largest finite |x| / abs_p999: how far the range reaches beyond nearly all the signal
     nonfinite: int  # infinite or NaN values
     values: int  # values counted (finite or not)
     histogram: Histogram
@@ -98,28 +121,28 @@ class RangeCollector:
         self._rows = rows
         self._stride: int | None = None
         self._low, self._high = math.inf, -math.inf
-        self._largest = 0.0
+        self._largest = 0.0  # the largest finite |value|
         self._nonfinite = 0
         self._count = 0
         self._sample: list[np.ndarray] = []
 
-    def add(self, values: np.ndarray, batch_rows: int) -> None:
-        values = values.ravel()
+    def add(self, values: np.ndarray, signal: np.ndarray, batch_rows: int) -> None:
+        """Every value of a batch (`values`), and its signal values (real_values)."""
+        values, signal = values.ravel(), signal.ravel()
         if self._stride is None:  # fixed from the first batch, so the sample is the same on every run
-            expected = values.size / max(batch_rows, 1) * self._rows
+            expected = signal.size / max(batch_rows, 1) * self._rows
             self._stride = max(1, math.ceil(expected / SAMPLE_VALUES))
         self._count += values.size
-        if values.size == 0:
-            return
-        finite_mask = np.isfinite(values)
-        self._nonfinite += int(values.size - finite_mask.sum())
-        with np.errstate(invalid="ignore"):
-            self._low = min(self._low, float(np.nanmin(values)) if not np.isnan(values).all() else math.inf)
-            self._high = max(self._high, float(np.nanmax(values)) if not np.isnan(values).all() else -math.inf)
-        finite = values[finite_mask]
+        finite = values[np.isfinite(values)]
+        self._nonfinite += values.size - finite.size
+        numbers = values[~np.isnan(values)]
+        if numbers.size:
+            self._low, self._high = min(self._low, float(numbers.min())), max(self._high, float(numbers.max()))
         if finite.size:
             self._largest = max(self._largest, float(np.max(np.abs(finite))))
-            self._sample.append(finite[:: self._stride].astype(np.float64))
+        kept = signal[np.isfinite(signal)]
+        if kept.size:
+            self._sample.append(kept[:: self._stride].astype(np.float64))
 
     def result(self) -> RangeStats:
         sample = np.concatenate(self._sample) if self._sample else np.zeros(0)
@@ -144,7 +167,7 @@ class RangeCollector:
 
 
 def range_stats(values: np.ndarray) -> RangeStats:
-    """RangeStats of one array (a weight)."""
+    """RangeStats of one array (a weight): every value is signal."""
     collector = RangeCollector(1)
-    collector.add(values, 1)
+    collector.add(values, values, 1)
     return collector.result()
