@@ -110,7 +110,7 @@ class MaxDrop(Budget):
     def figure(self, row) -> str:
         worst = drop({**row, results.DELTA: _worse_end(row)})
         sure = "within the budget beyond the noise" if worst <= self.limit else f"the 95% interval reaches {worst:.3g}"
-        return f"drop {drop(row):+.4g} from fp32 ({sure})"
+        return f"drop {drop(row) + 0.0:+.4g} from fp32 ({sure})"  # + 0.0: no "-0"
 
     def _best(self, meeting, difference):
         return min(meeting, key=self._cost)  # every point that meets the drop is good enough: the cheapest

@@ -134,7 +134,7 @@ def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list
     ordered = sorted(recipes, key=lambda recipe: recipe.weights.bits)
     base = ordered[0]
     higher_is_better = METRICS[table.info[columns.METRIC_NAME]].higher_is_better
-    rows = table.rows[table.rows[columns.ERROR].isna()]
+    rows = table.rows  # a cell that could not be measured counts as no harm: its point is still a unit to move
     nodes = {node.name: node for node in model.proto.graph.node}
     readers = defaultdict(list)
     for node in model.proto.graph.node:
@@ -169,7 +169,9 @@ def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list
         states = _states(unit, base, ordered, activation.get(unit, (0.0, 0.0)), weight.get(unit, {}),
                          unit in weight_layers)
         ladders[unit] = [state for state in states if _native_like_base(model, base, unit, state)]
-    return Ladder(base, tuple(_greedy(ladders)), len([unit for unit, states in ladders.items() if len(states) > 1]))
+    position = {name: index for index, name in enumerate(nodes)}
+    return Ladder(base, tuple(_greedy(ladders, position)),
+                  len([unit for unit, states in ladders.items() if len(states) > 1]))
 
 
 def _states(unit: str, base: Recipe, ordered: list[Recipe], activation, weight: dict, is_weight_layer: bool
@@ -200,8 +202,8 @@ def _native_like_base(model: LoadedModel, base: Recipe, unit: str, state: State)
     return choose_realiser(model, moved).simulated == choose_realiser(model, base).simulated
 
 
-def _greedy(ladders: dict[str, list[State]]) -> list[Move]:
-    """Every unit's moves, best first, each unit's in order of precision."""
+def _greedy(ladders: dict[str, list[State]], position: dict[str, int]) -> list[Move]:
+    """Every unit's moves, best first (equals in graph order), each unit's in order of precision."""
     heap: list[tuple] = []
 
     def push(unit: str, at: int) -> None:
@@ -209,15 +211,15 @@ def _greedy(ladders: dict[str, list[State]]) -> list[Move]:
         options = [_move(unit, states[at], states[j]) for j in range(at + 1, len(states))]
         if options:
             best = max(range(len(options)), key=lambda i: options[i].priority())
-            heapq.heappush(heap, (_negated(options[best].priority()), unit, at + 1 + best, options[best]))
+            heapq.heappush(heap, (_negated(options[best].priority()), position[unit], at + 1 + best, options[best]))
 
     for unit in ladders:
         push(unit, 0)
     moves = []
     while heap:
-        _, unit, reached, move = heapq.heappop(heap)
+        *_, reached, move = heapq.heappop(heap)
         moves.append(move)
-        push(unit, reached)
+        push(move.node, reached)
     return moves
 
 

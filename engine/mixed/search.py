@@ -98,7 +98,7 @@ def mixed_curve(
     if table is None:
         table = sensitivity_table(model, dataset, recipes, workdir, calibration_data, mask, threads, progress)
     else:
-        check_table(table, recipes, plan.columns(recipes[0]))
+        check_table(table, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
     points = Points(model, plan, ladder, Path(out_dir), Path(workdir), mask, threads, batch, progress)
     points.reference()
@@ -111,8 +111,11 @@ def mixed_curve(
     return Curve(ladder, budget, rows, chosen, None if chosen is not None else budget.closest(rows), table)
 
 
-def check_table(table: SensitivityTable, recipes: Sequence[Recipe], plan_columns: dict) -> None:
+def check_table(table: SensitivityTable, recipes: Sequence[Recipe], dataset: Dataset,
+                calibration_data: Dataset | None = None) -> None:
     """A table given to the search must be of these candidates, scored and calibrated on the curve's rows."""
+    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
+    plan_columns = plan.columns(recipes[0])
     names = {candidate["candidate"] for candidate in table.candidates}
     wanted = [recipe.short_name() for recipe in recipes]
     if missing := [name for name in wanted if name not in names]:
