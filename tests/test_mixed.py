@@ -148,7 +148,7 @@ def test_accuracy_control_stops_at_the_fewest_moves_that_meet_the_drop(attention
     k = chosen[results.MIXED_MOVES]
     assert k > 0 and not budget.meets(points.loc[k - 1])  # one move fewer was measured and falls short
     assert chosen[results.MIXED_CHANGED] == len(Recipe.from_json(chosen[results.RECIPE]).overrides)
-    assert f"{int(chosen[results.MIXED_CHANGED])} of {found.ladder.units} nodes moved" in found.verdict()
+    assert f"{int(chosen[results.MIXED_CHANGED])} of {found.ladder.units} nodes reverted" in found.verdict()
     assert list(results.mixed_precision_rows(found.rows)[results.MIXED_MOVES]) == sorted(points.index[1:])
 
 

@@ -9,12 +9,13 @@ which nodes are kept float, so they are computed once for the whole curve).
 
 Which points are measured:
 
-- accuracy control (--max-drop): the uniform base first, then 1, 2, 4, 8, ... moves until a point meets the drop;
-  then bisection between the last point that did not and the first that did, down to the fewest moves that meet
-  it: "N of M reverted";
-- size and latency budgets: the base and 1, 2, 4, 8, ... moves up to every move but the last (the original model,
-  measured too, is the curve's far end), then bisection between the point with the most moves that meets the
-  budget and the next one measured, which does not.
+- accuracy control (--max-drop): the uniform base first, then 1, 2, 4, 8, ... moves (and at last every move) until
+  a point meets the drop; then bisection between the last point that did not and the first that did, down to the
+  fewest moves that meet it: "N of M reverted";
+- size and latency budgets: the base, 1, 2, 4, 8, ... moves and every move, then bisection between the point with
+  the most moves that meets the budget and the next one measured, which does not.
+
+The original model is measured too: the reference every row is compared with.
 
 Bisection assumes what the ordering aims at: more moves, a better metric and a larger file. The measured rows are
 the truth either way; budgets choose among them (engine.mixed.budgets).
@@ -73,7 +74,7 @@ def point_text(row: pd.Series, budget: Budget) -> str:
     if isinstance(budget, MaxDrop):
         text += f", {row[results.SIZE_RATIO]:.3g} x fp32"
     if changed is not None and not pd.isna(changed):
-        text += f"; {int(changed)} of {int(units)} nodes moved from {row[results.MIXED_BASE]}"
+        text += f"; {int(changed)} of {int(units)} nodes reverted from {row[results.MIXED_BASE]}"
     return text + (" (simulated)" if row[results.SIMULATED] else "")
 
 
@@ -127,12 +128,12 @@ def check_table(table: SensitivityTable, recipes: Sequence[Recipe], dataset: Dat
 
 
 def doubling(limit: int) -> list[int]:
-    """0, 1, 2, 4, 8, ... below `limit`."""
+    """0, 1, 2, 4, 8, ... and `limit` itself (every move: each node at its most precise), each once."""
     ks, k = [0], 1
     while k < limit:
         ks.append(k)
         k *= 2
-    return ks
+    return ks + ([limit] if limit > 0 else [])
 
 
 def _accuracy_control(points: Points, budget: MaxDrop) -> None:
