@@ -260,7 +260,7 @@ def curve_rows(table: pd.DataFrame) -> pd.DataFrame:
 def mixed_precision_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Curve points with at least one node moved from the uniform base: the mixed-precision recipes."""
     curve = curve_rows(table)
-    return curve[curve[MIXED_CHANGED] > 0]
+    return curve[curve[MIXED_CHANGED] > 0] if MIXED_CHANGED in curve else curve
 
 
 def failed_rows(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pytest
 from engine import results
 from engine.cli import main
 from engine.data import Dataset
+from engine.errors import RecipeError
 from engine.masking import apply_mask, choose_masking
 from engine.metrics import fidelity
 from engine.mixed import CHOSEN_FILE, MaxDrop, MaxLatency, MaxSizeRatio, ladder_from_table, mixed_curve
@@ -279,3 +280,15 @@ def test_on_the_text_encoder_w8a8_static_keeps_a_few_nodes_float_to_stay_within_
     recipe = Recipe.from_json(chosen[results.RECIPE])
     assert recipe.mode is Mode.STATIC and recipe.weights.granularity is Granularity.CHANNEL
     assert 0 < chosen[results.MIXED_CHANGED] <= 5 and chosen[results.SIZE_RATIO] < 0.4
+
+
+def test_the_curve_compares_weight_widths_of_one_recipe_only(attention):
+    model, _, _, table = attention
+    tensor_w8a8 = Recipe(WeightSpec(8, Granularity.TENSOR), ActivationSpec(8), Mode.STATIC)
+    with pytest.raises(RecipeError, match="weight widths of one recipe"):
+        ladder_from_table(model, table, [candidates()[1], tensor_w8a8])
+
+
+def test_rows_of_a_sweep_are_no_curve_points():
+    rows = _rows({results.NAME: "W8A8", results.METRIC: 0.9, results.SIZE_BYTES: 1})
+    assert results.curve_rows(rows).empty and results.mixed_precision_rows(rows).empty

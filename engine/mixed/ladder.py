@@ -126,21 +126,39 @@ def row_noise(row: pd.Series) -> float:
 
 
 def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list[Recipe]) -> Ladder:
-    """The moves for `recipes` (the table's candidates, which differ in weight bits only) on `model`."""
-    by_name = {recipe.short_name(): recipe for recipe in recipes}
-    missing = [name for name in by_name if name not in set(table.rows[columns.CANDIDATE])]
-    if missing:
-        raise RecipeError(f"the sensitivity table has no rows for {missing[0]}")
+    """The moves for `recipes` (the table's candidates: one recipe but for its weight bits) on `model`."""
     ordered = sorted(recipes, key=lambda recipe: recipe.weights.bits)
     base = ordered[0]
+    if any(replace(recipe, weights=replace(recipe.weights, bits=base.weights.bits)) != base for recipe in ordered):
+        raise RecipeError("a mixed-precision search compares weight widths of one recipe: "
+                          + ", ".join(recipe.short_name() for recipe in ordered))
+    missing = [recipe.short_name() for recipe in ordered
+               if recipe.short_name() not in set(table.rows[columns.CANDIDATE])]
+    if missing:
+        raise RecipeError(f"the sensitivity table has no rows for {missing[0]}")
+    activation, weight = _tally(model, table, base, ordered)
+    weight_layers = {layer.name for layer in model.summary.layers}
+    ladders = {}
+    for unit in sorted(set(activation) | set(weight)):
+        states = _states(base, ordered, activation.get(unit, (0.0, 0.0)), weight.get(unit, {}),
+                         unit in weight_layers)
+        ladders[unit] = [state for state in states if _native_like_base(model, base, unit, state)]
+    position = {node.name: index for index, node in enumerate(model.proto.graph.node)}
+    return Ladder(base, tuple(_greedy(ladders, position)),
+                  len([unit for unit, states in ladders.items() if len(states) > 1]))
+
+
+def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, ordered: list[Recipe]):
+    """Per unit, from the table's rows: [harm, noise] of its activation points at the base, and per weight width
+    [harm, noise, params] of its weight points. A cell that could not be measured counts as no harm: its point is
+    still there to move."""
+    by_name = {recipe.short_name(): recipe for recipe in ordered}
     higher_is_better = METRICS[table.info[columns.METRIC_NAME]].higher_is_better
-    rows = table.rows  # a cell that could not be measured counts as no harm: its point is still a unit to move
-    nodes = {node.name: node for node in model.proto.graph.node}
+    nodes = {node.name for node in model.proto.graph.node}
     readers = defaultdict(list)
     for node in model.proto.graph.node:
         for name in node.input:
             readers[name].append(node.name)
-    weight_layers = {layer.name for layer in model.summary.layers}
     left_float = {name for summary in table.candidates if summary["candidate"] == base.short_name()
                   for name in summary.get("float_layers") or ()}
 
@@ -148,9 +166,9 @@ def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list
         """The nodes whose override reverts the row's point: its node, or a graph input's readers."""
         return [row[columns.LAYER]] if row[columns.LAYER] in nodes else readers.get(row[columns.TENSOR], [])
 
-    activation = defaultdict(lambda: [0.0, 0.0])  # unit -> [harm, noise] of its activation points at the base
-    weight = defaultdict(dict)  # unit -> {bits: [harm, noise, params]}
-    for _, row in rows.iterrows():
+    activation = defaultdict(lambda: [0.0, 0.0])
+    weight = defaultdict(dict)
+    for _, row in table.rows.iterrows():
         recipe = by_name.get(row[columns.CANDIDATE])
         if recipe is None:
             continue
@@ -159,23 +177,15 @@ def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list
             if row[columns.KIND] == ACTIVATIONS and recipe is base:
                 activation[unit][0] += harm
                 activation[unit][1] += noise
-            elif row[columns.KIND] == WEIGHTS and unit not in left_float:
+            elif row[columns.KIND] == WEIGHTS and unit not in left_float:  # the base's realiser left it float
                 cell = weight[unit].setdefault(recipe.weights.bits, [0.0, 0.0, 0])
                 cell[0] += harm
                 cell[1] += noise
                 cell[2] += int(row[columns.PARAMS])
-    ladders = {}
-    for unit in sorted(set(activation) | set(weight)):
-        states = _states(unit, base, ordered, activation.get(unit, (0.0, 0.0)), weight.get(unit, {}),
-                         unit in weight_layers)
-        ladders[unit] = [state for state in states if _native_like_base(model, base, unit, state)]
-    position = {name: index for index, name in enumerate(nodes)}
-    return Ladder(base, tuple(_greedy(ladders, position)),
-                  len([unit for unit, states in ladders.items() if len(states) > 1]))
+    return activation, weight
 
 
-def _states(unit: str, base: Recipe, ordered: list[Recipe], activation, weight: dict, is_weight_layer: bool
-            ) -> list[State]:
+def _states(base: Recipe, ordered: list[Recipe], activation, weight: dict, is_weight_layer: bool) -> list[State]:
     """The unit's states, lowest precision first: the base, each higher candidate width (weight layers), float."""
     act_harm, act_noise = activation
     params = weight.get(base.weights.bits, [0.0, 0.0, 0])[2]
