@@ -326,7 +326,7 @@ def mixed_command(args: argparse.Namespace) -> int:
         args.calibration_data, model.summary.inputs, label_column=args.label_column)
     table = None if args.table is None else mixed.read_table(args.table)
     if table is not None:
-        mixed.check_table(table, recipes, dataset, calibration)
+        mixed.check_table(table, model, recipes, dataset, calibration)
     with tqdm(total=1, desc=args.model.name, unit="step", file=sys.stderr, leave=False) as bar, \
             tempfile.TemporaryDirectory(prefix="quantscope-mixed-") as workdir:
         def progress(done: int, total: int, message: str) -> None:

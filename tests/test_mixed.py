@@ -254,10 +254,14 @@ def test_a_drop_budget_takes_the_smallest_point_that_meets_it_and_never_one_abov
     (["--max-drop", "0.01", "--activations", "12"], "activation bits must be none, 8 or 16"),
     (["--max-drop", "0.01", "--activations", "16", "--table", "TABLE"], "the sensitivity table has no candidate W8A16"),
     (["--max-drop", "0.01", "--table", "DATA"], "is not a sensitivity table quantscope wrote"),
+    (["--max-drop", "0.01", "--table", "OTHER_MODEL"], "the sensitivity table is of another model"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(attention, arguments, message, capsys):
-    _, _, folder, _ = attention
-    files = {"TABLE": folder / "table", "DATA": folder / "data.npz"}
+def test_bad_input_is_one_line_and_exit_code_2(attention, arguments, message, capsys, tmp_path):
+    _, _, folder, table = attention
+    other = SensitivityTable(table.info, table.candidates, table.points,
+                             table.rows.assign(**{columns.LAYER: table.rows[columns.LAYER] + "_elsewhere"}))
+    other.write(tmp_path)
+    files = {"TABLE": folder / "table", "DATA": folder / "data.npz", "OTHER_MODEL": tmp_path}
     arguments = [str(files.get(argument, argument)) for argument in arguments]
     code = main(["mixed", str(folder / "model.onnx"), str(folder / "data.npz"), "--out", str(folder / "bad"),
                  *arguments])

@@ -41,8 +41,10 @@ from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 from engine.sensitivity import SensitivityTable, sensitivity_table
+from engine.sensitivity import table as sensitivity_columns
 from engine.sweep.plan import DataPlan, calibration_rows_asked, plan_data
 from engine.sweep.rows import DEFAULT_LATENCY_BATCH, measure_recipe, reference_for
+from engine.text import listed
 from engine.uncertainty import Interval, difference
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
@@ -99,7 +101,7 @@ def mixed_curve(
     if table is None:
         table = sensitivity_table(model, dataset, recipes, workdir, calibration_data, mask, threads, progress)
     else:
-        check_table(table, recipes, dataset, calibration_data)
+        check_table(table, model, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
     points = Points(model, plan, ladder, Path(out_dir), Path(workdir), mask, threads, batch, progress)
     points.reference()
@@ -112,9 +114,14 @@ def mixed_curve(
     return Curve(ladder, budget, rows, chosen, None if chosen is not None else budget.closest(rows), table)
 
 
-def check_table(table: SensitivityTable, recipes: Sequence[Recipe], dataset: Dataset,
+def check_table(table: SensitivityTable, model: LoadedModel, recipes: Sequence[Recipe], dataset: Dataset,
                 calibration_data: Dataset | None = None) -> None:
-    """A table given to the search must be of these candidates, scored and calibrated on the curve's rows."""
+    """A table given to the search must be of this model and these candidates, scored and calibrated on the
+    curve's rows."""
+    known = {node.name for node in model.proto.graph.node} | {value.name for value in model.proto.graph.input}
+    if unknown := sorted(set(table.rows[sensitivity_columns.LAYER]) - known):
+        raise DataError(f"the sensitivity table is of another model: it names {listed(unknown)}, which this one "
+                        "does not have")
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
     plan_columns = plan.columns(recipes[0])
     names = {candidate["candidate"] for candidate in table.candidates}
