@@ -104,7 +104,7 @@ def mixed_curve(
         check_table(table, model, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
     points = Points(model, plan, ladder, Path(out_dir), Path(workdir), mask, threads, batch, progress)
-    points.reference()
+    points.measure_fp32()
     if isinstance(budget, MaxDrop):
         _accuracy_control(points, budget)
     else:
@@ -187,21 +187,21 @@ class Points:
                  threads: int, batch: int | None, progress: Progress | None) -> None:
         self.model, self.plan, self.ladder, self.out_dir = model, plan, ladder, out_dir
         self.threads, self.batch, self.progress = threads, batch, progress
-        self.scoring = reference_for(model, plan.scored, workdir, mask)
+        self.reference = reference_for(model, plan.scored, workdir, mask)
         self.calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
         self.rows: dict[int | None, dict] = {}  # moves applied -> row; None: the fp32 reference
         self.outputs: dict[str, np.ndarray] = {}  # recipe key -> its artifact's outputs on the scored rows
-        self.mask = self.scoring.masking.mask(plan.scored)
+        self.mask = self.reference.masking.mask(plan.scored)
 
     def _tell(self, message: str) -> None:
         if self.progress:
             done = len(self.rows)
             self.progress(done, max(done + 1, len(doubling(len(self.ladder.moves))) + 1), message)
 
-    def reference(self) -> dict:
+    def measure_fp32(self) -> None:
+        """The original model's row: the curve's far end, and the latency every point is compared with."""
         self._tell("measuring fp32")
         self.rows[None] = self._measure(Recipe.fp32())
-        return self.rows[None]
 
     def measure(self, k: int) -> pd.Series:
         """The row of the point with the first k moves."""
@@ -216,12 +216,12 @@ class Points:
 
     def _measure(self, recipe: Recipe) -> dict:
         try:
-            row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.scoring, self.threads,
+            row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference, self.threads,
                                  self.batch, self.calibration)
         except QuantscopeError:
             raise
         except Exception as error:  # onnxruntime cannot build this point: a failed row, the curve goes on
-            row = self.scoring.failed_row(recipe, error)
+            row = self.reference.failed_row(recipe, error)
         return {**row, **self.plan.columns(recipe)}
 
     def table(self) -> pd.DataFrame:
@@ -239,7 +239,7 @@ class Points:
         def masked(values: np.ndarray) -> np.ndarray:
             return apply_mask(values, self.mask)
 
-        _, interval = difference(self.scoring.metric, masked(self.scoring.output), masked(self.output(b)),
+        _, interval = difference(self.reference.metric, masked(self.reference.output), masked(self.output(b)),
                                  masked(self.output(a)), self.plan.scored.labels)
         return interval
 
