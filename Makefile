@@ -39,6 +39,7 @@ samples: | $(BIN)/python
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/int8_latency.py
 	$(BIN)/python bench/sweep_throughput.py
+	$(BIN)/python bench/sensitivity.py
 
 clean:
 	rm -rf $(VENV) workspace

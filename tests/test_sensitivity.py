@@ -72,7 +72,7 @@ def _rows(table: SensitivityTable, recipe: Recipe, kind: str) -> pd.DataFrame:
     return rows[(rows[columns.CANDIDATE] == recipe.short_name()) & (rows[columns.KIND] == kind)]
 
 
-def _scored(model, data) -> Dataset:
+def _scored(data) -> Dataset:
     return plan_data(data, calibration_rows_asked([W8A8])).scored
 
 
@@ -143,6 +143,9 @@ def test_a_layer_the_realiser_leaves_in_float_gets_a_simulated_row_saying_so(cnn
     convs = rows[rows[columns.OP_TYPE] == "Conv"]
     assert set(convs[columns.LAYER]) == {layer.name for layer in model.summary.layers if layer.op_type == "Conv"}
     assert (convs[columns.METHOD] == "simulated").all() and convs[columns.NOTE].str.contains("left in float").all()
+    assert (convs[columns.ONLY_THIS_METHOD] == "simulated").all()
+    assert (convs[columns.ALL_BUT_THIS_METHOD] == "real").all()
+    assert (convs[columns.ALL_BUT_THIS] == convs[columns.ALL_QUANTIZED]).all(), "the artifact leaves them in float"
     assert (rows[rows[columns.OP_TYPE] == "Gemm"][columns.METHOD] == "real").all()
     assert (convs[columns.WEIGHT_SQNR_DB] < 30).all(), "4-bit weights lose more than 8-bit ones"
 
@@ -208,7 +211,7 @@ def test_a_relu_folded_into_its_qdq_pair_has_no_false_low_sqnr(cnn):
     row = table.rows[(table.rows[columns.TENSOR] == tensor) & (table.rows[columns.CANDIDATE] == W8A8.short_name())]
     assert row[columns.OP_TYPE].item() == "Relu"
 
-    scored = _scored(model, data)
+    scored = _scored(data)
     relu = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model.proto)).extract_model(["image"], [tensor])
     values = predict(open_session(relu.SerializeToString()), scored).astype(np.float32)
     grid = table.grid(ACTIVATIONS, row[columns.LAYER].item(), tensor, W8A8.short_name())

@@ -21,4 +21,5 @@ from engine.sensitivity.candidates import DEFAULT_ACTIVATIONS, DEFAULT_BITS, DYN
 from engine.sensitivity.compute import sensitivity_table
 from engine.sensitivity.table import CSV_FILE, JSON_FILE, SensitivityTable
 
-__all__ = ["CSV_FILE", "DEFAULT_ACTIVATIONS", "DEFAULT_BITS", "DYNAMIC", "JSON_FILE", "SensitivityTable", "candidates", "sensitivity_table"]
+__all__ = ["CSV_FILE", "DEFAULT_ACTIVATIONS", "DEFAULT_BITS", "DYNAMIC", "JSON_FILE", "SensitivityTable", "candidates",
+           "sensitivity_table"]

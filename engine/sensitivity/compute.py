@@ -320,15 +320,14 @@ def cell_row(scoring: Scoring, candidate: Candidate, point: Point, alone: OnlyTh
     only_value, only_delta, only_low, only_high = scoring.score(alone.output)
     all_but_value = scoring.score(all_but)[0]
     recovery, recovery_low, recovery_high = scoring.recovery(everything.output, all_but)
-    in_artifact = note is None
-    simulated = point.simulated or (in_artifact and candidate.artifact.simulated)
     return columns.row(
         point, candidate.recipe.short_name(), scoring.reference.metric, scoring.fp32_metric,
         only_this=(only_value, only_delta, only_low, only_high),
         all_but_this=(all_but_value, recovery, recovery_low, recovery_high),
         all_quantized=everything.score[0],
         output_sqnr_db=alone.output_sqnr_db, weight_sqnr_db=weight_sqnr(scoring, point), ranges=alone.ranges,
-        method=SIMULATED if simulated else REAL, note=note,
+        methods=(SIMULATED if point.simulated else REAL, SIMULATED if candidate.artifact.simulated else REAL),
+        note=note,
     )
 
 

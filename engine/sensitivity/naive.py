@@ -2,9 +2,9 @@
 
 For each cell: calibrate (a new CalibrationSet, nothing shared), quantize the candidate with the realisers, read
 its points, build the cell's model, open a new session, run it over every scored row; nothing a cell computed
-(calibration ranges, probes of fp32 nodes, range statistics, cell results) is kept for the next. Only the fp32 reference is
-computed once, as the sweep's naive loop does. engine.sensitivity.compute does the same work once per candidate;
-bench/sensitivity.py times both and tests/test_sensitivity.py holds them to the same numbers.
+(calibration ranges, probes of fp32 nodes, range statistics, cell results) is kept for the next. Only the fp32
+reference is computed once, as the sweep's naive loop does. engine.sensitivity.compute does the same work once
+per candidate; bench/sensitivity.py times both and tests/test_sensitivity.py holds them to the same numbers.
 """
 
 from __future__ import annotations

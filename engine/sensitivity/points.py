@@ -217,7 +217,8 @@ def extract_points(model: LoadedModel, artifact: onnx.ModelProto, bits: tuple[in
         point = _node_point(layer, fp32, built, bits[0], simulated, unmapped, sliced)
         if point is not None:
             points.append(point)
-    unmapped += [f"the dequantized constant {node.input[0]!r}" for node in constants_unmatched if id(node) not in sliced]
+    unmapped += [f"the dequantized constant {node.input[0]!r}" for node in constants_unmatched
+                 if id(node) not in sliced]
     position = {node.name: index for index, node in enumerate(fp32.nodes)}
     points.sort(key=lambda p: (position.get(p.layer, -1), p.kind != WEIGHTS, p.tensor))
     return Extraction(points, unmapped)

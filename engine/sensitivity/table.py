@@ -42,9 +42,11 @@ ONLY_THIS = "only_this"  # the metric with only this point quantized
 ALL_BUT_THIS = "all_but_this"  # the metric with every point of the candidate's artifact quantized but this one
 OUTPUT_SQNR_DB = "output_sqnr_db"  # SQNR of the point's tensor (an activation; a weight's node output), this alone
 WEIGHT_SQNR_DB = "weight_sqnr_db"  # SQNR of the dequantized weight against fp32 (weights)
-METHOD = "method"  # "real": onnxruntime's quantization; "simulated": fake-quant in fp32
+METHOD = "method"  # "real": onnxruntime's quantization; "simulated": fake-quant in fp32 (in either cell)
 # -- and what else a row knows
 TENSOR = "tensor"  # the weight initializer or activation tensor quantized
+ONLY_THIS_METHOD = "only_this_method"  # each cell's method
+ALL_BUT_THIS_METHOD = "all_but_this_method"
 ONLY_THIS_DELTA = "only_this_delta"  # only_this minus fp32, on the same examples
 ONLY_THIS_DELTA_LOW = "only_this_delta_ci_low"  # its paired 95% interval
 ONLY_THIS_DELTA_HIGH = "only_this_delta_ci_high"
@@ -66,9 +68,9 @@ GRID = "grid"  # the row's QuantGrid as a dict (JSON only)
 
 CONTRACT_COLUMNS = (LAYER, KIND, OP_TYPE, PARAMS, CANDIDATE, BITS, METRIC_NAME, FP32_METRIC, ONLY_THIS, ALL_BUT_THIS,
                     OUTPUT_SQNR_DB, WEIGHT_SQNR_DB, METHOD)
-COLUMNS = (*CONTRACT_COLUMNS, TENSOR, ONLY_THIS_DELTA, ONLY_THIS_DELTA_LOW, ONLY_THIS_DELTA_HIGH, DROP,
-           ALL_QUANTIZED, RECOVERY, RECOVERY_LOW, RECOVERY_HIGH, MIN, MAX, ABS_P999, OUTLIER_RATIO, NONFINITE, SCALE,
-           ZERO_POINT, NOTE, ERROR, GRID)
+COLUMNS = (*CONTRACT_COLUMNS, TENSOR, ONLY_THIS_METHOD, ALL_BUT_THIS_METHOD, ONLY_THIS_DELTA, ONLY_THIS_DELTA_LOW,
+           ONLY_THIS_DELTA_HIGH, DROP, ALL_QUANTIZED, RECOVERY, RECOVERY_LOW, RECOVERY_HIGH, MIN, MAX, ABS_P999,
+           OUTLIER_RATIO, NONFINITE, SCALE, ZERO_POINT, NOTE, ERROR, GRID)
 _NUMERIC = (FP32_METRIC, ONLY_THIS, ALL_BUT_THIS, OUTPUT_SQNR_DB, WEIGHT_SQNR_DB, ONLY_THIS_DELTA, ONLY_THIS_DELTA_LOW,
             ONLY_THIS_DELTA_HIGH, DROP, ALL_QUANTIZED, RECOVERY, RECOVERY_LOW, RECOVERY_HIGH, MIN, MAX, ABS_P999,
             OUTLIER_RATIO, SCALE)
@@ -88,10 +90,10 @@ def _identity(point: Point, candidate: str, metric_name: str) -> dict:
 
 def row(point: Point, candidate: str, metric_name: str, fp32_metric: float, *,
         only_this: tuple[float, float, float, float], all_but_this: tuple[float, float, float, float],
-        all_quantized: float, output_sqnr_db: float, weight_sqnr_db: float, ranges: RangeStats, method: str,
-        note: str | None) -> dict:
-    """One measured cell. `only_this`: (metric, delta, delta interval); `all_but_this`: (metric, recovery, its
-    interval)."""
+        all_quantized: float, output_sqnr_db: float, weight_sqnr_db: float, ranges: RangeStats,
+        methods: tuple[str, str], note: str | None) -> dict:
+    """One measured point. `only_this`: (metric, delta, delta interval); `all_but_this`: (metric, recovery, its
+    interval); `methods`: each cell's."""
     only_value, only_delta, only_low, only_high = only_this
     all_but_value, recovery, recovery_low, recovery_high = all_but_this
     sign = 1 if METRICS[metric_name].higher_is_better else -1
@@ -102,7 +104,8 @@ def row(point: Point, candidate: str, metric_name: str, fp32_metric: float, *,
         ALL_BUT_THIS: all_but_value, ALL_QUANTIZED: all_quantized, RECOVERY: recovery, RECOVERY_LOW: recovery_low,
         RECOVERY_HIGH: recovery_high, OUTPUT_SQNR_DB: output_sqnr_db, WEIGHT_SQNR_DB: weight_sqnr_db,
         MIN: ranges.min, MAX: ranges.max, ABS_P999: ranges.abs_p999, OUTLIER_RATIO: ranges.outlier_ratio,
-        NONFINITE: ranges.nonfinite, METHOD: method, NOTE: note, ERROR: None,
+        NONFINITE: ranges.nonfinite, METHOD: "simulated" if "simulated" in methods else "real",
+        ONLY_THIS_METHOD: methods[0], ALL_BUT_THIS_METHOD: methods[1], NOTE: note, ERROR: None,
     }
 
 
