@@ -122,7 +122,7 @@ def test_every_point_is_a_real_artifact_whose_figures_reproduce_in_a_fresh_sessi
         artifact = folder / "control" / row[results.ARTIFACT]
         assert artifact.parent == folder / "control" / "artifacts" and not row[results.SIMULATED]
         assert row[results.SIZE_BYTES] == artifact.stat().st_size
-        output = ort.InferenceSession(str(artifact)).run(None, scored.inputs)[0]  # a fresh session, our code not involved
+        output = ort.InferenceSession(str(artifact)).run(None, scored.inputs)[0]  # a fresh session, none of our code
         figures = fidelity(apply_mask(reference, mask), apply_mask(output, mask))
         assert row[results.METRIC] == pytest.approx(figures[row[results.METRIC_NAME]], abs=1e-6)
         recipe = Recipe.from_json(row[results.RECIPE])

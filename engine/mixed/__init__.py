@@ -20,6 +20,6 @@ from engine.mixed.ladder import Ladder, Move, ladder_from_table
 from engine.mixed.search import Curve, check_table, mixed_curve
 
 __all__ = [
-    "CHOSEN_FILE", "CURVE_STEM", "Budget", "Curve", "check_table", "Ladder", "MaxDrop", "MaxLatency", "MaxSizeRatio", "Move",
-    "ladder_from_table", "mixed_curve", "read_table", "write_curve",
+    "CHOSEN_FILE", "CURVE_STEM", "Budget", "Curve", "Ladder", "MaxDrop", "MaxLatency", "MaxSizeRatio", "Move",
+    "check_table", "ladder_from_table", "mixed_curve", "read_table", "write_curve",
 ]
