@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from engine import results, sensitivity
+from engine import mixed, results, sensitivity
 from engine.errors import QuantscopeError
 from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="fidelity counts every output position, padding included")
     sens.add_argument("--label-column", help="label column of a CSV/Parquet file")
 
+    _add_mixed_parser(commands)
+
     jobs_command = commands.add_parser("jobs", help="list, show, cancel or resume sweep jobs in the workspace")
     jobs_actions = jobs_command.add_subparsers(dest="action", required=True)
     jobs_actions.add_parser("list", help="every job, newest first")
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             return export_cli.run(args)
         elif args.command == "sensitivity":
             return sensitivity_command(args)
+        elif args.command == "mixed":
+            return mixed_command(args)
         elif args.command == "from-torch":
             model = export_from_torch(args.target, tuple(args.example_shape), args.out, args.example_dtype,
                                       args.opset, args.dynamic_batch)
@@ -277,6 +281,76 @@ def sensitivity_command(args: argparse.Namespace) -> int:
     if table.rows.empty:
         print("quantscope: nothing measured: no candidate was built with a point to quantize", file=sys.stderr)
         return EXIT_JOB_DID_NOT_FINISH
+    return 0
+
+
+# -- quantscope mixed: the measured mixed-precision curve and the point a budget chooses (engine.mixed) ---------
+
+
+def _add_mixed_parser(commands) -> None:
+    command = commands.add_parser("mixed", help="keep the nodes a recipe breaks precise, squeeze the rest: a curve of "
+                                  "measured mixed-precision artifacts and the one that meets a budget")
+    command.add_argument("model", type=Path)
+    command.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
+    command.add_argument("--out", type=Path, required=True,
+                         help="directory for curve.json, curve.csv, chosen.json and artifacts/")
+    command.add_argument("--bits", type=_csv(int), default=list(sensitivity.DEFAULT_BITS),
+                         help="weight widths a layer may take, the fewest being the uniform start (default 8,4)")
+    command.add_argument("--granularity", default=Granularity.CHANNEL.value, help="tensor or channel (default channel)")
+    command.add_argument("--activations", type=_activation_bits, default=sensitivity.DEFAULT_ACTIVATIONS[0],
+                         help="none (weight-only), 8 or 16 (static) (default 8)")
+    budget = command.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--max-drop", type=float, metavar="D",
+                        help="the largest drop of the primary metric from fp32, in its own units (0.01 = one point)")
+    budget.add_argument("--max-size-ratio", type=float, metavar="R", help="the largest artifact bytes / fp32 bytes")
+    budget.add_argument("--max-latency-ms", type=float, metavar="T", help="the largest median batch-1 latency (ms)")
+    command.add_argument("--table", type=Path, help="the sensitivity.json of `quantscope sensitivity` on the same "
+                         "model, data and candidates, instead of computing it")
+    command.add_argument("--calibration", default="minmax", help="minmax, percentile, entropy or mse (default minmax)")
+    command.add_argument("--calibration-data", type=Path, help="data for static recipes to calibrate on; without it "
+                         "the validation set's first rows calibrate and are left out of scoring")
+    command.add_argument("--threads", type=_threads, default=1, help="onnxruntime intra-op threads (default 1)")
+    batch = command.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH,
+                       help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
+    batch.add_argument("--no-batch", dest="batch", action="store_const", const=None, help="time single examples only")
+    masking = command.add_mutually_exclusive_group()
+    masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
+                         help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
+    masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
+                         help="fidelity counts every output position, padding included")
+    command.add_argument("--label-column", help="label column of a CSV/Parquet file")
+
+
+def mixed_command(args: argparse.Namespace) -> int:
+    """Measure the curve the budget needs, with a progress bar; exit 1 naming the closest point when none meets it."""
+    budget = next(kind(value) for kind, value in ((mixed.MaxDrop, args.max_drop),
+                                                  (mixed.MaxSizeRatio, args.max_size_ratio),
+                                                  (mixed.MaxLatency, args.max_latency_ms)) if value is not None)
+    recipes = sensitivity.candidates(args.bits, [args.granularity], [args.activations], [args.calibration])
+    model = load_model(args.model)
+    dataset = load_dataset(args.data, model.summary.inputs, label_column=args.label_column)
+    calibration = None if args.calibration_data is None else load_dataset(
+        args.calibration_data, model.summary.inputs, label_column=args.label_column)
+    table = None if args.table is None else mixed.read_table(args.table)
+    if table is not None:
+        mixed.check_table(table, model, recipes, dataset, calibration)
+    with tqdm(total=1, desc=args.model.name, unit="step", file=sys.stderr, leave=False) as bar, \
+            tempfile.TemporaryDirectory(prefix="quantscope-mixed-") as workdir:
+        def progress(done: int, total: int, message: str) -> None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(message[:60])
+
+        curve = mixed.mixed_curve(model, dataset, recipes, budget, args.out, Path(workdir), table, calibration,
+                                  args.mask, args.threads, args.batch, progress)
+    written = mixed.write_curve(curve, args.out)
+    print(format_table(curve.rows))
+    print(curve.ladder.describe())
+    print(f"curve: {', '.join(str(path) for path in written)}")
+    if curve.chosen is None:
+        print(f"quantscope: {curve.verdict()}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    print(curve.verdict())
     return 0
 
 

@@ -92,6 +92,12 @@ LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time
 TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, MACHINE, *astuple(SINGLE_EXAMPLE), *astuple(BATCH_N))
 # Why a row has no numbers.
 ERROR = "error"  # "TypeName: one line"
+# A point of a mixed-precision curve (engine.mixed): a uniform recipe with some nodes moved to other precisions by
+# the search. Absent (NaN) on every other row: `curve_rows` and `mixed_precision_rows` select by them.
+MIXED_BASE = "mixed_base"  # the uniform recipe the curve starts from, its short name
+MIXED_MOVES = "mixed_moves"  # how many of the search's ordered moves the point applies
+MIXED_CHANGED = "mixed_changed"  # nodes the point moves from the base: the N of "N of M reverted"
+MIXED_UNITS = "mixed_units"  # nodes the search could move: the M
 # Added by `results_table`: is the row on the Pareto front of the metric against these costs?
 PARETO_FRONTS = {
     "pareto_size": (METRIC, SIZE_BYTES),
@@ -250,6 +256,17 @@ def single_example_rows(table: pd.DataFrame) -> pd.DataFrame:
     return timed[timed[LATENCY].notna()]
 
 
+def curve_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The points of a mixed-precision curve, its uniform base included."""
+    return table[table[MIXED_BASE].notna()] if MIXED_BASE in table else table.iloc[0:0]
+
+
+def mixed_precision_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Curve points with at least one node moved from the uniform base: the mixed-precision recipes."""
+    curve = curve_rows(table)
+    return curve[curve[MIXED_CHANGED] > 0] if MIXED_CHANGED in curve else curve
+
+
 def failed_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table[ERROR].notna()] if ERROR in table else table.iloc[0:0]
 
@@ -371,14 +388,20 @@ def json_value(value):
     return value
 
 
-def write_results(table: pd.DataFrame, out_dir: Path) -> None:
-    """results.json (full rows, artifact paths relative to out_dir) and results.csv (flat columns)."""
+def row_record(row: dict, out_dir: Path) -> dict:
+    """A row as its JSON files hold it: JSON values, the artifact's path relative to out_dir."""
+    record = json_value(dict(row))
+    if isinstance(record.get(ARTIFACT), str):
+        record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(Path(out_dir).resolve()))
+    return record
+
+
+def write_results(table: pd.DataFrame, out_dir: Path, stem: str = "results") -> None:
+    """STEM.json (full rows, artifact paths relative to out_dir) and STEM.csv (flat columns): results.* for a sweep,
+    curve.* for a mixed-precision curve."""
     out_dir = Path(out_dir)
-    records = [json_value(row) for row in table.to_dict(orient="records")]
-    for record in records:
-        if isinstance(record[ARTIFACT], str):
-            record[ARTIFACT] = str(Path(record[ARTIFACT]).resolve().relative_to(out_dir.resolve()))
-    (out_dir / "results.json").write_text(json.dumps(records, indent=2))
+    records = [row_record(row, out_dir) for row in table.to_dict(orient="records")]
+    (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=2))
     flat = table.drop(columns=[PER_SLICE, FLOAT_LAYERS, EXTRA_SETS]).assign(
         **{FLOAT_LAYERS: table[FLOAT_LAYERS].map(lambda layers: len(layers) if isinstance(layers, list) else None),
            ARTIFACT: [record[ARTIFACT] for record in records]},
@@ -388,7 +411,7 @@ def write_results(table: pd.DataFrame, out_dir: Path) -> None:
          for key, value in figures.items() if key != METRIC_NAME}
         for sets in table[EXTRA_SETS]
     ], index=table.index)
-    pd.concat([flat, on_sets], axis=1).to_csv(out_dir / "results.csv", index=False)
+    pd.concat([flat, on_sets], axis=1).to_csv(out_dir / f"{stem}.csv", index=False)
 
 
 def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
