@@ -132,8 +132,8 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) 
     return buffer.getvalue()
 
 
-def masked_attention_model(vocabulary: int = 50, hidden: int = 16, sequence: int = 16, classes: int = 3,
-                           seed: int = 0) -> onnx.ModelProto:
+def inf_masked_classifier_model(vocabulary: int = 50, hidden: int = 16, sequence: int = 16, classes: int = 3,
+                                 seed: int = 0) -> onnx.ModelProto:
     """input_ids and attention_mask [batch, sequence] -> logits [batch, classes], through one attention head whose
     scores at padded keys are set to -inf by a Where, as some exporters write the mask, then mean pooling."""
     rng = np.random.default_rng(seed)

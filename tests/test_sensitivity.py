@@ -31,7 +31,7 @@ from engine.sensitivity.naive import naive_table
 from engine.sensitivity.points import ACTIVATIONS, WEIGHTS, extract_points
 from engine.sweep.plan import calibration_rows_asked, plan_data
 from sample_models.catalog import SAMPLES
-from tests.builders import masked_attention_model, padded_sequences, padded_text_model
+from tests.builders import inf_masked_classifier_model, padded_sequences, padded_text_model
 
 W8A8 = Recipe(WeightSpec(8), ActivationSpec(8), Mode.STATIC)
 W4 = Recipe(WeightSpec(4), mode=Mode.WEIGHT_ONLY)
@@ -125,7 +125,7 @@ def test_scores_masked_with_minus_infinity_are_the_point_that_breaks(tmp_path):
     NaN. The table still measures every cell, and that point says it all: the worst alone, SQNR -inf, the infinite
     values counted."""
     path = tmp_path / "masked.onnx"
-    onnx.save(masked_attention_model(), path)
+    onnx.save(inf_masked_classifier_model(), path)
     model = load_model(path)
     ids, mask = padded_sequences(rows=96)
     data = Dataset({"input_ids": ids, "attention_mask": mask}, None, None, "masked")
