@@ -155,6 +155,12 @@ LATENCY_CHART = (
     "the score's 95% interval. "
     "Simulated recipes have no real fast code to time, so they are not on this chart."
 )
+RAM_CHART = (
+    "Memory the model takes at its peak while loaded and answering one example: measured in a fresh process running "
+    "onnxruntime on the file, so it is what a device needs on top of the program itself. "
+    "Simulated recipes have no real fast code, so they are not on this chart."
+)
+CHART_AXIS = "What the chart sets the score against: file size, time per example, or memory (RAM) while running."
 FIXED_BATCH_LATENCY = (
     "This model only takes batches of exactly {batch} examples, so it cannot be timed one example at a time: "
     "its times per batch of {batch} are in the table below."
@@ -176,8 +182,13 @@ COLUMN_SIZE_RATIO = "The size compared with the original model's, which is 1.00x
 COLUMN_LATENCY = "Median time to answer one example, in milliseconds."
 COLUMN_LATENCY_P95 = "95% of single-example runs were at least this fast."
 COLUMN_BATCH = "Median time to answer a whole batch of examples at once, in milliseconds."
+COLUMN_RAM = "Peak memory of the model loaded and answering one example (a fresh onnxruntime session), in MB."
+COLUMN_RAM_BATCH = "Peak memory of the model loaded and answering the whole batch at once, in MB."
 COLUMN_SIMULATED = "No real fast code exists for this recipe: its answers were simulated at full precision."
-COLUMN_BEST = "Not beaten by any other recipe on score and size together, or on score and speed together."
+COLUMN_BEST = (
+    "Not beaten by any other recipe on score and size together, on score and speed together, or on score and memory "
+    "together."
+)
 CHOOSE_RECIPE = "Pick a recipe (or click a dot in a chart) to see its details and to export it."
 FLOAT_LAYERS = "Layers left at full precision, either on purpose or because no fast shrunken version of them exists."
 ALL_LAYERS_KEPT = "all (original model)"

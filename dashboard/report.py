@@ -82,6 +82,7 @@ def report_markdown(row: pd.Series, reference: pd.Series | None, model_name: str
         *([f"- {row[results.METRIC_NAME]} against the original: {change_text(row)}"] if reference is not None else []),
         f"- Time per example (median, batch of 1): {figures.latency}, {figures.speed}",
         *_latency_details(row),
+        f"- Peak memory (loaded, batch of 1): {figures.ram}",
         *[f"- {note}" for note in how_measured(row)],
         f"- Layers kept at full precision: {_full_precision_text(row)}",
         "",

@@ -23,6 +23,7 @@ from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
+from engine.text import MB
 from engine.workspace import JobState, Workspace
 
 EXIT_BAD_INPUT = 2
@@ -152,6 +153,7 @@ TABLE_COLUMNS = {
     results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
     results.SINGLE_EXAMPLE.runs: "b1 runs",
     results.BATCH_N.p50: "bN p50 ms",
+    results.RAM: "b1 RAM MB",
     results.SIMULATED: "simulated",
     results.PARETO_3D: "pareto",
     results.ERROR: "error",
@@ -161,6 +163,7 @@ TABLE_COLUMNS = {
 def format_table(table: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c != results.ERROR or not results.failed_rows(table).empty]
     shown = table[columns].rename(columns=TABLE_COLUMNS)
+    shown["b1 RAM MB"] = shown["b1 RAM MB"] / MB
     shown.insert(shown.columns.get_loc("b1 runs"), "b1 +-", [_precision_text(row) for _, row in table.iterrows()])
     for name in results.extra_set_names(table):
         shown.insert(shown.columns.get_loc("bytes"), f"{name} change",
@@ -175,7 +178,9 @@ def format_table(table: pd.DataFrame) -> str:
         latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
         latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
         latency += "; b1 +- = the median's 95% interval (! = stopped by the time cap first)"
-    return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}; * = on the 3-D Pareto front"
+    memory = results.timed_rows(table)[results.RAM_PROTOCOL].dropna()
+    ram = f"; b1 RAM = {memory.iloc[0]}" if not memory.empty else ""
+    return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}{ram}; * = on the 3-D Pareto front"
 
 
 def _set_change(row: pd.Series, name: str) -> str:

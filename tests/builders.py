@@ -90,3 +90,25 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) 
         for name, content in members.items():
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+def mlp_model(width: int, depth: int = 2, features: int = 8, classes: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """x[batch, features] -> `depth` MatMul+Relu layers of `width` -> MatMul to `classes` logits: a plain graph
+    whose size the caller picks (about 4 * width**2 * (depth - 1) bytes)."""
+    rng = np.random.default_rng(seed)
+    sizes = [features, *[width] * depth, classes]
+    nodes, initializers, current = [], [], "x"
+    for index, (rows, columns) in enumerate(zip(sizes, sizes[1:])):
+        weight = f"W{index}"
+        initializers.append(numpy_helper.from_array(
+            (rng.normal(size=(rows, columns)) / np.sqrt(rows)).astype(np.float32), weight))
+        nodes.append(helper.make_node("MatMul", [current, weight], [f"h{index}"], name=f"fc{index}"))
+        current = f"h{index}"
+        if index < depth:
+            nodes.append(helper.make_node("Relu", [current], [f"r{index}"], name=f"relu{index}"))
+            current = f"r{index}"
+    nodes[-1].output[0] = "logits"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+                              initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -395,6 +395,17 @@ def test_charts_have_one_point_per_row(ws, finished_job):
     assert help_text.SIMULATED_LEGEND in [trace["name"] for trace in size["data"]]
 
 
+def test_either_chart_can_set_the_score_against_ram(ws, finished_job):
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
+    at.radio(key="latency_chart_axis").set_value("RAM").run()
+    assert_no_exception(at)
+    ram = figures(at)[1]
+    assert ram["layout"]["xaxis"]["title"]["text"].startswith("RAM")
+    table = ws.results(finished_job)
+    assert sorted(marker_keys(ram)) == sorted(table[table["ram_b1_peak_bytes"].notna()]["recipe_key"])
+    assert not table[table["simulated"].astype(bool)]["ram_b1_peak_bytes"].notna().any()
+
+
 def test_recommendation_follows_the_tolerance_slider(finished_job):
     at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
     assert at.success[0].value.startswith("Smallest model within 1% of the original top-1 accuracy:")

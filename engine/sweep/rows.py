@@ -2,7 +2,8 @@
 
 Each row is measured on the artifact a user would download: size is that file's bytes (or, for a
 simulated recipe, the labelled packed-integer estimate), metrics are that file's outputs on the whole
-validation set, latency is onnxruntime running that file. Simulated rows get no latency.
+validation set, latency is onnxruntime running that file, peak memory a fresh onnxruntime session loading and
+running it. Simulated rows get neither.
 The row's columns are engine.results'; the job system runs these same steps in its workers.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 from engine import results
 from engine.data import Dataset
 from engine.measure import (
-    ADAPTIVE, LatencyProtocol, batch_is_dynamic, latency_feed, measure_latency, open_session, predict,
+    ADAPTIVE, PEAK_MEMORY_PROTOCOL, LatencyProtocol, MemoryNotMeasured, batch_is_dynamic, latency_feed,
+    measure_latency, open_session, peak_memory, predict,
 )
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
@@ -117,7 +119,8 @@ def build_and_evaluate(
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
                   protocol: LatencyProtocol = ADAPTIVE) -> dict:
-    """Latency columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run meanwhile.
+    """Latency and peak-memory columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run
+    meanwhile.
 
     A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
     (with latency_batch saying N), leaving the other columns empty.
@@ -128,9 +131,15 @@ def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, bat
     else:
         fixed = session.get_inputs()[0].shape[0]
         sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
-    timings = {columns: measure_latency(session, latency_feed(dataset, size), threads, protocol)
-               for columns, size in sizes.items()}
-    return results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings)
+    feeds = {columns: latency_feed(dataset, size) for columns, size in sizes.items()}
+    timings = {columns: measure_latency(session, feed, threads, protocol) for columns, feed in feeds.items()}
+    del session  # its memory is not the fresh session's business
+    try:
+        peaks = dict(zip(feeds, peak_memory(artifact_path, list(feeds.values()), threads)))
+        ram = results.ram_columns(PEAK_MEMORY_PROTOCOL, peaks)
+    except MemoryNotMeasured as reason:
+        ram = results.ram_columns(str(reason), {})
+    return {**results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings), **ram}
 
 
 def measure_recipe(
