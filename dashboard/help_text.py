@@ -51,7 +51,15 @@ UNEXPECTED_ERROR = "Something went wrong: {problem}. Details are in {log}"
 # --- Models & data -----------------------------------------------------------------------------------------------
 
 MODEL_PICKER = "Models you uploaded to this workspace, plus the shared library and the samples."
-MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
+MODEL_UPLOAD = (
+    "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or "
+    "scikit-learn. A model that keeps its weights in separate files (external data, as large models do) is uploaded "
+    "as one zip of its folder: the .onnx file and those files."
+)
+SERVER_FILE = (
+    "A file already on this server, in one of the folders its operator allows: {folders}. It is read from there, "
+    "so nothing passes through the browser; when a path is given, it is used instead of an upload."
+)
 PYTORCH_UPLOAD = (
     "{name} looks like a PyTorch model file, and this tool takes ONNX models (.onnx), so it was not opened. "
     "Whoever made the model can export it to ONNX with torch.onnx.export, or run this on a computer with PyTorch: "
@@ -75,7 +83,13 @@ SHARE_UPLOAD = (
     "those with its link."
 )
 SHARE_EXISTING = "Make this item visible to everyone using this dashboard."
-UPLOAD_LIMIT = "Files up to {limit_mb} MB each."
+UPLOAD_LIMIT = "Files up to {limit_mb:,} MB each."
+UPLOAD_MEMORY = (
+    "The server holds an upload in its memory while checking it: a model at this limit needs about {single} GB of "
+    "free memory on the server, {folder} GB as a zipped folder. The operator sets the limit with "
+    "server.maxUploadSize in .streamlit/config.toml (or STREAMLIT_SERVER_MAX_UPLOAD_SIZE), and can instead allow "
+    "opening files already on the server with QUANTSCOPE_ALLOWED_DIRS."
+)
 LAYERS_TABLE = "The layers whose stored numbers (weights) can be shrunk; the bigger a layer, the more shrinking it saves."
 PARAMS = "How many numbers the model learned during training; each takes 4 bytes in the original file."
 LABEL_COUNTS = "How many examples there are of each answer; very uneven counts make plain accuracy less telling."

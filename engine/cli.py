@@ -9,6 +9,7 @@ import argparse
 import datetime
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="summarise a model: inputs, outputs, quantizable layers")
-    inspect.add_argument("model", type=Path)
+    inspect.add_argument("model", type=Path, help="an .onnx file, or a zip of a model folder (.onnx + external data)")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     run = commands.add_parser("sweep", help="quantize with many recipes and measure each artifact")
-    run.add_argument("model", type=Path)
+    run.add_argument("model", type=Path, help="an .onnx file, or a zip of a model folder (.onnx + external data)")
     run.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
     run.add_argument("--out", type=Path, help="directory for results.json, results.csv, artifacts/ when the job ends")
     grid_options = run.add_argument_group("grid (default: the standard grid of 10 recipes)")
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "inspect":
-            summary = load_model(args.model).summary
+            with tempfile.TemporaryDirectory(prefix="quantscope-inspect-") as scratch:  # where a zip is unpacked
+                summary = load_model(args.model, scratch=Path(scratch)).summary
             print(json.dumps(summary.to_dict(), indent=2) if args.json else describe_summary(summary))
         elif args.command == "sweep":
             return sweep_as_job(args)

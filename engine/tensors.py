@@ -67,3 +67,13 @@ def shared_row_count(arrays: Mapping[str, np.ndarray | None], error: type[Except
     if rows == 0:
         raise error(f"{where} has no rows")
     return rows
+
+
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """The bytes a numeric tensor's values take, from its shape and type alone (reading its data would copy it);
+    0 for strings and types numpy has no size for."""
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return 0 if tensor.data_type == onnx.TensorProto.STRING else int(np.prod(tensor.dims)) * itemsize

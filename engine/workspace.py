@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.data import load_dataset
+from engine.allowed_paths import allowed_dirs, allowed_file
+from engine.data import MAX_DATASET_BYTES, load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.masking import AUTO
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
+from engine.model_zip import is_zip
 from engine.recipe import Recipe
 from engine.results import ARTIFACT, results_table
 from engine.store import DatasetRecord, JobInfo, ModelRecord, Store, workspace_root
@@ -62,12 +64,16 @@ class Workspace:
     # -- the library ------------------------------------------------------------------------------------------
 
     def add_model(self, source: Path | bytes, name: str, owner: str, shared: bool = False) -> ModelRecord:
-        """Validate and store a model. A file with external data (read only from its own directory) is stored
-        as one self-contained model with that data inlined, so the blob needs nothing beside it."""
-        model = load_model(source, name=name)  # raises ModelError for anything unusable
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        if len(data) != model.summary.bytes:  # the file had external data
+        """Validate and store a model: an .onnx file, or a zip of a model folder (engine.model_zip). A model with
+        external data (read only from its own directory) is stored as one self-contained model with that data
+        inlined, so the blob needs nothing beside it."""
+        model = load_model(source, name=name, scratch=self.store.incoming)  # raises ModelError for anything unusable
+        if is_zip(source):
             data = model.serialized()
+        else:
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            if len(data) != model.summary.bytes:  # the file had external data
+                data = model.serialized()
         model_id = self.store.blobs.put_bytes(data)
         with self.store.connect() as conn:
             return library.save_model(conn, model_id, owner, name, _jsonable(model.summary.to_dict()), len(data),
@@ -91,6 +97,17 @@ class Workspace:
         )
         with self.store.connect() as conn:
             return library.save_dataset(conn, record)
+
+    @staticmethod
+    def server_file(path: str) -> Path:
+        """A model or data file named by its path on this machine, if it lies in a directory the operator allows
+        (engine.allowed_paths: QUANTSCOPE_ALLOWED_DIRS; unset, nothing is allowed); else a WorkspaceError."""
+        return allowed_file(path)
+
+    @staticmethod
+    def server_directories() -> list[Path]:
+        """The directories server_file opens files from; none when the operator allows none."""
+        return allowed_dirs()
 
     def models(self, owner: str | None = None) -> list[ModelRecord]:
         """The owner's models and the shared ones, newest first (owner None: every owner's)."""
@@ -265,9 +282,11 @@ class Workspace:
 
 
 def _read_upload(path: Path, missing: QuantscopeError) -> bytes:
+    """The file's bytes, reading no more than one byte past the data size bound (load_dataset refuses those)."""
     if not path.is_file():
         raise type(missing)(f"{missing} {path}")
-    return path.read_bytes()
+    with open(path, "rb") as file:
+        return file.read(MAX_DATASET_BYTES + 1)
 
 
 def _jsonable(summary: dict) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -112,3 +114,17 @@ def mlp_model(width: int, depth: int = 2, features: int = 8, classes: int = 4, s
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
                               initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def model_folder_zip(proto: onnx.ModelProto, folder: str = "model", data_file: str = "model.onnx.data",
+                     extra: dict[str, bytes] | None = None) -> bytes:
+    """A zip of a model folder as a user packs one: folder/model.onnx with its weights in folder/`data_file`
+    (external data), plus any `extra` members as given."""
+    saved = onnx.ModelProto()
+    saved.CopyFrom(proto)  # saving as external data empties the tensors of the proto it saves
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx.save(saved, Path(scratch) / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=data_file, size_threshold=0)
+        members = {f"{folder}/model.onnx": (Path(scratch) / "model.onnx").read_bytes(),
+                   f"{folder}/{data_file}": (Path(scratch) / data_file).read_bytes()}
+    return zip_bytes({**members, **(extra or {})}, zipfile.ZIP_DEFLATED)
