@@ -216,6 +216,10 @@ NO_RECOMMENDATION_WITHOUT_REFERENCE = "Add the original model (fp32) to a sweep 
 # --- Export ------------------------------------------------------------------------------------------------------
 
 DOWNLOAD_MODEL = "The exact model file that was measured; it runs anywhere ONNX models run."
+DOWNLOAD_MODEL_FOLDER = (
+    "The exact model that was measured: too big for one ONNX file, it keeps its weights in a file beside it. Unpack "
+    "the zip anywhere and open the .onnx file in it; it runs anywhere ONNX models run."
+)
 DOWNLOAD_RECIPE = "The settings used, as a small JSON file, so the same shrinking can be repeated later."
 DOWNLOAD_REPORT = "A short summary of this recipe's measured size, speed and scores, to share with others."
 SIMULATED_EXPORT = (

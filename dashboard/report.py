@@ -13,6 +13,7 @@ from dashboard.comparisons import (
     change_text, full_precision_layers, headline, how_measured, metric_comparison, slice_comparison,
 )
 from engine import results
+from engine.onnx_files import has_external_data, packed
 from engine.recipe import Recipe
 
 
@@ -34,7 +35,16 @@ def _file_stem(model_name: str, row: pd.Series) -> str:
 
 
 def artifact_download(row: pd.Series, artifact: Path, model_name: str) -> Download:
-    """The exact bytes that were measured, not a rebuild."""
+    """The exact bytes that were measured, not a rebuild: the .onnx file, or for a model past 2 GB a zip of it and
+    its external-data files, which loads from wherever it is unpacked."""
+    if has_external_data(artifact):
+        return Download(
+            label="Download model (.zip)",
+            data=packed(artifact),
+            file_name=f"{_file_stem(model_name, row)}.zip",
+            mime="application/zip",
+            help=help_text.DOWNLOAD_MODEL_FOLDER,
+        )
     return Download(
         label="Download model (.onnx)",
         data=Path(artifact).read_bytes(),

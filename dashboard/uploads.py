@@ -30,9 +30,9 @@ def upload_limit_mb() -> int:
 def upload_memory_text(limit_mb: int) -> str:
     """What adding a model at the upload limit costs the server in memory, as bench/upload_memory.py measures it:
     Streamlit holds the upload's bytes while the page shows it and the check holds the model parsed, about twice the
-    file in all; a zipped folder's weights are also read back from disk and inlined, about four times."""
+    file in all; a zipped folder's weights are also read back from disk while it is written anew, about three times."""
     gigabytes = limit_mb / 1024  # Streamlit's MB are MiB
-    return help_text.UPLOAD_MEMORY.format(single=f"{2 * gigabytes:.1f}", folder=f"{4 * gigabytes:.1f}")
+    return help_text.UPLOAD_MEMORY.format(single=f"{2 * gigabytes:.1f}", folder=f"{3 * gigabytes:.1f}")
 
 
 def is_pytorch_file(filename: str) -> bool:

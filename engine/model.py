@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import weakref
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from onnx import numpy_helper
 
 from engine.errors import ModelError
 from engine.model_zip import check_model_zip, is_zip, unpack_model_zip
+from engine.onnx_files import all_tensors, external_locations, needs_external_data, save_model, skeleton
 from engine.tensors import TensorSpec, tensor_bytes
 from engine.text import first_line, pytorch_refusal
 
@@ -53,6 +56,7 @@ class LoadedModel:
     proto: onnx.ModelProto  # checked, external data loaded, every node named
     summary: ModelSummary
     source: str
+    scratch: Path | None = None  # where `file` is written (None: the system's temporary directory)
 
     def serialized(self) -> bytes:
         return self.proto.SerializeToString()
@@ -62,6 +66,24 @@ class LoadedModel:
         proto = onnx.ModelProto()
         proto.CopyFrom(self.proto)
         return proto
+
+    @cached_property
+    def needs_external_data(self) -> bool:
+        """Whether this model, and every artifact built from it, is written with its weights beside the .onnx file
+        (engine.onnx_files: past protobuf's 2 GiB, or a lowered threshold)."""
+        return needs_external_data(self.proto)
+
+    def save(self, path: Path) -> list[Path]:
+        """Write the model (node names included) at `path`, with external data when it needs it; the files."""
+        return save_model(self.proto, path, self.needs_external_data)
+
+    @cached_property
+    def file(self) -> Path:
+        """The model as checked, written once to a private folder that lives as long as this object: what
+        onnxruntime's tools read instead of a copy of the proto (each copy they are handed, they copy again)."""
+        folder = tempfile.mkdtemp(prefix="quantscope-model-", dir=self.scratch)
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        return self.save(Path(folder) / "model.onnx")[0]
 
 
 def _weight_input(index: int):
@@ -95,7 +117,7 @@ def _channel_axis(node: onnx.NodeProto) -> int:
 def load_model(source: str | Path | bytes, *, name: str | None = None, scratch: Path | None = None) -> LoadedModel:
     """Read, check and summarise an ONNX model from a path or the bytes of an upload: an .onnx file, or a zip of a
     model folder (its .onnx file and external-data files, engine.model_zip) unpacked meanwhile under `scratch`, the
-    one place a load may write (without it, a zip is refused).
+    one place a load may write (without it, a zip is refused); LoadedModel.file is written there too.
 
     External data is read only from files inside the model's own directory; a bare .onnx upload (bytes) cannot
     carry external data at all.
@@ -109,13 +131,13 @@ def load_model(source: str | Path | bytes, *, name: str | None = None, scratch: 
             raise ModelError(f"{label} is a zip: a zipped model folder is unpacked in a workspace, so add it to one "
                              "(the dashboard, or quantscope sweep)")
         with tempfile.TemporaryDirectory(prefix="quantscope-model-", dir=scratch) as folder:
-            return load_model(unpack_model_zip(source, Path(folder), label), name=label)
+            return load_model(unpack_model_zip(source, Path(folder), label), name=label, scratch=scratch)
     if isinstance(source, bytes | bytearray):
         label = name or "uploaded model"
         if len(source) > MAX_MODEL_BYTES:
             raise ModelError(f"{label} is {len(source)} bytes; the limit is {MAX_MODEL_BYTES} bytes")
         proto = _parse(bytes(source), label)
-        if _external_locations(proto):
+        if external_locations(proto):
             raise ModelError(f"{label} refers to external data files, which a single-file upload cannot carry: "
                              "upload the model's folder as one zip")
         size = len(source)
@@ -130,7 +152,7 @@ def load_model(source: str | Path | bytes, *, name: str | None = None, scratch: 
     _check(proto, label)
     _require_tensor_io(proto, label)
     ensure_node_names(proto)
-    return LoadedModel(proto=proto, summary=summarise(proto, size), source=label)
+    return LoadedModel(proto=proto, summary=summarise(proto, size), source=label, scratch=scratch)
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:
@@ -150,56 +172,14 @@ def _is_pytorch_file(data: bytes) -> bool:
     return data[:2] in PICKLE_STARTS
 
 
-def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor the model holds: initializers (sparse ones too) and node attributes, in subgraphs and functions.
-
-    Any of them can point at an external file, not only the main graph's initializers.
-    """
-
-    def in_sparse(sparse: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
-        yield sparse.values
-        yield sparse.indices
-
-    def in_graph(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
-        if isinstance(graph, onnx.GraphProto):
-            yield from graph.initializer
-            for sparse in graph.sparse_initializer:
-                yield from in_sparse(sparse)
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                if attribute.HasField("sparse_tensor"):
-                    yield from in_sparse(attribute.sparse_tensor)
-                for sparse in attribute.sparse_tensors:
-                    yield from in_sparse(sparse)
-                if attribute.HasField("g"):
-                    yield from in_graph(attribute.g)
-                for subgraph in attribute.graphs:
-                    yield from in_graph(subgraph)
-
-    yield from in_graph(proto.graph)
-    for function in proto.functions:
-        yield from in_graph(function)
-
-
 def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [tensor for tensor in _all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
-
-
-def _external_locations(proto: onnx.ModelProto) -> set[str]:
-    """The external file locations the model's tensors name."""
-    return {
-        next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        for tensor in _external_tensors(proto)
-    }
+    return [tensor for tensor in all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
 
 
 def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
     total = 0
-    locations = _external_locations(proto)
+    locations = external_locations(proto)
     if not all(isinstance(location, str) for location in locations):  # protobuf hands undecodable text over as bytes
         raise ModelError(f"{label}: an external data location is not valid UTF-8 text")
     for location in sorted(locations):
@@ -242,29 +222,14 @@ SET_ASIDE_BYTES = 64 * 1024
 def _without_large_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model whose main-graph initializers above SET_ASIDE_BYTES are graph inputs of the same type and
     shape instead: all the checker and shape inference need of them. The weights themselves are not copied."""
-    skeleton = onnx.ModelProto()
-    _copy_fields(proto, skeleton, skip="graph")
-    _copy_fields(proto.graph, skeleton.graph, skip="initializer")
+    checked = skeleton(proto)
     listed = {value.name for value in proto.graph.input}
     for tensor in proto.graph.initializer:
         if tensor_bytes(tensor) <= SET_ASIDE_BYTES:
-            skeleton.graph.initializer.append(tensor)
+            checked.graph.initializer.append(tensor)
         elif tensor.name not in listed:
-            skeleton.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    return skeleton
-
-
-def _copy_fields(source, target, skip: str) -> None:
-    """Copy every field of the protobuf message `source` into `target` but the one named `skip`."""
-    for descriptor, value in source.ListFields():
-        if descriptor.name == skip:
-            continue
-        if descriptor.is_repeated:
-            getattr(target, descriptor.name).extend(value)
-        elif descriptor.type == descriptor.TYPE_MESSAGE:
-            getattr(target, descriptor.name).CopyFrom(value)
-        else:
-            setattr(target, descriptor.name, value)
+            checked.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return checked
 
 
 def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from enum import Enum
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.metrics import METRICS
+from engine.onnx_files import copy_model
 from engine.pareto import pareto_flags
 from engine.recipe import Recipe
 from engine.text import error_line
@@ -386,14 +386,13 @@ def write_results(table: pd.DataFrame, out_dir: Path) -> None:
 
 
 def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
-    """The out directory a sweep writes: reference.onnx, artifacts/<slug>.onnx, results.json and results.csv."""
+    """The out directory a sweep writes: reference.onnx, artifacts/<slug>.onnx, results.json and results.csv. A
+    model past 2 GB brings its external-data files along, beside its .onnx file, under the names it refers to."""
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, out / "reference.onnx")
+    copy_model(model_file, out, "reference.onnx")
     exported = []
     for artifact, recipe in zip(table[ARTIFACT], table[RECIPE]):
         if isinstance(artifact, str):
-            target = out / "artifacts" / f"{Recipe.from_json(recipe).slug()}.onnx"
-            shutil.copyfile(artifact, target)
-            artifact = str(target)
+            artifact = str(copy_model(Path(artifact), out / "artifacts", f"{Recipe.from_json(recipe).slug()}.onnx"))
         exported.append(artifact)
     write_results(table.assign(**{ARTIFACT: exported}), out)

@@ -35,6 +35,11 @@ class TensorSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
     @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        """The spec from its dataclasses.asdict form, as a stored model summary holds it."""
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+
+    @classmethod
     def from_value_info(cls, value_info: onnx.ValueInfoProto) -> TensorSpec:
         tensor_type = value_info.type.tensor_type
         dims: list[Dim] = []

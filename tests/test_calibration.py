@@ -105,7 +105,7 @@ def test_a_calibration_set_computes_each_key_once_and_shared_ranges_build_the_sa
     computed = []
     original = calibration_module.activation_ranges
     monkeypatch.setattr(calibration_module, "activation_ranges",
-                        lambda *args: computed.append(args[2:]) or original(*args))
+                        lambda *args, **options: computed.append(args[2:]) or original(*args, **options))
     shared = CalibrationSet(data)
     together = [quantize(model, r, tmp_path / f"shared-{i}.onnx", calibration=shared).path.read_bytes()
                 for i, r in enumerate(recipes)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,12 +14,17 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from engine import model_zip
+from dashboard import report
+from engine import model_zip, results
 from engine.allowed_paths import ALLOWED_DIRS_VARIABLE
 from engine.cli import main
+from engine.data import Dataset
 from engine.errors import DiskFull, ModelError, WorkspaceError
+from engine.measure import open_session
 from engine.model import load_model
+from engine.onnx_files import THRESHOLD_VARIABLE, files_bytes, has_external_data, model_files, save_model
 from engine.recipe import Recipe
+from engine.sweep import default_grid, sweep
 from engine.workspace import Workspace
 from tests.builders import gemm_model, mlp_model, model_folder_zip, zip_bytes
 
@@ -182,3 +188,82 @@ def test_a_missing_or_relative_path_is_one_line(allowed):
         workspace.server_file(f"{outside}/missing.onnx")
     with pytest.raises(WorkspaceError, match="give the file's full path"):
         workspace.server_file("models/gemm.onnx")
+
+
+# --- past protobuf's 2 GiB: external data in the workspace, artifacts as folders ---------------------------------
+
+LOW_THRESHOLD = 100_000  # bytes: the 270 kB model below is "past 2 GB" for these tests
+
+
+def test_the_writer_keeps_weights_beside_the_file_past_the_threshold_and_leaves_the_proto_alone(tmp_path, monkeypatch):
+    proto = mlp_model(256)
+    before = proto.SerializeToString()
+    assert save_model(proto, tmp_path / "small.onnx") == [tmp_path / "small.onnx"]  # under 2 GiB: one file
+    # streamed tensor by tensor, in another field order: the same message, of the same length
+    assert onnx.load(tmp_path / "small.onnx") == proto and (tmp_path / "small.onnx").stat().st_size == len(before)
+    monkeypatch.setenv(THRESHOLD_VARIABLE, str(LOW_THRESHOLD))
+    files = save_model(proto, tmp_path / "big.onnx")
+    assert [file.name for file in files] == ["big.onnx", "big.onnx.data"] == [file.name for file in model_files(files[0])]
+    assert files[0].stat().st_size < 5_000 and files_bytes(files[0]) > len(before) - 1_000
+    assert proto.SerializeToString() == before
+    loaded = onnx.load(files[0])
+    for name, weight in _weights(proto).items():
+        np.testing.assert_array_equal(_weights(loaded)[name], weight)
+
+
+def test_a_model_past_the_threshold_stays_external_and_sweeps_end_to_end(tmp_path, monkeypatch):
+    """A zipped model folder, its weights past the (lowered) threshold: stored as a folder blob, swept with every
+    kind of realiser, each artifact a folder whose download unpacks anywhere and runs in a fresh session."""
+    monkeypatch.setenv(THRESHOLD_VARIABLE, str(LOW_THRESHOLD))
+    workspace = Workspace.open(tmp_path / "workspace")
+    record = workspace.add_model(model_folder_zip(mlp_model(256), folder="big"), "big.zip", "me")
+    stored = workspace.model_file(record.id)
+    assert [file.name for file in model_files(stored)] == ["model.onnx", "model.onnx.data"]
+    assert stored.parent.name == record.id and record.bytes == files_bytes(stored) > LOW_THRESHOLD
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, labels=np.arange(200) % 4)
+    data = workspace.add_dataset(buffer.getvalue(), "val.npz", record.id, "me")
+    recipes = {recipe.short_name(): recipe for recipe in default_grid()}
+    chosen = [recipes[name] for name in ("fp32", "fp16", "W8A8 static channel minmax", "W8A8 dynamic channel",
+                                         "W4 weight-only group32", "W3 weight-only channel")]
+    job_id = workspace.submit_sweep(record.id, data.id, chosen, "me", batch=None)
+    assert workspace.wait(job_id, 240).state == "done"
+    table = workspace.results(job_id)
+    assert table["error"].isna().all(), table["error"].tolist()
+    feed = {"x": x[:16]}
+    for _, row in table.iterrows():
+        artifact = Path(row["artifact"])
+        assert [file.name for file in model_files(artifact)] == [artifact.name, f"{artifact.name}.data"]
+        if not row["simulated"]:
+            assert row["size_bytes"] == files_bytes(artifact) and row["ram_b1_peak_bytes"] > 0
+        download = report.artifact_download(row, artifact, "big.zip")
+        assert download.file_name.endswith(".zip") and download.mime == "application/zip"
+        elsewhere = tmp_path / "downloads" / row["recipe_key"][:12]
+        zipfile.ZipFile(io.BytesIO(download.data)).extractall(elsewhere)
+        (unpacked,) = elsewhere.glob("*.onnx")
+        np.testing.assert_array_equal(open_session(unpacked).run(None, feed)[0],
+                                      open_session(artifact).run(None, feed)[0])
+    exported = tmp_path / "out"
+    results.export_results(table, stored, exported)  # what `quantscope sweep --out` writes
+    for path in [exported / "reference.onnx", *(exported / "artifacts").glob("*.onnx")]:
+        assert len(model_files(path)) == 2 and open_session(path).run(None, feed)[0].shape == (16, 4)
+
+
+@pytest.mark.slow
+def test_a_generated_model_past_2_gib_is_stored_swept_and_downloaded_as_a_folder(tmp_path):
+    """Once, at the real threshold: two 16,500 x 16,500 float layers, 2.2 GB of weights."""
+    (tmp_path / "huge").mkdir()
+    save_model(mlp_model(16_500, depth=3), tmp_path / "huge" / "model.onnx", external=True)
+    workspace = Workspace.open(tmp_path / "workspace")
+    record = workspace.add_model(tmp_path / "huge" / "model.onnx", "huge.onnx", "me")
+    stored = workspace.model_file(record.id)
+    assert has_external_data(stored) and record.bytes > 2**31
+    model = load_model(stored)
+    x = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    dynamic = next(recipe for recipe in default_grid() if recipe.short_name() == "W8A8 dynamic channel")
+    table = sweep(model, Dataset({"x": x}, np.arange(8) % 4, None, "generated"), [Recipe.fp32(), dynamic],
+                  tmp_path / "sweep", batch=None)
+    assert results.failed_rows(table).empty
+    for artifact in table["artifact"]:
+        assert has_external_data(Path(artifact)) and open_session(artifact).run(None, {"x": x})[0].shape == (8, 4)

@@ -15,6 +15,7 @@ import onnx
 from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.model import LoadedModel
+from engine.onnx_files import files_bytes
 from engine.recipe import Mode, Recipe
 from engine.realise.base import Realiser
 from engine.realise.calibration import CalibrationSet
@@ -26,7 +27,7 @@ REALISERS: tuple[Realiser, ...] = (Float32(), Float16(), OrtStaticQDQ(), OrtDyna
 
 @dataclass(frozen=True)
 class Artifact:
-    path: Path
+    path: Path  # its .onnx file; a model past 2 GB keeps its weights in files beside it (engine.onnx_files)
     recipe: Recipe
     realiser: str  # which tool built it, in words
     simulated: bool
@@ -55,8 +56,8 @@ def quantize(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     realiser = choose_realiser(model, recipe)
     estimate = realiser.realise(model, recipe, calibration, out_path)
-    file_bytes = out_path.stat().st_size
-    artifact_proto = onnx.load(out_path)
+    file_bytes = files_bytes(out_path)  # with its external-data files, when it has some
+    artifact_proto = onnx.load(out_path, load_external_data=False)  # the layers' types and shapes are enough
     return Artifact(
         path=out_path,
         recipe=recipe,

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
@@ -76,8 +75,8 @@ class CalibrationSet:
         if key not in self.known:
             act = recipe.activations
             batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
-            self.known[key] = activation_ranges(model.copy(), self.dataset, act.calibration, act.calibration_samples,
-                                                batch_dynamic, act.bits)
+            self.known[key] = activation_ranges(model.file, self.dataset, act.calibration, act.calibration_samples,
+                                                batch_dynamic, act.bits, external_data=model.needs_external_data)
         return self.known[key]
 
 
@@ -101,23 +100,24 @@ def reader_for(dataset: Dataset, samples: int, batch_dynamic: bool) -> DatasetRe
 
 
 def activation_ranges(
-    model: onnx.ModelProto,
+    model_path: Path,
     dataset: Dataset,
     method: Calibration,
     samples: int,
     batch_dynamic: bool,
     bits: int,
+    external_data: bool = False,
 ) -> Ranges:
-    """Range (low, high) of each float activation tensor over `samples` rows."""
+    """Range (low, high) of each float activation tensor over `samples` rows of the model at `model_path`
+    (`external_data`: it is past 2 GB, and so is the calibrator's augmented copy)."""
     with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp:
-        model_path = Path(tmp) / "model.onnx"
-        onnx.save(model, model_path)
         # onnxruntime's histogram collectors print progress to stdout; keep the CLI's output clean.
         with contextlib.redirect_stdout(io.StringIO()):
             calibrator = create_calibrator(
                 model_path,
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=ORT_METHOD[method],
+                use_external_data_format=external_data,
                 # percentile of |x| for both tails: what quantize_static's own percentile calibration does
                 extra_options={"num_bins": HISTOGRAM_BINS, "percentile": PERCENTILE,
                                "symmetric": method is Calibration.PERCENTILE},

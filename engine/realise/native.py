@@ -8,7 +8,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import onnx
 from onnx import version_converter
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -16,6 +15,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
+from engine.onnx_files import save_model
 from engine.realise.base import Realiser, kept_fp32, only_keep_fp32_overrides
 from engine.realise.calibration import save_for_quantize_static
 from engine.recipe import Granularity, Mode, Recipe
@@ -55,7 +55,7 @@ class Float32(Realiser):
         return recipe.is_reference
 
     def realise(self, model, recipe, calibration, out):
-        out.write_bytes(model.serialized())
+        model.save(out)
         return None
 
 
@@ -69,7 +69,7 @@ class Float16(Realiser):
         # Inputs and outputs stay fp32 so the artifact is a drop-in replacement for the original.
         converted = convert_float_to_float16(model.copy(), keep_io_types=True, disable_shape_infer=False)
         topological_sort(converted)  # the converter appends its input casts after their consumers
-        onnx.save(converted, out)
+        save_model(converted, out, model.needs_external_data)
         return None
 
 
@@ -115,7 +115,7 @@ class OrtStaticQDQ(Realiser):
             save_for_quantize_static(calibration.ranges(model, recipe), ranges_file)
             with _quiet():
                 quantize_static(
-                    model.copy(),
+                    model.file,
                     out,
                     calibration_data_reader=None,
                     calibration_cache_path=ranges_file,
@@ -126,6 +126,7 @@ class OrtStaticQDQ(Realiser):
                     activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                     weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
                     nodes_to_exclude=kept_fp32(recipe),
+                    use_external_data_format=model.needs_external_data,
                     extra_options={
                         "ActivationSymmetric": act.symmetric,
                         "WeightSymmetric": recipe.weights.symmetric,
@@ -156,12 +157,13 @@ class OrtDynamic(Realiser):
     def realise(self, model, recipe, calibration, out):
         with _quiet():
             quantize_dynamic(
-                model.copy(),
+                model.file,
                 out,
                 op_types_to_quantize=self.OP_TYPES,
                 per_channel=recipe.weights.granularity is Granularity.CHANNEL,
                 weight_type=WEIGHT_TYPES[(8, recipe.weights.symmetric)],
                 nodes_to_exclude=kept_fp32(recipe),
+                use_external_data_format=model.needs_external_data,
                 extra_options={"WeightSymmetric": recipe.weights.symmetric},
             )
         return None
@@ -207,5 +209,5 @@ class MatMulNBits(Realiser):
         )
         with _quiet():
             quantizer.process()
-        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=model.needs_external_data)
         return None

@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine.model import LoadedModel, topological_sort
+from engine.onnx_files import save_model
 from engine.realise.base import Realiser, kept_fp32
 from engine.realise.fake_quant import integer_range, packed_size, quantize_dequantize
 from engine.recipe import Mode, Recipe, WeightSpec
@@ -44,7 +45,7 @@ class Simulated(Realiser):
             _insert_static_fake_quant(proto, ranges, act.bits, act.symmetric, {layer.name for layer in quantized})
         elif recipe.mode is Mode.DYNAMIC:
             _insert_dynamic_fake_quant(proto, activation_inputs, {layer.name for layer in quantized})
-        onnx.save(proto, out)
+        save_model(proto, out, model.needs_external_data)
         return estimate
 
 

@@ -22,6 +22,7 @@ from engine.measure import (
 )
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
+from engine.onnx_files import files_bytes
 from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
 from engine.masking import AUTO, Masking, apply_mask, choose_masking
@@ -63,11 +64,11 @@ def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path, mask: str
     a mask input's name."""
     path = Path(workdir) / "reference.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.serialized())
+    model.save(path)
     session = open_session(path)
     output = predict(session, dataset)
     task = detect_task(output, dataset.labels)
-    return Reference(output, task, primary_metric(task, output), path.stat().st_size,
+    return Reference(output, task, primary_metric(task, output), files_bytes(path),
                      choose_masking(dataset, output, mask),
                      {name: _set_reference(predict(session, data), data) for name, data in (extras or {}).items()})
 
