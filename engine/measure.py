@@ -31,7 +31,7 @@ from engine.data import Dataset
 from engine.errors import DataError
 from engine.text import MAX_LINE
 
-EVAL_BATCH = 256
+EVAL_BATCH = 32  # rows per run when scoring: onnxruntime holds a run's activations, which grow with its rows
 CONFIDENCE = 0.95
 
 

@@ -112,3 +112,16 @@ def test_a_calibration_set_computes_each_key_once_and_shared_ranges_build_the_sa
     assert together == alone
     assert [(method.value, bits) for method, _, _, bits in computed] == [("minmax", 8), ("mse", 8), ("mse", 16)]
     assert calibration_key(recipes[0]) == calibration_key(recipes[1]) != calibration_key(recipes[3])
+
+
+def test_minmax_ranges_collected_run_by_run_are_those_of_every_row_at_once(digits, tmp_path):
+    """A few rows per collect_data call bounds what the calibrator holds; for min and max it changes nothing."""
+    model, data = digits
+    recipe = Recipe(WeightSpec(8, Granularity.CHANNEL), ActivationSpec(8), Mode.STATIC)
+    ranges = CalibrationSet(data).ranges(model, recipe)
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(model.file, augmented_model_path=str(tmp_path / "augmented.onnx"))
+        calibrator.collect_data(reader_for(data, 128, batch_dynamic=True))  # onnxruntime's way: every row at once
+    at_once = {name: calibration_module._as_range(*value.range_value)
+               for name, value in calibrator.compute_data().data.items()}
+    assert calibration_module.CALIBRATION_BATCH < 128 and ranges == at_once and len(ranges) >= 5

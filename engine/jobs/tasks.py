@@ -12,6 +12,7 @@ its forkserver so workers start warm.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -289,6 +290,21 @@ def serve(connection) -> None:
         except BaseException as error:
             message = ("disk full" if is_disk_full(error) else "error", error_line(error), traceback.format_exc())
         connection.send(message)
+        del task, message
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap a task freed back to the system. glibc keeps freed memory for reuse, so a worker idle between
+    tasks would otherwise stay as large as its largest task (a build holds a model, its artifact and a session)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")  # glibc: Linux
+except OSError:
+    _LIBC = None
 
 
 def _exit_when_orphaned(poll_seconds: float = 0.5) -> None:

@@ -30,7 +30,10 @@ from engine.data import Dataset
 from engine.model import LoadedModel
 from engine.recipe import Calibration, Mode, Recipe
 
-CALIBRATION_BATCH = 32
+# Rows per calibration run. onnxruntime's calibrators run a copy of the model that reports every activation, and
+# that copy keeps all of them alive through a run: its memory grows with the rows of a run (about 40 MB a row of 64
+# tokens on a 92 MB encoder, bench/sweep_memory.py), so runs are small and each is collected on its own.
+CALIBRATION_BATCH = 4
 HISTOGRAM_BINS = 2048
 MSE_CANDIDATES = 200
 ENTROPY_EPSILON = 0.0001  # onnxruntime's smooth_distribution default
@@ -122,7 +125,7 @@ def activation_ranges(
                 extra_options={"num_bins": HISTOGRAM_BINS, "percentile": PERCENTILE,
                                "symmetric": method is Calibration.PERCENTILE},
             )
-            calibrator.collect_data(reader_for(dataset, samples, batch_dynamic))
+            _collect_run_by_run(calibrator, dataset.take(samples), CALIBRATION_BATCH if batch_dynamic else 1)
             if method in HISTOGRAM_METHODS:
                 histograms = calibrator.collector.histogram_dict
                 if method is Calibration.MSE:
@@ -130,6 +133,14 @@ def activation_ranges(
                 return {name: entropy_range(*h[:4], bits) for name, h in histograms.items()}
             computed = calibrator.compute_data()
     return {name: _as_range(*computed[name].range_value) for name in computed}
+
+
+def _collect_run_by_run(calibrator, rows: Dataset, batch: int) -> None:
+    """Feed the calibrator one run of `batch` rows per collect_data call. Each call folds what it saw into the
+    calibrator's ranges or histograms (onnxruntime's own incremental path) and lets go of the activations; given
+    every row at once, the histogram calibrators would hold every activation of every row until the end."""
+    for start in range(0, len(rows), batch):
+        calibrator.collect_data(DatasetReader(rows.rows(slice(start, start + batch)), batch))
 
 
 def save_for_quantize_static(ranges: Ranges, path: Path) -> None:
