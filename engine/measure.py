@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -170,7 +171,8 @@ def _precise_enough(timings_ms: np.ndarray, target: float) -> bool:
 
 PEAK_MEMORY_PROTOCOL = (
     f"peak resident memory (VmHWM) of a fresh process while onnxruntime loads the file and runs each batch "
-    f"{probe.RUNS_PER_BATCH} times, minus that process's resident memory before loading"
+    f"{probe.RUNS_PER_BATCH} times, minus that process's resident memory before loading (forked from a server that "
+    "has only imported onnxruntime, so the library code the session runs counts too)"
 )
 
 
@@ -178,21 +180,39 @@ class MemoryNotMeasured(Exception):
     """The peak-memory process could not measure: not Linux, or it failed; the message says which."""
 
 
+class _ProbeServer:
+    """This process's engine.peak_memory server, started on first use and again if it has died; it exits when this
+    process does (its stdin closes)."""
+
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def ask(cls, request: dict) -> dict:
+        if cls.process is None or cls.process.poll() is not None:
+            # -I: the server imports what it needs from the interpreter's site-packages and nothing of its environment
+            cls.process = subprocess.Popen([sys.executable, "-I", probe.__file__], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            cls.process.stdin.write(json.dumps(request) + "\n")
+            cls.process.stdin.flush()
+            answer = cls.process.stdout.readline()
+        except OSError:  # the server died meanwhile
+            answer = ""
+        return json.loads(answer) if answer else {"error": "the peak-memory server stopped"}
+
+
 def peak_memory(artifact_path: Path | str, feeds: list[dict[str, np.ndarray]], threads: int) -> list[int]:
     """Bytes a fresh session on the artifact takes at its peak: after loading and running feeds[0], then also
     feeds[1], and so on (engine.peak_memory, in a process of its own)."""
-    if not (Path(probe.STATUS).exists() and Path(probe.PEAK_RESET).exists()):
+    if not (Path(probe.STATUS).exists() and Path(probe.PEAK_RESET).exists() and hasattr(os, "fork")):
         raise MemoryNotMeasured("not measured: the peak-memory counter needs Linux's /proc")
     with tempfile.TemporaryDirectory(prefix="quantscope-memory-") as scratch:
         files = []
         for index, feed in enumerate(feeds):
             files.append(str(Path(scratch) / f"feed{index}.npz"))
             np.savez(files[-1], *feed.values())
-        names = json.dumps([list(feed) for feed in feeds])
-        # -I: the child imports what it needs from the interpreter's site-packages and nothing from its environment
-        done = subprocess.run([sys.executable, "-I", probe.__file__, str(artifact_path), str(threads), names, *files],
-                              capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:MAX_LINE]
-        raise MemoryNotMeasured(f"not measured: the peak-memory process failed ({last})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        answer = _ProbeServer.ask({"artifact": str(artifact_path), "threads": threads,
+                                   "names": [list(feed) for feed in feeds], "feeds": files})
+    if "error" in answer:
+        raise MemoryNotMeasured(f"not measured: the peak-memory process failed ({answer['error'][:MAX_LINE]})")
+    return answer["peaks"]

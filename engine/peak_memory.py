@@ -2,17 +2,20 @@
 measurement shares.
 
 Why a fresh process: a long-lived worker has loaded models, built artifacts and freed memory its allocator keeps
-resident; a session opened there reuses that memory and looks smaller than it is. So engine.measure runs this file
-as a script (it imports onnxruntime and numpy only, nothing of engine, so the process starts small and quick). The
-script loads the inputs, resets the kernel's peak-RSS counter (/proc/self/clear_refs "5"), opens the session, runs
-each batch size RUNS_PER_BATCH times and reads the peak (VmHWM) after each. A figure is that peak minus the resident
-memory just before the session was opened (interpreter, onnxruntime's library and the inputs): what loading the
-model and running it costs. Linux only (/proc); elsewhere the parent reports the figure as not measured.
+resident; a session opened there reuses that memory and looks smaller than it is. So engine.measure starts this file
+as a small server (it imports onnxruntime and numpy only, nothing of engine, and never opens a session itself), once
+per process that measures, and for each measurement the server forks a child: a process that has done nothing yet,
+started in milliseconds rather than the half second an interpreter and onnxruntime take to start. The child loads
+the inputs, resets the kernel's peak-RSS counter (/proc/self/clear_refs "5"), opens the session, runs each batch size
+RUNS_PER_BATCH times and reads its peak (VmHWM) after each. A figure is that peak minus the child's resident memory
+just before the session was opened (interpreter, onnxruntime's library and the inputs): what loading the model and
+running it costs. Linux only (/proc, fork); elsewhere the parent reports the figure as not measured.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -58,17 +61,39 @@ def session_peaks(artifact: str, feeds: list[dict[str, np.ndarray]], threads: in
     return peaks
 
 
-def main(argv: list[str]) -> None:
-    """ARTIFACT THREADS NAMES FEED.npz...: prints the peaks as a JSON list, one per feed. NAMES is a JSON list of
-    each feed's input names; a feed file holds that feed's arrays in the same order (arr_0, arr_1...), so an input
-    may have any name."""
-    artifact, threads, names, *feed_files = argv
+def measure(request: dict) -> list[int]:
+    """One measurement: request = {"artifact", "threads", "names": each feed's input names, "feeds": .npz files
+    holding each feed's arrays in the same order (arr_0, arr_1...), so an input may have any name}."""
     feeds = []
-    for feed_names, path in zip(json.loads(names), feed_files, strict=True):
+    for feed_names, path in zip(request["names"], request["feeds"], strict=True):
         with np.load(path, allow_pickle=False) as arrays:
             feeds.append({name: arrays[f"arr_{index}"] for index, name in enumerate(feed_names)})
-    print(json.dumps(session_peaks(artifact, feeds, int(threads))))
+    return session_peaks(request["artifact"], feeds, int(request["threads"]))
+
+
+def serve() -> None:
+    """Read one JSON request per line on stdin; answer each with one JSON line on stdout, {"peaks": [...]} or
+    {"error": "..."}, measured in a child forked for it. Ends when stdin closes (its parent has gone)."""
+    for line in sys.stdin:
+        readable, writable = os.pipe()
+        child = os.fork()
+        if child == 0:  # the measuring process
+            os.close(readable)
+            try:
+                answer = {"peaks": measure(json.loads(line))}
+            except BaseException as error:  # anything: the child must answer, then exit without cleaning up
+                answer = {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+            with os.fdopen(writable, "w") as out:
+                out.write(json.dumps(answer))
+            os._exit(0)
+        os.close(writable)
+        with os.fdopen(readable) as answer:
+            text = answer.read()
+        _, status = os.waitpid(child, 0)
+        if not text:  # killed before answering: the OOM killer, say
+            text = json.dumps({"error": f"the measuring process ended with status {status}"})
+        print(text, flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve()

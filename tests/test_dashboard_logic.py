@@ -16,6 +16,7 @@ from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
 from engine.cli import CLI_OWNER
 from engine.data import load_dataset
+from engine.measure import PEAK_MEMORY_PROTOCOL
 from engine.metrics import METRICS
 from engine.model import load_model
 from engine import results
@@ -383,6 +384,5 @@ def test_a_row_says_what_its_figures_rest_on(digits_table):
     assert notes[2] == "Agreement with the original counts: every position counts (no attention-mask-like input)."
     assert notes[3].startswith(f"Time per example: median of {int(static[results.SINGLE_EXAMPLE.runs])} runs with 1 "
                                "thread(s), within ±")
-    assert notes[4] == "Memory: peak resident memory (VmHWM) of a fresh process while onnxruntime loads the file and " \
-                       "runs each batch 3 times, minus that process's resident memory before loading."
+    assert notes[4] == f"Memory: {PEAK_MEMORY_PROTOCOL}." and "fresh process" in notes[4]
     assert comparisons.headline(static, None).ram.endswith(" MB")

@@ -9,7 +9,7 @@ import pytest
 from engine import peak_memory as probe
 from engine import results
 from engine.data import Dataset
-from engine.measure import LatencyProtocol, peak_memory
+from engine.measure import LatencyProtocol, MemoryNotMeasured, peak_memory
 from engine.model import load_model
 from engine.pareto import pareto_front
 from engine.recipe import Recipe
@@ -78,3 +78,10 @@ def test_ram_is_a_pareto_front_of_the_results_table(model_files, tmp_path):
     assert (real[results.RAM] > 0).all()
     expected = pareto_front(real[[results.METRIC, results.RAM]].to_numpy(float), [True, False])
     assert real[results.PARETO_RAM].tolist() == expected.tolist() and expected.any()
+
+
+def test_a_measurement_that_fails_says_why_and_the_next_one_still_works(model_files, tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(MemoryNotMeasured, match=r"^not measured: the peak-memory process failed \(.*Error"):
+        peak_memory(str(tmp_path / "broken.onnx"), [{"x": np.zeros((1, 8), np.float32)}], 1)
+    assert peak_memory(str(model_files[SMALL_WIDTH]), [{"x": np.zeros((1, 8), np.float32)}], 1)[0] > 0
