@@ -181,14 +181,16 @@ class MemoryNotMeasured(Exception):
 
 
 class _ProbeServer:
-    """This process's engine.peak_memory server, started on first use and again if it has died; it exits when this
-    process does (its stdin closes)."""
+    """This process's engine.peak_memory server, started on first use and again if it has died (or belongs to the
+    process this one was forked from); it exits when this process does (its stdin closes)."""
 
     process: subprocess.Popen | None = None
+    owner: int | None = None  # the pid that started it
 
     @classmethod
     def ask(cls, request: dict) -> dict:
-        if cls.process is None or cls.process.poll() is not None:
+        if cls.process is None or cls.process.poll() is not None or cls.owner != os.getpid():
+            cls.owner = os.getpid()
             # -I: the server imports what it needs from the interpreter's site-packages and nothing of its environment
             cls.process = subprocess.Popen([sys.executable, "-I", probe.__file__], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -77,7 +77,11 @@ class Workspace:
             model_id, size = self.store.blobs.put_copy(Path(source)), model.summary.bytes  # no external data
         else:
             with tempfile.TemporaryDirectory(dir=self.store.incoming) as folder:
-                files = model.save(Path(folder) / "model.onnx")
+                try:
+                    files = model.save(Path(folder) / "model.onnx")
+                except OSError as error:
+                    self.store.blobs.raise_if_disk_full(error)
+                    raise
                 size = sum(file.stat().st_size for file in files)
                 model_id = (self.store.blobs.put_folder(files) if len(files) > 1
                             else self.store.blobs.put_file(files[0]))

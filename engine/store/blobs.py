@@ -89,25 +89,32 @@ class BlobStore:
                 os.replace(temporary, target)
             except BaseException as error:
                 Path(temporary).unlink(missing_ok=True)
-                if is_disk_full(error):  # an upload on a full disk: one line the dashboard and the CLI can show
-                    raise DiskFull(f"the disk holding the workspace is full ({self.root}): free some space and try "
-                                   "again") from error
+                self.raise_if_disk_full(error)
                 raise
         return sha256
 
+    def raise_if_disk_full(self, error: BaseException) -> None:
+        """An upload on a full disk: one line the dashboard and the CLI can show."""
+        if is_disk_full(error):
+            raise DiskFull(f"the disk holding the workspace is full ({self.root}): free some space and try "
+                           "again") from error
+
     def put_copy(self, source: Path) -> str:
-        """Copy a file in without reading it into memory; `source` stays."""
+        """Copy a file in, a chunk at a time rather than read into memory; `source` stays."""
         sha256 = sha256_file(source)
         target = self.path(sha256)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            os.close(descriptor)
             try:
-                shutil.copyfile(source, temporary)
+                with open(source, "rb") as original, os.fdopen(descriptor, "wb") as file:
+                    shutil.copyfileobj(original, file, CHUNK)
+                    file.flush()
+                    os.fsync(file.fileno())
                 os.replace(temporary, target)
-            except BaseException:
+            except BaseException as error:
                 Path(temporary).unlink(missing_ok=True)
+                self.raise_if_disk_full(error)
                 raise
         return sha256
 
