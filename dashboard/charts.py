@@ -15,8 +15,9 @@ from dashboard import help_text
 from engine.formatting import RATE_METRICS, metric_axis_title
 from engine.metrics import METRICS
 from engine.results import (
-    LATENCY, METRIC, METRIC_CI_HIGH, METRIC_CI_LOW, NAME, PARETO_3D, PARETO_LATENCY, PARETO_SIZE, RECIPE_KEY, DESCRIPTION, SIMULATED, SIZE_BYTES,
-    SINGLE_EXAMPLE, measured_rows, metric_name, single_example_rows,
+    DESCRIPTION, LATENCY, METRIC, METRIC_CI_HIGH, METRIC_CI_LOW, NAME, PARETO_3D, PARETO_LATENCY, PARETO_RAM,
+    PARETO_SIZE, RAM, RECIPE_KEY, SIMULATED, SINGLE_EXAMPLE, SIZE_BYTES, measured_rows, metric_name,
+    single_example_rows,
 )
 from engine.text import size_unit
 
@@ -40,11 +41,12 @@ class Axis:
     front: str
     title: str
     hover: str  # how the value reads in the hover box
+    unit: int = 1  # the column's values are divided by this on the axis (bytes per MB, say)
 
 
-def size_axis(table: pd.DataFrame) -> tuple[Axis, int]:
+def size_axis(table: pd.DataFrame) -> Axis:
     label, unit = size_unit(table[SIZE_BYTES].max())
-    return Axis(SIZE_BYTES, PARETO_SIZE, f"File size ({label})", f"Size: %{{x:,.1f}} {label}"), unit
+    return Axis(SIZE_BYTES, PARETO_SIZE, f"File size ({label})", f"Size: %{{x:,.1f}} {label}", unit)
 
 
 LATENCY_AXIS = Axis(
@@ -53,6 +55,17 @@ LATENCY_AXIS = Axis(
     "Time per example (ms, median, batch of 1)",
     "Time: %{x:.3g} ms (95% of runs within %{customdata[3]:.3g} ms)",
 )
+
+
+def ram_axis(table: pd.DataFrame) -> Axis:
+    label, unit = size_unit(table[RAM].max() if table[RAM].notna().any() else 0)
+    return Axis(RAM, PARETO_RAM, f"RAM ({label}, peak, loaded and answering one example)",
+                f"RAM: %{{x:,.1f}} {label} at its peak", unit)
+
+
+def axis_choices(table: pd.DataFrame) -> dict[str, Axis]:
+    """The costs a trade-off chart can put on its x axis, under the names the page offers them by."""
+    return {"Size": size_axis(table), "Time": LATENCY_AXIS, "RAM": ram_axis(table)}
 
 
 def _customdata(rows: pd.DataFrame) -> list[list]:
@@ -119,9 +132,9 @@ def _marker_style(simulated: bool, on_front: bool) -> MarkerStyle:
     return MarkerStyle(legend, FRONT_COLOR, "circle", opacity)
 
 
-def _markers(rows: pd.DataFrame, axis: Axis, scale: float, metric: str, style: MarkerStyle, legend: bool) -> go.Scatter:
+def _markers(rows: pd.DataFrame, axis: Axis, metric: str, style: MarkerStyle, legend: bool) -> go.Scatter:
     return go.Scatter(
-        x=(rows[axis.column] / scale).tolist(),
+        x=(rows[axis.column] / axis.unit).tolist(),
         y=_metric_values(rows, metric),
         mode="markers",
         name=style.legend,
@@ -139,13 +152,13 @@ def _markers(rows: pd.DataFrame, axis: Axis, scale: float, metric: str, style: M
     )
 
 
-def trade_off_figure(rows: pd.DataFrame, axis: Axis, scale: float, metric: str) -> go.Figure:
+def trade_off_figure(rows: pd.DataFrame, axis: Axis, metric: str) -> go.Figure:
     """Metric (y) against one cost (x). Each row of `rows` is exactly one marker, in exactly one marker trace."""
     front = rows[rows[axis.front].astype(bool)].sort_values(axis.column)
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
-            x=(front[axis.column] / scale).tolist(),
+            x=(front[axis.column] / axis.unit).tolist(),
             y=_metric_values(front, metric),
             mode="lines",
             name=help_text.FRONT_LEGEND,
@@ -159,7 +172,7 @@ def trade_off_figure(rows: pd.DataFrame, axis: Axis, scale: float, metric: str) 
         if group.empty:  # an empty trace would still show up in the legend
             continue
         style = _marker_style(simulated, on_front)
-        figure.add_trace(_markers(group, axis, scale, metric, style, legend=style.legend not in in_legend))
+        figure.add_trace(_markers(group, axis, metric, style, legend=style.legend not in in_legend))
         in_legend.add(style.legend)
     _layout(figure, axis.title, metric, _metric_values(rows, metric))
     if axis.column == LATENCY and not rows.empty:
@@ -167,15 +180,26 @@ def trade_off_figure(rows: pd.DataFrame, axis: Axis, scale: float, metric: str) 
     return figure
 
 
+def cost_figure(table: pd.DataFrame, axis: Axis) -> go.Figure:
+    """Metric against one cost for every measured recipe that has it: size for all (a simulated one's is estimated),
+    time and RAM for the timed ones only."""
+    rows = measured_rows(table)
+    return trade_off_figure(rows[rows[axis.column].notna()], axis, metric_name(table))
+
+
 def size_figure(table: pd.DataFrame) -> go.Figure:
     """Metric against file size for every measured recipe, simulated ones included (their size is estimated)."""
-    axis, unit = size_axis(table)
-    return trade_off_figure(measured_rows(table), axis, unit, metric_name(table))
+    return cost_figure(table, size_axis(table))
 
 
 def latency_figure(table: pd.DataFrame) -> go.Figure:
     """Metric against batch-1 latency for every timed recipe; whiskers reach the 95th percentile."""
-    return trade_off_figure(single_example_rows(table), LATENCY_AXIS, 1, metric_name(table))
+    return cost_figure(table, LATENCY_AXIS)
+
+
+def ram_figure(table: pd.DataFrame) -> go.Figure:
+    """Metric against the peak memory of a session answering one example, for every timed recipe."""
+    return cost_figure(table, ram_axis(table))
 
 
 def three_d_figure(table: pd.DataFrame) -> go.Figure:

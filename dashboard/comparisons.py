@@ -15,8 +15,8 @@ from engine.metrics import METRICS
 from engine.recipe import Recipe
 from engine.results import (
     CALIBRATION_NOTE, CALIBRATION_SOURCE, DESCRIPTION, FIDELITY_MASK, FLOAT_LAYERS, LATENCY, METRIC_NAME, NAME,
-    PER_SLICE, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES, SIZE_IS_ESTIMATE, SIZE_RATIO, THREADS,
-    Goal, latency_precision, metric_name, recommend,
+    PER_SLICE, RAM, RAM_PROTOCOL, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES, SIZE_IS_ESTIMATE,
+    SIZE_RATIO, THREADS, Goal, latency_precision, metric_name, recommend,
 )
 from engine.text import size_text
 
@@ -99,11 +99,12 @@ class Headline:
     size_ratio: str
     latency: str
     speed: str
+    ram: str
 
 
 def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
     estimate = " (estimated)" if row.get(SIZE_IS_ESTIMATE) else ""
-    latency = row.get(LATENCY)
+    latency, ram = row.get(LATENCY), row.get(RAM)
     timed = latency is not None and not _is_nan(latency)
     speed = speed_text(reference[LATENCY], latency) if reference is not None and timed else None
     return Headline(
@@ -111,12 +112,13 @@ def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
         size_ratio=ratio_text(row[SIZE_RATIO]),
         latency=f"{latency:.3g} ms" if timed else "not timed",
         speed=speed or "-",
+        ram=size_text(ram) if ram is not None and not _is_nan(ram) else "not measured",
     )
 
 
 def how_measured(row: pd.Series) -> list[str]:
     """What a row's figures rest on, in plain sentences: the examples scored, what calibrated it, which output
-    positions fidelity counted, and how precise its time is."""
+    positions fidelity counted, how precise its time is, and how its memory was measured."""
     notes = [f"Scored on {row[ROWS_SCORED]:,} examples ({row[SCORED_ROWS]})."]
     if isinstance(row.get(CALIBRATION_SOURCE), str):
         notes.append(f"Calibrated on {row[CALIBRATION_SOURCE]}." + (
@@ -129,6 +131,8 @@ def how_measured(row: pd.Series) -> list[str]:
         capped = " (the time limit came first)" if bool(row.get(SINGLE_EXAMPLE.capped)) else ""
         notes.append(f"Time per example: median of {int(row[SINGLE_EXAMPLE.runs])} runs with {int(row[THREADS])} "
                      f"thread(s), within ±{precision:.1%} with 95% confidence{capped}.")
+    if isinstance(row.get(RAM_PROTOCOL), str):
+        notes.append(f"Memory: {row[RAM_PROTOCOL]}.")
     return notes
 
 

@@ -54,7 +54,15 @@ UNEXPECTED_ERROR = "Something went wrong: {problem}. Details are in {log}"
 # --- Models & data -----------------------------------------------------------------------------------------------
 
 MODEL_PICKER = "Models you uploaded to this workspace, plus the shared library and the samples."
-MODEL_UPLOAD = "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or scikit-learn."
+MODEL_UPLOAD = (
+    "An ONNX file is a trained model saved in a format many tools can run; export yours from PyTorch, TensorFlow or "
+    "scikit-learn. A model that keeps its weights in separate files (external data, as large models do) is uploaded "
+    "as one zip of its folder: the .onnx file and those files."
+)
+SERVER_FILE = (
+    "A file already on this server, in one of the folders its operator allows: {folders}. It is read from there, "
+    "so nothing passes through the browser; when a path is given, it is used instead of an upload."
+)
 PYTORCH_UPLOAD = (
     "{name} looks like a PyTorch model file, and this tool takes ONNX models (.onnx), so it was not opened. "
     "Whoever made the model can export it to ONNX with torch.onnx.export, or run this on a computer with PyTorch: "
@@ -78,7 +86,13 @@ SHARE_UPLOAD = (
     "those with its link."
 )
 SHARE_EXISTING = "Make this item visible to everyone using this dashboard."
-UPLOAD_LIMIT = "Files up to {limit_mb} MB each."
+UPLOAD_LIMIT = "Files up to {limit_mb:,} MB each."
+UPLOAD_MEMORY = (
+    "The server holds an upload in its memory while checking it: a model at this limit needs about {single} GB of "
+    "free memory on the server, {folder} GB as a zipped folder. The operator sets the limit with "
+    "server.maxUploadSize in .streamlit/config.toml (or STREAMLIT_SERVER_MAX_UPLOAD_SIZE), and can instead allow "
+    "opening files already on the server with QUANTSCOPE_ALLOWED_DIRS."
+)
 LAYERS_TABLE = "The layers whose stored numbers (weights) can be shrunk; the bigger a layer, the more shrinking it saves."
 PARAMS = "How many numbers the model learned during training; each takes 4 bytes in the original file."
 LABEL_COUNTS = "How many examples there are of each answer; very uneven counts make plain accuracy less telling."
@@ -158,6 +172,12 @@ LATENCY_CHART = (
     "the score's 95% interval. "
     "Simulated recipes have no real fast code to time, so they are not on this chart."
 )
+RAM_CHART = (
+    "Memory the model takes at its peak while loaded and answering one example: measured in a fresh process running "
+    "onnxruntime on the file, so it is what a device needs on top of the program itself. "
+    "Simulated recipes have no real fast code, so they are not on this chart."
+)
+CHART_AXIS = "What the chart sets the score against: file size, time per example, or memory (RAM) while running."
 FIXED_BATCH_LATENCY = (
     "This model only takes batches of exactly {batch} examples, so it cannot be timed one example at a time: "
     "its times per batch of {batch} are in the table below."
@@ -179,8 +199,13 @@ COLUMN_SIZE_RATIO = "The size compared with the original model's, which is 1.00x
 COLUMN_LATENCY = "Median time to answer one example, in milliseconds."
 COLUMN_LATENCY_P95 = "95% of single-example runs were at least this fast."
 COLUMN_BATCH = "Median time to answer a whole batch of examples at once, in milliseconds."
+COLUMN_RAM = "Peak memory of the model loaded and answering one example (a fresh onnxruntime session), in MB."
+COLUMN_RAM_BATCH = "Peak memory of the model loaded and answering the whole batch at once, in MB."
 COLUMN_SIMULATED = "No real fast code exists for this recipe: its answers were simulated at full precision."
-COLUMN_BEST = "Not beaten by any other recipe on score and size together, or on score and speed together."
+COLUMN_BEST = (
+    "Not beaten by any other recipe on score and size together, on score and speed together, or on score and memory "
+    "together."
+)
 CHOOSE_RECIPE = "Pick a recipe (or click a dot in a chart) to see its details and to export it."
 FLOAT_LAYERS = "Layers left at full precision, either on purpose or because no fast shrunken version of them exists."
 ALL_LAYERS_KEPT = "all (original model)"

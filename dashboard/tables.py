@@ -9,7 +9,9 @@ from dashboard import help_text
 from engine.formatting import RATE_METRICS
 from engine import results
 from engine.metrics import METRICS
-from engine.text import size_unit
+from engine.text import MB, size_unit
+
+RAM_TITLE, RAM_BATCH_TITLE = "RAM, 1 example (MB)", "RAM, batch (MB)"
 
 
 def _size_title(table: pd.DataFrame) -> str:
@@ -36,6 +38,8 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     view["1 example (ms)"] = table[results.SINGLE_EXAMPLE.p50]
     view["Slowest 5% (ms)"] = table[results.SINGLE_EXAMPLE.p95]
     view[_batch_title(table)] = table[results.BATCH_N.p50]
+    view[RAM_TITLE] = table[results.SINGLE_EXAMPLE.ram] / MB
+    view[RAM_BATCH_TITLE] = table[results.BATCH_N.ram] / MB
     view["Simulated"] = table[results.SIMULATED].fillna(False).astype(bool)
     view["Best trade-off"] = table[list(results.PARETO_FRONTS)].fillna(False).astype(bool).any(axis=1)
     if results.ERROR in table:
@@ -53,6 +57,8 @@ def results_columns(table: pd.DataFrame) -> dict:
         "1 example (ms)": st.column_config.NumberColumn(format="%.4f", help=help_text.COLUMN_LATENCY),
         "Slowest 5% (ms)": st.column_config.NumberColumn(format="%.4f", help=help_text.COLUMN_LATENCY_P95),
         _batch_title(table): st.column_config.NumberColumn(format="%.3f", help=help_text.COLUMN_BATCH),
+        RAM_TITLE: st.column_config.NumberColumn(format="%.1f", help=help_text.COLUMN_RAM),
+        RAM_BATCH_TITLE: st.column_config.NumberColumn(format="%.1f", help=help_text.COLUMN_RAM_BATCH),
         "Simulated": st.column_config.CheckboxColumn(help=help_text.COLUMN_SIMULATED),
         "Best trade-off": st.column_config.CheckboxColumn(help=help_text.COLUMN_BEST),
     }

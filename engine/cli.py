@@ -30,6 +30,7 @@ from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
+from engine.text import MB
 from engine.workspace import JobState, Workspace
 
 EXIT_BAD_INPUT = 2
@@ -74,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="summarise a model: inputs, outputs, quantizable layers")
-    inspect.add_argument("model", type=Path)
+    inspect.add_argument("model", type=Path, help="an .onnx file, or a zip of a model folder (.onnx + external data)")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     run = commands.add_parser("sweep", help="quantize with many recipes and measure each artifact")
-    run.add_argument("model", type=Path)
+    run.add_argument("model", type=Path, help="an .onnx file, or a zip of a model folder (.onnx + external data)")
     run.add_argument("data", type=Path, help="validation data: .npz, .csv, .parquet or image-folder .zip")
     run.add_argument("--out", type=Path, help="directory for results.json, results.csv, artifacts/ when the job ends")
     grid_options = run.add_argument_group("grid (default: the standard grid of 10 recipes)")
@@ -190,6 +191,7 @@ TABLE_COLUMNS = {
     results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
     results.SINGLE_EXAMPLE.runs: "b1 runs",
     results.BATCH_N.p50: "bN p50 ms",
+    results.RAM: "b1 RAM MB",
     results.SIMULATED: "simulated",
     results.PARETO_3D: "pareto",
     results.ERROR: "error",
@@ -199,6 +201,7 @@ TABLE_COLUMNS = {
 def format_table(table: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c != results.ERROR or not results.failed_rows(table).empty]
     shown = table[columns].rename(columns=TABLE_COLUMNS)
+    shown["b1 RAM MB"] = shown["b1 RAM MB"] / MB
     shown.insert(shown.columns.get_loc("b1 runs"), "b1 +-", [_precision_text(row) for _, row in table.iterrows()])
     for name in results.extra_set_names(table):
         shown.insert(shown.columns.get_loc("bytes"), f"{name} change",
@@ -213,7 +216,9 @@ def format_table(table: pd.DataFrame) -> str:
         latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
         latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
         latency += "; b1 +- = the median's 95% interval (! = stopped by the time cap first)"
-    return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}; * = on the 3-D Pareto front"
+    memory = results.timed_rows(table)[results.RAM_PROTOCOL].dropna()
+    ram = f"; b1 RAM = {memory.iloc[0]}" if not memory.empty else ""
+    return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}{ram}; * = on the 3-D Pareto front"
 
 
 def _set_change(row: pd.Series, name: str) -> str:
@@ -235,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "inspect":
-            summary = load_model(args.model).summary
+            with tempfile.TemporaryDirectory(prefix="quantscope-inspect-") as scratch:  # where a zip is unpacked
+                summary = load_model(args.model, scratch=Path(scratch)).summary
             print(json.dumps(summary.to_dict(), indent=2) if args.json else describe_summary(summary))
         elif args.command == "sweep":
             return sweep_as_job(args)

@@ -1,4 +1,4 @@
-"""Measure an artifact with onnxruntime: its outputs on the validation set, and its latency.
+"""Measure an artifact with onnxruntime: its outputs on the validation set, its latency and its peak memory.
 
 Latency protocol (LatencyProtocol, ADAPTIVE by default): one session per artifact with a stated intra-op
 thread count (inter-op 1, sequential); `warmup_runs` discarded runs; then timed runs, one after another,
@@ -6,11 +6,19 @@ until the 95% confidence interval of the median is within +-`target_precision` o
 runs), or until `cap_seconds` have passed. The interval is distribution-free: two order statistics of the
 runs, chosen from the binomial distribution of how many runs fall below the true median. We report the
 median, the 95th percentile, the number of runs, the interval and whether the cap stopped the runs.
+
+Peak memory (`peak_memory`): a fresh process opens its own session on the artifact and runs the same feeds;
+engine.peak_memory says how and why.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -20,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from engine import peak_memory as probe
 from engine.data import Dataset
 from engine.errors import DataError
+from engine.text import MAX_LINE
 
-EVAL_BATCH = 256
+EVAL_BATCH = 32  # rows per run when scoring: onnxruntime holds a run's activations, which grow with its rows
 CONFIDENCE = 0.95
 
 
@@ -90,13 +100,8 @@ def median_interval(timings_ms: np.ndarray) -> tuple[float, float] | None:
 
 def open_session(model: Path | str | bytes, threads: int = 1) -> ort.InferenceSession:
     """A session on a model file, or on a serialized model held in memory."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, probe.session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def batch_is_dynamic(session: ort.InferenceSession) -> bool:
@@ -172,3 +177,54 @@ def _precise_enough(timings_ms: np.ndarray, target: float) -> bool:
         return False
     median = float(np.median(timings_ms))
     return max(median - interval[0], interval[1] - median) <= target * median
+
+
+PEAK_MEMORY_PROTOCOL = (
+    f"peak resident memory (VmHWM) of a fresh process while onnxruntime loads the file and runs each batch "
+    f"{probe.RUNS_PER_BATCH} times, minus that process's resident memory before loading (forked from a server that "
+    "has only imported onnxruntime, so the library code the session runs counts too)"
+)
+
+
+class MemoryNotMeasured(Exception):
+    """The peak-memory process could not measure: not Linux, or it failed; the message says which."""
+
+
+class _ProbeServer:
+    """This process's engine.peak_memory server, started on first use and again if it has died (or belongs to the
+    process this one was forked from); it exits when this process does (its stdin closes)."""
+
+    process: subprocess.Popen | None = None
+    owner: int | None = None  # the pid that started it
+
+    @classmethod
+    def ask(cls, request: dict) -> dict:
+        if cls.process is None or cls.process.poll() is not None or cls.owner != os.getpid():
+            cls.owner = os.getpid()
+            # -I: the server imports what it needs from the interpreter's site-packages and nothing of its environment
+            cls.process = subprocess.Popen([sys.executable, "-I", probe.__file__], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            cls.process.stdin.write(json.dumps(request) + "\n")
+            cls.process.stdin.flush()
+            answer = cls.process.stdout.readline()
+        except OSError:  # the server died meanwhile
+            answer = ""
+        return json.loads(answer) if answer else {"error": "the peak-memory server stopped"}
+
+
+def peak_memory(artifact_path: Path | str, feeds: list[dict[str, np.ndarray]], threads: int) -> list[int]:
+    """Bytes a fresh session on the artifact takes at its peak: after loading and running feeds[0], then also
+    feeds[1], and so on (engine.peak_memory, in a process of its own)."""
+    if not (Path(probe.STATUS).exists() and Path(probe.PEAK_RESET).exists() and hasattr(os, "fork")):
+        raise MemoryNotMeasured("not measured: the peak-memory counter needs Linux's /proc")
+    with tempfile.TemporaryDirectory(prefix="quantscope-memory-") as scratch:
+        files = []
+        for index, feed in enumerate(feeds):
+            files.append(str(Path(scratch) / f"feed{index}.npz"))
+            np.savez(files[-1], *feed.values())
+        answer = _ProbeServer.ask({"artifact": str(artifact_path), "threads": threads,
+                                   "names": [list(feed) for feed in feeds], "feeds": files})
+    if "error" in answer:
+        raise MemoryNotMeasured(f"not measured: the peak-memory process failed ({answer['error'][:MAX_LINE]})")
+    return answer["peaks"]

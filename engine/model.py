@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import heapq
-import io
 import os
-import zipfile
-from collections.abc import Iterator
+import shutil
+import tempfile
+import weakref
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,12 +16,13 @@ import onnx
 from onnx import numpy_helper
 
 from engine.errors import ModelError
-from engine.tensors import TensorSpec
-from engine.text import FROM_TORCH_COMMAND, first_line, quoted
+from engine.model_zip import check_model_zip, is_zip, unpack_model_zip
+from engine.onnx_files import all_tensors, external_locations, needs_external_data, save_model, skeleton
+from engine.tensors import TensorSpec, tensor_bytes
+from engine.text import first_line, pytorch_refusal, quoted
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own ceiling for a single-file model
-ZIP_MAGIC = b"PK\x03\x04"
 # A pickle of protocol 2 to 5 starts with the PROTO opcode and its number. An ONNX file cannot start so: its
 # first byte is the tag of a low-numbered ModelProto field, never a two-byte tag.
 PICKLE_STARTS = frozenset(bytes([0x80, protocol]) for protocol in range(2, 6))
@@ -57,6 +58,7 @@ class LoadedModel:
     proto: onnx.ModelProto  # checked, external data loaded, every node named
     summary: ModelSummary
     source: str
+    scratch: Path | None = None  # where `file` is written (None: the system's temporary directory)
 
     def serialized(self) -> bytes:
         return self.proto.SerializeToString()
@@ -80,6 +82,24 @@ class LoadedModel:
     def activations_of(self, node: onnx.NodeProto) -> list[str]:
         """The float activation tensors `node` reads and writes, inputs first."""
         return [name for name in (*node.input, *node.output) if name in self.float_activations]
+
+    @cached_property
+    def needs_external_data(self) -> bool:
+        """Whether this model, and every artifact built from it, is written with its weights beside the .onnx file
+        (engine.onnx_files: past protobuf's 2 GiB, or a lowered threshold)."""
+        return needs_external_data(self.proto)
+
+    def save(self, path: Path) -> list[Path]:
+        """Write the model (node names included) at `path`, with external data when it needs it; the files."""
+        return save_model(self.proto, path, self.needs_external_data)
+
+    @cached_property
+    def file(self) -> Path:
+        """The model as checked, written once to a private folder that lives as long as this object: what
+        onnxruntime's tools read instead of a copy of the proto (each copy they are handed, they copy again)."""
+        folder = tempfile.mkdtemp(prefix="quantscope-model-", dir=self.scratch)
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        return self.save(Path(folder) / "model.onnx")[0]
 
 
 def _weight_input(index: int):
@@ -110,25 +130,36 @@ def _channel_axis(node: onnx.NodeProto) -> int:
     return CHANNEL_AXIS[node.op_type]
 
 
-def load_model(source: str | Path | bytes, *, name: str | None = None) -> LoadedModel:
-    """Read, check and summarise an ONNX model from a path or the bytes of an upload.
+def load_model(source: str | Path | bytes, *, name: str | None = None, scratch: Path | None = None) -> LoadedModel:
+    """Read, check and summarise an ONNX model from a path or the bytes of an upload: an .onnx file, or a zip of a
+    model folder (its .onnx file and external-data files, engine.model_zip) unpacked meanwhile under `scratch`, the
+    one place a load may write (without it, a zip is refused); LoadedModel.file is written there too.
 
-    External data is read only from files inside the model's own directory; uploads (bytes) cannot
+    External data is read only from files inside the model's own directory; a bare .onnx upload (bytes) cannot
     carry external data at all.
     """
+    if not isinstance(source, bytes | bytearray) and not Path(source).is_file():
+        raise ModelError(f"no model file at {source}")
+    if is_zip(source):
+        label = name or (Path(source).name if not isinstance(source, bytes | bytearray) else "uploaded model")
+        if scratch is None:
+            check_model_zip(source, label)  # a PyTorch file or no model at all is said as such
+            raise ModelError(f"{label} is a zip: a zipped model folder is unpacked in a workspace, so add it to one "
+                             "(the dashboard, or quantscope sweep)")
+        with tempfile.TemporaryDirectory(prefix="quantscope-model-", dir=scratch) as folder:
+            return load_model(unpack_model_zip(source, Path(folder), label), name=label, scratch=scratch)
     if isinstance(source, bytes | bytearray):
         label = name or "uploaded model"
         if len(source) > MAX_MODEL_BYTES:
             raise ModelError(f"{label} is {len(source)} bytes; the limit is {MAX_MODEL_BYTES} bytes")
         proto = _parse(bytes(source), label)
-        if _external_locations(proto):
-            raise ModelError(f"{label} refers to external data files, which an upload cannot carry")
+        if external_locations(proto):
+            raise ModelError(f"{label} refers to external data files, which a single-file upload cannot carry: "
+                             "upload the model's folder as one zip")
         size = len(source)
     else:
         path = Path(source)
         label = name or path.name
-        if not path.is_file():
-            raise ModelError(f"no model file at {path}")
         size = path.stat().st_size
         if size > MAX_MODEL_BYTES:
             raise ModelError(f"{label} is {size} bytes; the limit is {MAX_MODEL_BYTES} bytes")
@@ -137,16 +168,14 @@ def load_model(source: str | Path | bytes, *, name: str | None = None) -> Loaded
     _check(proto, label)
     _require_tensor_io(proto, label)
     ensure_node_names(proto)
-    return LoadedModel(proto=proto, summary=summarise(proto, size), source=label)
+    return LoadedModel(proto=proto, summary=summarise(proto, size), source=label, scratch=scratch)
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:
     if not data:  # protobuf reads no bytes as an empty model, which the checker then calls a bad ir_version
         raise ModelError(f"{label} is an empty file (0 bytes), not an ONNX model")
     if _is_pytorch_file(data):
-        raise ModelError(
-            f"{label} is a PyTorch file, not an ONNX model: export it with torch.onnx.export or `{FROM_TORCH_COMMAND}`"
-        )
+        raise ModelError(pytorch_refusal(label))
     try:
         return onnx.load_from_string(data)
     except Exception as error:  # protobuf raises several types for garbage input
@@ -154,69 +183,19 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
 
 
 def _is_pytorch_file(data: bytes) -> bool:
-    """torch.save writes a zip holding a data.pkl, or (before PyTorch 1.6) a bare pickle. Only the first bytes and
-    the zip's list of names are looked at: nothing is unpickled."""
-    if data[:2] in PICKLE_STARTS:
-        return True
-    if not data.startswith(ZIP_MAGIC):
-        return False
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return any(name.endswith(".pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError):  # not a zip anyone could read
-        return False
-
-
-def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor the model holds: initializers (sparse ones too) and node attributes, in subgraphs and functions.
-
-    Any of them can point at an external file, not only the main graph's initializers.
-    """
-
-    def in_sparse(sparse: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
-        yield sparse.values
-        yield sparse.indices
-
-    def in_graph(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
-        if isinstance(graph, onnx.GraphProto):
-            yield from graph.initializer
-            for sparse in graph.sparse_initializer:
-                yield from in_sparse(sparse)
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                if attribute.HasField("sparse_tensor"):
-                    yield from in_sparse(attribute.sparse_tensor)
-                for sparse in attribute.sparse_tensors:
-                    yield from in_sparse(sparse)
-                if attribute.HasField("g"):
-                    yield from in_graph(attribute.g)
-                for subgraph in attribute.graphs:
-                    yield from in_graph(subgraph)
-
-    yield from in_graph(proto.graph)
-    for function in proto.functions:
-        yield from in_graph(function)
+    """Before PyTorch 1.6, torch.save wrote a bare pickle: only its first bytes are looked at, nothing is unpickled.
+    (Its zip, holding a data.pkl, is told apart by engine.model_zip.)"""
+    return data[:2] in PICKLE_STARTS
 
 
 def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [tensor for tensor in _all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
-
-
-def _external_locations(proto: onnx.ModelProto) -> set[str]:
-    """The external file locations the model's tensors name."""
-    return {
-        next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        for tensor in _external_tensors(proto)
-    }
+    return [tensor for tensor in all_tensors(proto) if tensor.data_location == onnx.TensorProto.EXTERNAL]
 
 
 def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> int:
     """Load external tensors after checking each location stays inside model_dir; returns their bytes."""
     total = 0
-    locations = _external_locations(proto)
+    locations = external_locations(proto)
     if not all(isinstance(location, str) for location in locations):  # protobuf hands undecodable text over as bytes
         raise ModelError(f"{label}: an external data location is not valid UTF-8 text")
     for location in sorted(locations):
@@ -241,12 +220,32 @@ def _load_external_data(proto: onnx.ModelProto, model_dir: Path, label: str) -> 
 
 
 def _check(proto: onnx.ModelProto, label: str) -> None:
-    """The ONNX checker plus shape inference; the inferred shapes are not kept, so the model's bytes stay its own."""
+    """The ONNX checker plus strict shape inference; the inferred shapes are not kept, so the model's bytes stay its
+    own. Both run on `_without_large_weights(proto)`: given the model itself they would serialize it, copying every
+    weight twice, and refuse one past protobuf's 2 GiB."""
     try:
-        onnx.checker.check_model(proto, full_check=False)
-        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        skeleton = _without_large_weights(proto)  # (reading a text field that is not UTF-8 raises here)
+        onnx.checker.check_model(skeleton, full_check=False)
+        onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True)
     except Exception as error:
         raise ModelError(f"{label} fails the ONNX checker: {first_line(error)}") from None
+
+
+# A tensor this large is a weight, never a shape or an axis list whose values shape inference reads.
+SET_ASIDE_BYTES = 64 * 1024
+
+
+def _without_large_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model whose main-graph initializers above SET_ASIDE_BYTES are graph inputs of the same type and
+    shape instead: all the checker and shape inference need of them. The weights themselves are not copied."""
+    checked = skeleton(proto)
+    listed = {value.name for value in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        if tensor_bytes(tensor) <= SET_ASIDE_BYTES:
+            checked.graph.initializer.append(tensor)
+        elif tensor.name not in listed:
+            checked.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return checked
 
 
 def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -282,8 +281,7 @@ def quantizable_layers(proto: onnx.ModelProto) -> list[Layer]:
         if tensor.data_type not in FLOAT_TYPES:
             continue
         shape = tuple(int(d) for d in tensor.dims)
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-        layers.append(Layer(node.name, node.op_type, weight, shape, int(np.prod(shape)) * itemsize, _channel_axis(node)))
+        layers.append(Layer(node.name, node.op_type, weight, shape, tensor_bytes(tensor), _channel_axis(node)))
     return layers
 
 

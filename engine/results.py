@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from enum import Enum
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.metrics import METRICS
+from engine.onnx_files import copy_model
 from engine.pareto import pareto_flags
 from engine.provenance import machine_json, software_json
 from engine.recipe import Recipe
@@ -63,17 +63,19 @@ METRIC_CI_LOW, METRIC_CI_HIGH = "metric_ci_low", "metric_ci_high"
 DELTA = "delta"  # the primary metric minus fp32's, on the same examples
 DELTA_CI_LOW, DELTA_CI_HIGH = "delta_ci_low", "delta_ci_high"  # paired bootstrap; containing 0: no measurable change
 MEASURED_WITH = "measured_with"  # JSON: the versions that computed the row (engine.provenance.software)
-# Its latency (absent on simulated and failed rows).
+# Its latency and peak memory (absent on simulated and failed rows).
 THREADS = "threads"  # onnxruntime intra-op threads the artifact was timed with; set on every timed row
 LATENCY_BATCH = "latency_batch"  # N of the batch-N columns; None when only batch 1 was timed
 LATENCY_PROTOCOL = "latency_protocol"  # engine.measure.LatencyProtocol.describe(): how the runs were chosen
 MACHINE = "machine"  # JSON: the CPU and instruction sets the artifact was timed on (engine.provenance.machine)
+RAM_PROTOCOL = "ram_protocol"  # engine.measure.PEAK_MEMORY_PROTOCOL, or why the peak memory was not measured
 
 
 @dataclass(frozen=True)
 class LatencyColumns:
     """The columns of one timed batch size: median and 95th percentile of the runs, how many, the median's
-    95% interval, and whether the time cap stopped the runs before the interval was as narrow as asked."""
+    95% interval, whether the time cap stopped the runs before the interval was as narrow as asked, and the peak
+    memory of a fresh session loading the artifact and running that batch (engine.measure.peak_memory)."""
 
     p50: str
     p95: str
@@ -81,15 +83,19 @@ class LatencyColumns:
     ci_low: str
     ci_high: str
     capped: str
+    ram: str
 
 
 SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs",
-                                "latency_b1_ci_low_ms", "latency_b1_ci_high_ms", "latency_b1_capped")
+                                "latency_b1_ci_low_ms", "latency_b1_ci_high_ms", "latency_b1_capped",
+                                "ram_b1_peak_bytes")
 BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs",
-                         "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped")
+                         "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped", "ram_bN_peak_bytes")
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
+RAM = SINGLE_EXAMPLE.ram  # the memory users compare: the session loaded and answering one example
 # Every column a timing writes: what legitimately differs between two timings of the same artifact.
-TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, MACHINE, *astuple(SINGLE_EXAMPLE), *astuple(BATCH_N))
+TIMING_COLUMNS = (THREADS, LATENCY_BATCH, LATENCY_PROTOCOL, MACHINE, RAM_PROTOCOL, *astuple(SINGLE_EXAMPLE),
+                  *astuple(BATCH_N))
 # Why a row has no numbers.
 ERROR = "error"  # "TypeName: one line"
 # A point of a mixed-precision curve (engine.mixed): a uniform recipe with some nodes moved to other precisions by
@@ -102,15 +108,16 @@ MIXED_UNITS = "mixed_units"  # nodes the search could move: the M
 PARETO_FRONTS = {
     "pareto_size": (METRIC, SIZE_BYTES),
     "pareto_latency": (METRIC, LATENCY),
+    "pareto_ram": (METRIC, RAM),
     "pareto_3d": (METRIC, SIZE_BYTES, LATENCY),
 }
-PARETO_SIZE, PARETO_LATENCY, PARETO_3D = PARETO_FRONTS
+PARETO_SIZE, PARETO_LATENCY, PARETO_RAM, PARETO_3D = PARETO_FRONTS
 
 # Columns a results table always has, even when no row filled them (failed, simulated or untimed rows).
 OPTIONAL_COLUMNS = (
     ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, METRIC_CI_LOW, METRIC_CI_HIGH, DELTA, DELTA_CI_LOW,
     DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, EXTRA_SETS, ERROR, THREADS, LATENCY_BATCH,
-    SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95,
+    SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95, SINGLE_EXAMPLE.ram, BATCH_N.ram,
 )
 
 
@@ -159,6 +166,12 @@ def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: d
                         names.ci_low: latency.ci_low_ms, names.ci_high: latency.ci_high_ms,
                         names.capped: latency.capped})
     return columns
+
+
+def ram_columns(protocol: str, peaks: dict[LatencyColumns, int]) -> dict:
+    """The peak-memory columns of a timed row: `peaks` maps SINGLE_EXAMPLE and/or BATCH_N to bytes (none when not
+    measured), `protocol` says how they were measured or why not."""
+    return {RAM_PROTOCOL: protocol, **{names.ram: peak for names, peak in peaks.items()}}
 
 
 def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | None:
@@ -415,14 +428,13 @@ def write_results(table: pd.DataFrame, out_dir: Path, stem: str = "results") -> 
 
 
 def export_results(table: pd.DataFrame, model_file: Path, out: Path) -> None:
-    """The out directory a sweep writes: reference.onnx, artifacts/<slug>.onnx, results.json and results.csv."""
+    """The out directory a sweep writes: reference.onnx, artifacts/<slug>.onnx, results.json and results.csv. A
+    model past 2 GB brings its external-data files along, beside its .onnx file, under the names it refers to."""
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, out / "reference.onnx")
+    copy_model(model_file, out, "reference.onnx")
     exported = []
     for artifact, recipe in zip(table[ARTIFACT], table[RECIPE]):
         if isinstance(artifact, str):
-            target = out / "artifacts" / f"{Recipe.from_json(recipe).slug()}.onnx"
-            shutil.copyfile(artifact, target)
-            artifact = str(target)
+            artifact = str(copy_model(Path(artifact), out / "artifacts", f"{Recipe.from_json(recipe).slug()}.onnx"))
         exported.append(artifact)
     write_results(table.assign(**{ARTIFACT: exported}), out)

@@ -35,6 +35,11 @@ class TensorSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
     @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        """The spec from its dataclasses.asdict form, as a stored model summary holds it."""
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+
+    @classmethod
     def from_value_info(cls, value_info: onnx.ValueInfoProto) -> TensorSpec:
         tensor_type = value_info.type.tensor_type
         dims: list[Dim] = []
@@ -67,3 +72,13 @@ def shared_row_count(arrays: Mapping[str, np.ndarray | None], error: type[Except
     if rows == 0:
         raise error(f"{where} has no rows")
     return rows
+
+
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """The bytes a numeric tensor's values take, from its shape and type alone (reading its data would copy it);
+    0 for strings and types numpy has no size for."""
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return 0 if tensor.data_type == onnx.TensorProto.STRING else int(np.prod(tensor.dims)) * itemsize

@@ -15,6 +15,11 @@ MAX_LINE = 200  # characters of a parser's message we repeat: hostile input can 
 FROM_TORCH_COMMAND = "quantscope from-torch FILE.py:FACTORY --example-shape 1,3,224,224 --out model.onnx"
 
 
+def pytorch_refusal(label: str) -> str:
+    """What the model loader says of a PyTorch file (read no further than its first bytes or its zip's names)."""
+    return f"{label} is a PyTorch file, not an ONNX model: export it with torch.onnx.export or `{FROM_TORCH_COMMAND}`"
+
+
 def first_line(error: BaseException) -> str:
     """The error's message up to its first line break, at most MAX_LINE characters; its type's name when it has
     no message."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,14 +25,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.data import load_dataset
+from engine.allowed_paths import allowed_dirs, allowed_file
+from engine.data import MAX_DATASET_BYTES, load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.masking import AUTO
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
+from engine.model_zip import is_zip
 from engine.recipe import Recipe
 from engine.results import ARTIFACT, results_table
+from engine.tensors import TensorSpec
 from engine.store import DatasetRecord, ExportRecord, JobInfo, ModelRecord, Store, workspace_root
 from engine.store import exports, jobs, library
 from engine.store.records import ACTIVE_STATES, RESUMABLE_STATES, JobState
@@ -64,24 +68,35 @@ class Workspace:
     # -- the library ------------------------------------------------------------------------------------------
 
     def add_model(self, source: Path | bytes, name: str, owner: str, shared: bool = False) -> ModelRecord:
-        """Validate and store a model. A file with external data (read only from its own directory) is stored
-        as one self-contained model with that data inlined, so the blob needs nothing beside it."""
-        model = load_model(source, name=name)  # raises ModelError for anything unusable
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        if len(data) != model.summary.bytes:  # the file had external data
-            data = model.serialized()
-        model_id = self.store.blobs.put_bytes(data)
+        """Validate and store a model: an .onnx file, or a zip of a model folder (engine.model_zip). A single
+        .onnx file is stored as it came. A model with external data (read only from its own directory) is stored
+        self-contained: with that data inlined in one file, or, past protobuf's 2 GiB
+        (engine.onnx_files.external_data_threshold), as one folder blob of its .onnx file and its data file."""
+        model = load_model(source, name=name, scratch=self.store.incoming)  # raises ModelError for anything unusable
+        if isinstance(source, bytes) and not is_zip(source):
+            model_id, size = self.store.blobs.put_bytes(source), len(source)
+        elif not isinstance(source, bytes) and not is_zip(source) and model.summary.bytes == Path(source).stat().st_size:
+            model_id, size = self.store.blobs.put_copy(Path(source)), model.summary.bytes  # no external data
+        else:
+            with tempfile.TemporaryDirectory(dir=self.store.incoming) as folder:
+                try:
+                    files = model.save(Path(folder) / "model.onnx")
+                except OSError as error:
+                    self.store.blobs.raise_if_disk_full(error)
+                    raise
+                size = sum(file.stat().st_size for file in files)
+                model_id = (self.store.blobs.put_folder(files) if len(files) > 1
+                            else self.store.blobs.put_file(files[0]))
         with self.store.connect() as conn:
-            return library.save_model(conn, model_id, owner, name, _jsonable(model.summary.to_dict()), len(data),
-                                      shared)
+            return library.save_model(conn, model_id, owner, name, _jsonable(model.summary.to_dict()), size, shared)
 
     def add_dataset(self, source: Path | bytes, filename: str, model_id: str, owner: str,
                     label_column: str | None = None, slice_column: str | None = None,
                     shared: bool = False) -> DatasetRecord:
         model_record = self.model(model_id, owner)
         data = source if isinstance(source, bytes) else _read_upload(Path(source), DataError("no data file at"))
-        model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
-        dataset = load_dataset(data, model.summary.inputs, filename=filename, label_column=label_column,
+        inputs = [TensorSpec.from_dict(spec) for spec in model_record.summary["inputs"]]  # checked when it was added
+        dataset = load_dataset(data, inputs, filename=filename, label_column=label_column,
                                slice_column=slice_column)  # raises DataError when it does not fit the model
         sha256 = self.store.blobs.put_bytes(data)
         reading = [sha256, model_id, Path(filename).suffix.lower(), label_column, slice_column]
@@ -93,6 +108,17 @@ class Workspace:
         )
         with self.store.connect() as conn:
             return library.save_dataset(conn, record)
+
+    @staticmethod
+    def server_file(path: str) -> Path:
+        """A model or data file named by its path on this machine, if it lies in a directory the operator allows
+        (engine.allowed_paths: QUANTSCOPE_ALLOWED_DIRS; unset, nothing is allowed); else a WorkspaceError."""
+        return allowed_file(path)
+
+    @staticmethod
+    def server_directories() -> list[Path]:
+        """The directories server_file opens files from; none when the operator allows none."""
+        return allowed_dirs()
 
     def models(self, owner: str | None = None) -> list[ModelRecord]:
         """The owner's models and the shared ones, newest first (owner None: every owner's)."""
@@ -180,7 +206,8 @@ class Workspace:
         return self.store.absolute(found)
 
     def model_file(self, model_id: str) -> Path:
-        """Where a stored model's bytes are (content-addressed: never rewritten)."""
+        """Where a stored model's .onnx file is (content-addressed: never rewritten); past 2 GB its weights are in
+        the files beside it (engine.onnx_files.model_files)."""
         return self.store.blobs.path(model_id)
 
     def cancel(self, job_id: str) -> None:
@@ -299,9 +326,11 @@ class Workspace:
 
 
 def _read_upload(path: Path, missing: QuantscopeError) -> bytes:
+    """The file's bytes, reading no more than one byte past the data size bound (load_dataset refuses those)."""
     if not path.is_file():
         raise type(missing)(f"{missing} {path}")
-    return path.read_bytes()
+    with open(path, "rb") as file:
+        return file.read(MAX_DATASET_BYTES + 1)
 
 
 def _jsonable(summary: dict) -> dict:

@@ -25,7 +25,7 @@ GRID = {recipe.short_name(): recipe for recipe in default_grid()}
 FP32, FP16 = GRID["fp32"], GRID["fp16"]
 W8_STATIC, W4_GROUP = GRID["W8A8 static channel minmax"], GRID["W4 weight-only group32"]
 W3, W2 = GRID["W3 weight-only channel"], GRID["W2 weight-only channel"]  # simulated: never timed, quick
-LATENCY_COLUMNS = [*results.TIMING_COLUMNS, "pareto_latency", "pareto_3d"]  # timings, and the flags they move
+LATENCY_COLUMNS = [*results.TIMING_COLUMNS, "pareto_latency", "pareto_ram", "pareto_3d"]  # timings, and the flags they move
 OWNER = "test"
 TIMEOUT = 120
 

@@ -105,7 +105,7 @@ def test_a_calibration_set_computes_each_key_once_and_shared_ranges_build_the_sa
     computed = []
     original = calibration_module.activation_ranges
     monkeypatch.setattr(calibration_module, "activation_ranges",
-                        lambda *args: computed.append(args[2:]) or original(*args))
+                        lambda *args, **options: computed.append(args[2:]) or original(*args, **options))
     shared = CalibrationSet(data)
     together = [quantize(model, r, tmp_path / f"shared-{i}.onnx", calibration=shared).path.read_bytes()
                 for i, r in enumerate(recipes)]
@@ -123,3 +123,16 @@ def test_a_node_width_other_than_the_recipes_has_its_own_calibration_key_where_t
     assert key("mse", 16) == ("mse", 64, 16) != key("mse", None) == ("mse", 64, 8)
     assert key("entropy", 16) == ("minmax", 64, None) == key("minmax", 16) == key("minmax", None)
     assert key("percentile", 16) == key("percentile", None) == ("percentile", 64, None)
+
+
+def test_minmax_ranges_collected_run_by_run_are_those_of_every_row_at_once(digits, tmp_path):
+    """A few rows per collect_data call bounds what the calibrator holds; for min and max it changes nothing."""
+    model, data = digits
+    recipe = Recipe(WeightSpec(8, Granularity.CHANNEL), ActivationSpec(8), Mode.STATIC)
+    ranges = CalibrationSet(data).ranges(model, recipe)
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(model.file, augmented_model_path=str(tmp_path / "augmented.onnx"))
+        calibrator.collect_data(reader_for(data, 128, batch_dynamic=True))  # onnxruntime's way: every row at once
+    at_once = {name: calibration_module._as_range(*value.range_value)
+               for name, value in calibrator.compute_data().data.items()}
+    assert calibration_module.CALIBRATION_BATCH < 128 and ranges == at_once and len(ranges) >= 5

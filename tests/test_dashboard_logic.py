@@ -15,6 +15,7 @@ from dashboard.samples import SAMPLE_OWNER
 from dashboard.sweep_form import GridChoice
 from engine.cli import CLI_OWNER
 from engine.data import load_dataset
+from engine.measure import PEAK_MEMORY_PROTOCOL
 from engine.metrics import METRICS
 from engine.model import load_model
 from engine import results
@@ -182,6 +183,17 @@ def test_latency_chart_shows_timed_rows_with_upward_p95_whiskers(digits_table):
             assert set(trace.error_x.arrayminus) == {0}
 
 
+def test_ram_chart_shows_the_timed_rows_against_their_peak_memory_and_front(digits_table):
+    axis = charts.axis_choices(digits_table)["RAM"]
+    figure = charts.cost_figure(digits_table, axis)
+    timed = results.single_example_rows(digits_table)
+    assert sorted(_markers(figure)) == sorted(timed["recipe_key"])  # simulated rows have no RAM
+    assert figure.layout.xaxis.title.text.startswith("RAM (MB")
+    line = next(trace for trace in figure.data if trace.mode == "lines")
+    front = timed[timed[results.PARETO_RAM]].sort_values(results.RAM)
+    assert np.allclose(line.x, front[results.RAM] / 1e6)
+
+
 def test_3d_chart_has_one_marker_per_timed_row(digits_table):
     figure = charts.three_d_figure(digits_table)
     assert sorted(_markers(figure)) == sorted(results.single_example_rows(digits_table)["recipe_key"])
@@ -341,3 +353,5 @@ def test_a_row_says_what_its_figures_rest_on(digits_table):
     assert notes[2] == "Agreement with the original counts: every position counts (no attention-mask-like input)."
     assert notes[3].startswith(f"Time per example: median of {int(static[results.SINGLE_EXAMPLE.runs])} runs with 1 "
                                "thread(s), within ±")
+    assert notes[4] == f"Memory: {PEAK_MEMORY_PROTOCOL}." and "fresh process" in notes[4]
+    assert comparisons.headline(static, None).ram.endswith(" MB")

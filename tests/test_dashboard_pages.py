@@ -25,12 +25,14 @@ from dashboard import errors, help_text, jobs_view, report, state, sweep_form
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
 from engine import results
+from engine.allowed_paths import ALLOWED_DIRS_VARIABLE
 from engine.export import history
 from engine.recipe import Recipe
 from engine.sweep import PRESETS
 from engine.workspace import Workspace
 from engine.store.home import HOME_VARIABLE
 from sample_models.catalog import SAMPLES
+from tests.builders import mlp_model, model_folder_zip
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 PAGES = APP.parent / "views"
@@ -134,7 +136,7 @@ def test_uploading_a_model_and_its_data_shows_both_summaries(ws, home):
     at = page("models_data", owner="uploader")
     assert_no_exception(at)
     assert at.info[0].value.startswith("No model yet")
-    assert any("200 MB" in caption.value for caption in at.caption)  # the upload limit, next to the uploader
+    assert any("1,024 MB" in caption.value for caption in at.caption)  # the upload limit, next to the uploader
 
     at = upload(at, "model_file", DIGITS.model_path, "Add model")
     assert_no_exception(at)
@@ -148,6 +150,35 @@ def test_uploading_a_model_and_its_data_shows_both_summaries(ws, home):
     (dataset,) = ws.datasets("uploader", model_id=model.id)
     assert at.session_state[state.CHOSEN_DATASET] == dataset.id
     assert any(metric.label == "Examples" and metric.value == "540" for metric in at.metric)
+
+
+def test_a_zipped_model_folder_uploads_like_a_file(ws):
+    at = page("models_data", owner="zipper")
+    at.file_uploader(key="model_file").set_value(("mlp.zip", model_folder_zip(mlp_model(64)), "application/zip"))
+    at.run()
+    at = button(at, "Add model").click().run()
+    assert_no_exception(at)
+    assert [record.name for record in ws.models("zipper")] == ["mlp.zip"]
+    assert at.success[0].value == "Added mlp.zip."
+
+
+def test_a_file_on_the_server_is_opened_by_path_only_inside_the_allowed_folders(ws, tmp_path, monkeypatch):
+    assert not page("models_data", owner="by-path").text_input  # off by default: no path field at all
+    allowed, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    allowed.mkdir()
+    elsewhere.mkdir()
+    (allowed / "digits.onnx").write_bytes(DIGITS.model_path.read_bytes())
+    (elsewhere / "digits.onnx").write_bytes(DIGITS.model_path.read_bytes())
+    monkeypatch.setenv(ALLOWED_DIRS_VARIABLE, str(allowed))
+    at = page("models_data", owner="by-path")
+    at.text_input(key="model_path").input(str(elsewhere / "digits.onnx")).run()
+    assert [error.value for error in at.error] == [
+        f"{elsewhere / 'digits.onnx'} is outside the directories this server allows ({allowed})"]
+    assert button(at, "Add model").disabled
+    at.text_input(key="model_path").input(str(allowed / "digits.onnx")).run()
+    at = button(at, "Add model").click().run()
+    assert_no_exception(at)
+    assert [record.name for record in ws.models("by-path")] == ["digits.onnx"]
 
 
 def test_a_broken_model_is_a_one_line_error(ws):
@@ -397,6 +428,17 @@ def test_charts_have_one_point_per_row(ws, finished_job):
     assert sorted(marker_keys(latency)) == sorted(timed["recipe_key"])
     assert sorted(marker_keys(three_d)) == sorted(timed["recipe_key"])
     assert help_text.SIMULATED_LEGEND in [trace["name"] for trace in size["data"]]
+
+
+def test_either_chart_can_set_the_score_against_ram(ws, finished_job):
+    at = page("tradeoffs", **{state.CHOSEN_JOB: finished_job})
+    at.radio(key="latency_chart_axis").set_value("RAM").run()
+    assert_no_exception(at)
+    ram = figures(at)[1]
+    assert ram["layout"]["xaxis"]["title"]["text"].startswith("RAM")
+    table = ws.results(finished_job)
+    assert sorted(marker_keys(ram)) == sorted(table[table["ram_b1_peak_bytes"].notna()]["recipe_key"])
+    assert not table[table["simulated"].astype(bool)]["ram_b1_peak_bytes"].notna().any()
 
 
 def test_recommendation_follows_the_tolerance_slider(finished_job):

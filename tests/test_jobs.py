@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import results
 from engine.data import load_dataset
 from engine.jobs.processes import live_group_members
 from engine.jobs.tasks import CRASH_VARIABLE
@@ -56,7 +55,7 @@ def test_a_job_gives_the_rows_of_the_in_process_sweep_with_artifacts_in_the_work
         assert Path(row.artifact) == artifact and artifact.is_relative_to(workspace.root)
         if not row.simulated:
             assert row.size_bytes == artifact.stat().st_size
-            assert row.latency_b1_p50_ms > 0
+            assert row.latency_b1_p50_ms > 0 and row.ram_b1_peak_bytes > 0  # measured in the worker's own child
     job = workspace.job(job_id)
     assert (job.done, job.total, job.owner) == (3, 3, OWNER) and job.started <= job.finished
     assert [j.id for j in workspace.jobs(OWNER)] == [job_id] and workspace.jobs("someone else") == []

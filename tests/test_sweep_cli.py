@@ -49,11 +49,14 @@ def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
     for row in rows:
         assert row["simulated"] == (row["name"] in ("W3 weight-only channel", "W2 weight-only channel"))
         timed = row["latency_b1_p50_ms"] is not None
-        assert timed != row["simulated"]  # simulated rows never get a latency
+        assert timed != row["simulated"]  # simulated rows never get a latency, nor a peak memory
+        assert (row["ram_b1_peak_bytes"] is not None) == (row["ram_bN_peak_bytes"] is not None) == timed
         if timed:
             assert 0 < row["latency_b1_p50_ms"] <= row["latency_b1_p95_ms"]
             assert row["threads"] == 1 and row["latency_batch"] == 32
-    assert {"pareto_size", "pareto_latency", "pareto_3d"} <= set(table.columns)
+            assert 0 < row["ram_b1_peak_bytes"] <= row["ram_bN_peak_bytes"]  # the batch-N peak includes batch 1's
+            assert "fresh process" in row["ram_protocol"]
+    assert {"pareto_size", "pareto_latency", "pareto_ram", "pareto_3d"} <= set(table.columns)
     assert table["pareto_size"].any() and table["pareto_3d"].any()
     assert "metric = top1" in result.stdout and "1 thread(s)" in result.stdout
 

@@ -7,12 +7,15 @@ message, shown as such.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import help_text, pickers, state, summaries
 from dashboard.samples import sample_description
 from dashboard.uploads import (
     DATASET_TYPES, MODEL_TYPES, PYTORCH_TYPES, is_pytorch_file, is_table, table_columns, upload_limit_mb,
+    upload_memory_text,
 )
 from engine.errors import QuantscopeError
 
@@ -22,19 +25,50 @@ ws = state.workspace()
 owner = state.owner()
 
 
+def server_file(label: str, key: str) -> Path | None:
+    """A file on the server typed in by its path, when the operator allows some folders (QUANTSCOPE_ALLOWED_DIRS);
+    None when none are allowed, nothing is typed, or the path is refused (said in one line)."""
+    folders = ws.server_directories()
+    if not folders:
+        return None
+    typed = st.text_input(label, key=key, placeholder=f"{folders[0]}/...",
+                          help=help_text.SERVER_FILE.format(folders=", ".join(map(str, folders))))
+    if not typed.strip():
+        return None
+    try:
+        return ws.server_file(typed)
+    except QuantscopeError as error:
+        st.error(str(error))
+        return None
+
+
+def upload_caption() -> None:
+    limit = upload_limit_mb()
+    st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=limit), help=upload_memory_text(limit))
+
+
 def model_upload_form() -> None:
     st.subheader("Upload your own")
     uploaded = st.file_uploader(
-        "ONNX model", type=MODEL_TYPES + PYTORCH_TYPES, help=help_text.MODEL_UPLOAD, key="model_file"
+        "ONNX model, or a zip of its folder", type=MODEL_TYPES + PYTORCH_TYPES, help=help_text.MODEL_UPLOAD,
+        key="model_file",
     )
-    st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
+    upload_caption()
     pytorch = uploaded is not None and is_pytorch_file(uploaded.name)
     if pytorch:  # accepted by the uploader only to say so; its bytes are never read
         st.warning(help_text.PYTORCH_UPLOAD.format(name=uploaded.name), icon=":material/swap_horiz:")
+    on_server = server_file("Or a model on the server (.onnx or .zip)", "model_path")
+    if on_server is not None:
+        source, name = on_server, on_server.name
+    elif uploaded is not None and not pytorch:
+        source, name = uploaded.getvalue(), uploaded.name
+    else:
+        source = name = None
     shared = st.checkbox("Save to the shared library", key="share_model", help=help_text.SHARE_UPLOAD)
-    if st.button("Add model", disabled=uploaded is None or pytorch, type="primary"):
+    if st.button("Add model", disabled=source is None, type="primary"):
         try:
-            record = ws.add_model(uploaded.getvalue(), name=uploaded.name, owner=owner, shared=shared)
+            with st.spinner(f"Checking {name}..."):
+                record = ws.add_model(source, name=name, owner=owner, shared=shared)
         except QuantscopeError as error:
             st.error(str(error))
         else:
@@ -72,12 +106,19 @@ def data_upload_form(model) -> None:
         help=help_text.DATASET_UPLOAD,
         key="data_file",
     )
-    st.caption(help_text.UPLOAD_LIMIT.format(limit_mb=upload_limit_mb()))
+    upload_caption()
+    on_server = server_file("Or a data file on the server", "data_path")
+    if on_server is not None:
+        source, filename = on_server, on_server.name
+    elif uploaded is not None:
+        source, filename = uploaded.getvalue(), uploaded.name
+    else:
+        source = filename = None
     label_column = slice_column = None
     unreadable = False
-    if uploaded is not None and is_table(uploaded.name):
+    if source is not None and is_table(filename):
         try:
-            columns = table_columns(uploaded.getvalue(), uploaded.name)
+            columns = table_columns(source, filename)
         except QuantscopeError as error:
             st.error(str(error))  # said once: adding this file would only fail the same way again
             unreadable = True
@@ -85,11 +126,11 @@ def data_upload_form(model) -> None:
             label_column = column_choice("Label column", columns, help_text.LABEL_COLUMN)
             slice_column = column_choice("Slice column", columns, help_text.SLICE_COLUMN)
     shared = st.checkbox("Save to the shared library", key="share_data", help=help_text.SHARE_UPLOAD)
-    if st.button("Add data", disabled=uploaded is None or unreadable, type="primary"):
+    if st.button("Add data", disabled=source is None or unreadable, type="primary"):
         try:
             record = ws.add_dataset(
-                uploaded.getvalue(),
-                filename=uploaded.name,
+                source,
+                filename=filename,
                 model_id=model.id,
                 owner=owner,
                 label_column=label_column,

@@ -40,21 +40,25 @@ def select_from_chart(chart_key: str) -> None:
         state.choose(state.CHOSEN_RECIPE, points[0]["customdata"][0])
 
 
+CHART_CAPTIONS = {"Size": help_text.SIZE_CHART, "Time": help_text.LATENCY_CHART, "RAM": help_text.RAM_CHART}
+
+
 def chart_section(table: pd.DataFrame) -> None:
+    """Two trade-off charts side by side, each with its own cost on the x axis (size and time to begin with)."""
+    axes = charts.axis_choices(table)
     size_column, latency_column = st.columns(2, gap="large")
-    for column, figure, chart_key, caption in (
-        (size_column, charts.size_figure(table), "size_chart", help_text.SIZE_CHART),
-        (latency_column, charts.latency_figure(table), "latency_chart", help_text.LATENCY_CHART),
-    ):
+    for column, chart_key, first_choice in ((size_column, "size_chart", "Size"), (latency_column, "latency_chart", "Time")):
         with column:
+            choice = st.radio("Against", list(axes), index=list(axes).index(first_choice), horizontal=True,
+                              key=f"{chart_key}_axis", help=help_text.CHART_AXIS)
             st.plotly_chart(
-                figure,
+                charts.cost_figure(table, axes[choice]),
                 key=chart_key,
                 on_select=lambda chart_key=chart_key: select_from_chart(chart_key),
                 selection_mode="points",
                 width="stretch",
             )
-            st.caption(caption)
+            st.caption(CHART_CAPTIONS[choice])
     fixed_batches = results.timed_rows(table)[results.LATENCY_BATCH].dropna()
     if results.single_example_rows(table).empty and not fixed_batches.empty:
         with latency_column:
@@ -69,11 +73,12 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
     if row[results.SIMULATED]:
         st.warning(help_text.SIMULATED_DETAIL, icon=":material/science:")
     figures = comparisons.headline(row, reference)
-    size_metric, ratio_metric, latency_metric, speed_metric = st.columns(4)
+    size_metric, ratio_metric, latency_metric, speed_metric, ram_metric = st.columns(5)
     size_metric.metric("File size", figures.size)
     ratio_metric.metric("Size vs original", figures.size_ratio)
     latency_metric.metric("Time per example", figures.latency)
     speed_metric.metric("Speed vs original", figures.speed)
+    ram_metric.metric("RAM (peak)", figures.ram, help=help_text.COLUMN_RAM)
 
     st.markdown("**Scores, next to the original model**")
     if reference is not None:

@@ -185,7 +185,7 @@ class DaskExecutor:
             return
         remote = replace(task, artifact_path=None) if isinstance(task, BuildTask) else task
         inputs = self._scatter(task.inputs, task.inputs.as_bytes)
-        reference = self._scatter(task.reference, lambda: task.reference) if isinstance(task, BuildTask) else None
+        reference = self._scatter(task.reference, task.reference.in_memory) if isinstance(task, BuildTask) else None
         key = f"quantscope-{type(task).__name__}-{self._job_id}-{uuid.uuid4().hex[:8]}"
         self._futures.append((task, self._client.submit(_run_remote, remote, inputs, reference, key=key)))
 

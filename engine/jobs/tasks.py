@@ -12,6 +12,7 @@ its forkserver so workers start warm.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -27,6 +28,7 @@ from pathlib import Path
 from engine.data import Dataset, load_dataset
 from engine.errors import is_disk_full
 from engine.model import LoadedModel, load_model
+from engine.onnx_files import has_external_data, packed
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.sweep import Reference, build_and_evaluate, reference_for, time_artifact
@@ -72,12 +74,14 @@ class JobInputs:
     recipes calibrate on: what a worker loads once (`loaded`) and every task of the job reuses."""
 
     model_sha: str
-    model: Path | bytes
+    model: Path | bytes  # its .onnx file (with its external-data files beside it), or for a remote worker the
+    # bytes of that file, or of a zip of those files (engine.onnx_files.packed)
     validation: DataSource
     calibration: DataSource | None = None
     calibration_rows_asked: int = 0  # engine.sweep.plan.calibration_rows_asked of the job's recipes
     extra_sets: tuple[tuple[str, DataSource], ...] = ()  # (name, data) of each extra evaluation set
     shifts: tuple[str, ...] = ()  # engine.shifts specs, e.g. "noise:0.1"
+    scratch: Path | None = None  # where the model is unpacked or written for onnxruntime's tools (None: temp dir)
 
     @property
     def identity(self) -> tuple:
@@ -86,7 +90,7 @@ class JobInputs:
         return self.model_sha, self.validation.identity, calibration, self.calibration_rows_asked, extras, self.shifts
 
     def load(self) -> tuple[LoadedModel, DataPlan]:
-        model = load_model(self.model)
+        model = load_model(self.model, scratch=self.scratch or Path(tempfile.gettempdir()))
         calibration = None if self.calibration is None else self.calibration.load(model)
         extras = {name: source.load(model) for name, source in self.extra_sets}
         return model, plan_data(self.validation.load(model), self.calibration_rows_asked, calibration, extras,
@@ -95,8 +99,10 @@ class JobInputs:
     def as_bytes(self) -> JobInputs:
         calibration = None if self.calibration is None else self.calibration.as_bytes()
         extras = tuple((name, source.as_bytes()) for name, source in self.extra_sets)
-        return replace(self, model=_read(self.model), validation=self.validation.as_bytes(), calibration=calibration,
-                       extra_sets=extras)
+        model = self.model if isinstance(self.model, bytes) else \
+            packed(self.model) if has_external_data(self.model) else self.model.read_bytes()
+        return replace(self, model=model, validation=self.validation.as_bytes(), calibration=calibration,
+                       extra_sets=extras, scratch=None)
 
 
 def _read(source: Path | bytes) -> bytes:
@@ -122,7 +128,7 @@ def loaded(inputs: JobInputs) -> tuple[LoadedModel, DataPlan]:
 @dataclass(frozen=True)
 class Built:
     """A build's outcome: the row without latency, or a failed row with its traceback. A remote build sends
-    its artifact's bytes back with the row."""
+    its artifact's bytes back with the row (for an artifact with external data, a zip of its files)."""
 
     row: dict
     detail: str | None = None  # the traceback when `row` is a failed row
@@ -191,7 +197,8 @@ class BuildTask:
         with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:  # a remote worker shares no disk
             path = Path(scratch) / "artifact.onnx"
             built = self._build(model, plan, path)
-            return built if built.failed else replace(built, artifact_bytes=path.read_bytes())
+            return built if built.failed else replace(
+                built, artifact_bytes=packed(path) if has_external_data(path) else path.read_bytes())
 
     def _build(self, model: LoadedModel, plan: DataPlan, artifact_path: Path) -> Built:
         try:
@@ -283,6 +290,21 @@ def serve(connection) -> None:
         except BaseException as error:
             message = ("disk full" if is_disk_full(error) else "error", error_line(error), traceback.format_exc())
         connection.send(message)
+        del task, message
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap a task freed back to the system. glibc keeps freed memory for reuse, so a worker idle between
+    tasks would otherwise stay as large as its largest task (a build holds a model, its artifact and a session)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")  # glibc: Linux
+except OSError:
+    _LIBC = None
 
 
 def _exit_when_orphaned(poll_seconds: float = 0.5) -> None:

@@ -17,6 +17,7 @@ import onnx
 from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.model import LoadedModel
+from engine.onnx_files import files_bytes
 from engine.recipe import Mode, Recipe
 from engine.realise.base import OverrideNotHonoured, Realiser, kept_fp32
 from engine.realise.calibration import CalibrationSet
@@ -29,7 +30,7 @@ REALISERS: tuple[Realiser, ...] = (Float32(), Float16(), OrtStaticQDQ(), OrtDyna
 
 @dataclass(frozen=True)
 class Artifact:
-    path: Path
+    path: Path  # its .onnx file; a model past 2 GB keeps its weights in files beside it (engine.onnx_files)
     recipe: Recipe
     realiser: str  # which tool built it, in words
     simulated: bool
@@ -75,18 +76,21 @@ def quantize(
     for realiser in (r for r in REALISERS if r.supports(model, recipe)):
         try:
             estimate = realiser.realise(model, recipe, calibration, out_path)
-            float_layers = tuple(realiser.float_layers(model, recipe, onnx.load(out_path)))
+            # the layers' types and shapes are enough: no external data
+            artifact_proto = onnx.load(out_path, load_external_data=False)
+            float_layers = tuple(realiser.float_layers(model, recipe, artifact_proto))
             if quantized_anyway := sorted(kept_layers - set(float_layers)):
                 raise OverrideNotHonoured(f"{listed(quantized_anyway)} kept fp32 but quantized")
             break
         except OverrideNotHonoured:
             continue  # the simulated realiser, last, supports everything and honours every override
+    file_bytes = files_bytes(out_path)  # with its external-data files, when it has some
     return Artifact(
         path=out_path,
         recipe=recipe,
         realiser=realiser.name,
         simulated=realiser.simulated,
-        size_bytes=estimate if estimate is not None else out_path.stat().st_size,
+        size_bytes=estimate if estimate is not None else file_bytes,
         size_is_estimate=estimate is not None,
         float_layers=float_layers,
     )

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
@@ -31,7 +30,10 @@ from engine.data import Dataset
 from engine.model import LoadedModel
 from engine.recipe import Calibration, Mode, Recipe, calibration_applies
 
-CALIBRATION_BATCH = 32
+# Rows per calibration run. onnxruntime's calibrators run a copy of the model that reports every activation, and
+# that copy keeps all of them alive through a run: its memory grows with the rows of a run (about 40 MB a row of 64
+# tokens on a 92 MB encoder, bench/sweep_memory.py), so runs are small and each is collected on its own.
+CALIBRATION_BATCH = 4
 HISTOGRAM_BINS = 2048
 MSE_CANDIDATES = 200
 ENTROPY_EPSILON = 0.0001  # onnxruntime's smooth_distribution default
@@ -82,8 +84,8 @@ class CalibrationSet:
         if key not in self.known:
             method, samples, key_bits = key
             batch_dynamic = all(spec.batch_is_dynamic for spec in model.summary.inputs)
-            self.known[key] = activation_ranges(model.copy(), self.dataset, Calibration(method), samples,
-                                                batch_dynamic, key_bits)
+            self.known[key] = activation_ranges(model.file, self.dataset, Calibration(method), samples,
+                                                batch_dynamic, key_bits, external_data=model.needs_external_data)
         return self.known[key]
 
 
@@ -107,29 +109,30 @@ def reader_for(dataset: Dataset, samples: int, batch_dynamic: bool) -> DatasetRe
 
 
 def activation_ranges(
-    model: onnx.ModelProto,
+    model_path: Path,
     dataset: Dataset,
     method: Calibration,
     samples: int,
     batch_dynamic: bool,
     bits: int | None,
+    external_data: bool = False,
 ) -> Ranges:
-    """Range (low, high) of each float activation tensor over `samples` rows; `bits` matters to the histogram
-    methods only."""
+    """Range (low, high) of each float activation tensor over `samples` rows of the model at `model_path`;
+    `bits` matters to the histogram methods only (`external_data`: the model is past 2 GB, and so is the
+    calibrator's augmented copy)."""
     with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp:
-        model_path = Path(tmp) / "model.onnx"
-        onnx.save(model, model_path)
         # onnxruntime's histogram collectors print progress to stdout; keep the CLI's output clean.
         with contextlib.redirect_stdout(io.StringIO()):
             calibrator = create_calibrator(
                 model_path,
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=ORT_METHOD[method],
+                use_external_data_format=external_data,
                 # percentile of |x| for both tails: what quantize_static's own percentile calibration does
                 extra_options={"num_bins": HISTOGRAM_BINS, "percentile": PERCENTILE,
                                "symmetric": method is Calibration.PERCENTILE},
             )
-            calibrator.collect_data(reader_for(dataset, samples, batch_dynamic))
+            _collect_run_by_run(calibrator, dataset.take(samples), CALIBRATION_BATCH if batch_dynamic else 1)
             if method in HISTOGRAM_METHODS:
                 histograms = calibrator.collector.histogram_dict
                 if method is Calibration.MSE:
@@ -137,6 +140,14 @@ def activation_ranges(
                 return {name: entropy_range(*h[:4], bits) for name, h in histograms.items()}
             computed = calibrator.compute_data()
     return {name: _as_range(*computed[name].range_value) for name in computed}
+
+
+def _collect_run_by_run(calibrator, rows: Dataset, batch: int) -> None:
+    """Feed the calibrator one run of `batch` rows per collect_data call. Each call folds what it saw into the
+    calibrator's ranges or histograms (onnxruntime's own incremental path) and lets go of the activations; given
+    every row at once, the histogram calibrators would hold every activation of every row until the end."""
+    for start in range(0, len(rows), batch):
+        calibrator.collect_data(DatasetReader(rows.rows(slice(start, start + batch)), batch))
 
 
 def save_for_quantize_static(ranges: Ranges, path: Path) -> None:

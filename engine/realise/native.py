@@ -16,7 +16,10 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from engine.model import LoadedModel, gemm_to_matmul, topological_sort
-from engine.realise.base import OverrideNotHonoured, Realiser, kept_fp32, only_keep_fp32_overrides, own_activation_bits
+from engine.onnx_files import save_model
+from engine.realise.base import (
+    OverrideNotHonoured, Realiser, kept_fp32, only_keep_fp32_overrides, own_activation_bits,
+)
 from engine.realise.calibration import save_for_quantize_static
 from engine.realise.qdq_overrides import (
     FOLDABLE_OPS, TensorOverrides, override_failures, strip_qdq, touched_tensors, width_overrides,
@@ -58,7 +61,7 @@ class Float32(Realiser):
         return recipe.is_reference
 
     def realise(self, model, recipe, calibration, out):
-        out.write_bytes(model.serialized())
+        model.save(out)
         return None
 
 
@@ -72,7 +75,7 @@ class Float16(Realiser):
         # Inputs and outputs stay fp32 so the artifact is a drop-in replacement for the original.
         converted = convert_float_to_float16(model.copy(), keep_io_types=True, disable_shape_infer=False)
         topological_sort(converted)  # the converter appends its input casts after their consumers
-        onnx.save(converted, out)
+        save_model(converted, out, model.needs_external_data)
         return None
 
 
@@ -127,7 +130,7 @@ class OrtStaticQDQ(Realiser):
             save_for_quantize_static(recipe_ranges, ranges_file)
             with _quiet():
                 quantize_static(
-                    model.copy(),
+                    model.file,
                     out,
                     calibration_data_reader=None,
                     calibration_cache_path=ranges_file,
@@ -138,6 +141,7 @@ class OrtStaticQDQ(Realiser):
                     activation_type=ACTIVATION_TYPES[(act.bits, act.symmetric)],
                     weight_type=WEIGHT_TYPES[(recipe.weights.bits, recipe.weights.symmetric)],
                     nodes_to_exclude=excluded,
+                    use_external_data_format=model.needs_external_data,
                     extra_options={
                         "ActivationSymmetric": act.symmetric,
                         "WeightSymmetric": recipe.weights.symmetric,
@@ -148,7 +152,7 @@ class OrtStaticQDQ(Realiser):
             artifact = onnx.load(out)
             if kept:
                 strip_qdq(artifact, float_tensors)
-                onnx.save(artifact, out)
+                save_model(artifact, out, model.needs_external_data)
             if failures := override_failures(model, recipe, artifact):
                 raise OverrideNotHonoured(failures[0])
         return None
@@ -165,6 +169,10 @@ class OrtStaticQDQ(Realiser):
                     layer_override["axis"] = layers[name].channel_axis
                 overrides[layers[name].weight] = [layer_override]
         return overrides
+
+
+def _has_gemm(model: LoadedModel) -> bool:
+    return any(node.op_type == "Gemm" for node in model.proto.graph.node)
 
 
 class OrtDynamic(Realiser):
@@ -191,12 +199,13 @@ class OrtDynamic(Realiser):
             quantize_dynamic(
                 # onnxruntime rewrites each Gemm as a MatMul named "<gemm>_MatMul" before it looks at
                 # nodes_to_exclude, so a kept-float Gemm would be quantized; this rewrite keeps the name
-                gemm_to_matmul(model.copy()),
+                gemm_to_matmul(model.copy()) if _has_gemm(model) else model.file,
                 out,
                 op_types_to_quantize=self.OP_TYPES,
                 per_channel=recipe.weights.granularity is Granularity.CHANNEL,
                 weight_type=WEIGHT_TYPES[(8, recipe.weights.symmetric)],
                 nodes_to_exclude=kept_fp32(recipe),
+                use_external_data_format=model.needs_external_data,
                 extra_options={"WeightSymmetric": recipe.weights.symmetric},
             )
         return None
@@ -242,5 +251,5 @@ class MatMulNBits(Realiser):
         )
         with _quiet():
             quantizer.process()
-        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=model.needs_external_data)
         return None

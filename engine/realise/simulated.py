@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine.model import LoadedModel, topological_sort
+from engine.onnx_files import save_model
 from engine.realise.base import Realiser, kept_fp32, own_activation_bits
 from engine.realise.fake_quant import integer_range, packed_size, quantize_dequantize
 from engine.recipe import Mode, Recipe, WeightSpec
@@ -59,7 +60,7 @@ class Simulated(Realiser):
         elif recipe.mode is Mode.DYNAMIC:
             # Activations are quantized for each reader at run time: a kept-float layer reads its input float.
             _insert_dynamic_fake_quant(proto, sorted(readers), set().union(*readers.values()))
-        onnx.save(proto, out)
+        save_model(proto, out, model.needs_external_data)
         return estimate
 
 

@@ -2,11 +2,16 @@
 
 A blob is written to a temporary file in the same directory and renamed into place, so a reader (or a
 crash) never sees half a file; storing bytes that are already there does nothing.
+
+A model past protobuf's 2 GiB is several files (an .onnx file and the external-data files it names, relative to
+it): stored as one folder blob, <root>/ab/abcdef.../, named by the sha256 of its files' names and digests, and
+moved into place whole. Its `path` is its one .onnx file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +23,7 @@ from typing import BinaryIO
 from engine.errors import DiskFull, is_disk_full
 
 CHUNK = 1 << 20
+FOLDER_MAIN_SUFFIX = ".onnx"  # a folder blob holds one model: its .onnx file and the files it names
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -38,7 +44,38 @@ class BlobStore:
     suffix: str = ""  # artifacts keep ".onnx" so a downloaded file says what it is
 
     def path(self, sha256: str) -> Path:
+        """The blob's file; for a folder blob, the one .onnx file in it."""
+        folder = self.folder(sha256)
+        if folder.is_dir():
+            return next(folder.glob(f"*{FOLDER_MAIN_SUFFIX}"))
         return self.root / sha256[:2] / f"{sha256}{self.suffix}"
+
+    def folder(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put_folder(self, files: list[Path]) -> str:
+        """Move a finished model's files in as one folder blob: files[0] its .onnx file, the others the files it
+        names, where it names them (relative to it); they are gone from where they were afterwards."""
+        main = files[0]
+        names = [file.relative_to(main.parent).as_posix() for file in files]
+        digest = hashlib.sha256(json.dumps(sorted(zip(names, map(sha256_file, files)))).encode()).hexdigest()
+        target = self.folder(digest)
+        if target.is_dir():
+            for file in files:
+                file.unlink()
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
+        for name, file in zip(names, files):
+            (incoming / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, incoming / name)
+        try:
+            os.replace(incoming, target)  # a reader sees the whole folder or none of it
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(incoming)  # stored meanwhile by another process: the same files
+        return digest
 
     def put_bytes(self, data: bytes) -> str:
         sha256 = sha256_bytes(data)
@@ -72,10 +109,14 @@ class BlobStore:
             os.replace(temporary, target)
         except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
-            if is_disk_full(error):  # an upload on a full disk: one line the dashboard and the CLI can show
-                raise DiskFull(f"the disk holding the workspace is full ({self.root}): free some space and try "
-                               "again") from error
+            self.raise_if_disk_full(error)
             raise
+
+    def raise_if_disk_full(self, error: BaseException) -> None:
+        """An upload on a full disk: one line the dashboard and the CLI can show."""
+        if is_disk_full(error):
+            raise DiskFull(f"the disk holding the workspace is full ({self.root}): free some space and try "
+                           "again") from error
 
     def put_file(self, source: Path) -> str:
         """Move a finished file in (same file system: a rename, no copy); `source` is gone afterwards."""

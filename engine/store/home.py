@@ -28,9 +28,11 @@ class Store:
     """A workspace on disk:
 
     quantscope.db          the SQLite database (schema.py)
-    blobs/ab/abcdef...     uploaded models and datasets, by sha256 of their bytes
-    artifacts/ab/ab...onnx quantized artifacts, by sha256 of their bytes
+    blobs/ab/abcdef...     uploaded models and datasets, by sha256 of their bytes (a model past 2 GiB: a folder
+                           of its .onnx file and external data, by sha256 of its files' names and digests)
+    artifacts/ab/ab...onnx quantized artifacts, by sha256 of their bytes (likewise folders past 2 GiB)
     jobs/<job id>/         a job's runner log and scratch space
+    incoming/              uploaded model zips being unpacked and checked (temporary directories)
     latency.lock           held while an artifact is timed, so timings never overlap (any job, any process)
     logs/dashboard.log     the dashboard's unexpected errors with their tracebacks (written by dashboard/errors.py)
     """
@@ -56,6 +58,13 @@ class Store:
     @property
     def artifacts(self) -> BlobStore:
         return BlobStore(self.root / "artifacts", suffix=".onnx")
+
+    @property
+    def incoming(self) -> Path:
+        """Where an uploaded model folder is unpacked while it is checked: inside the workspace, on its disk."""
+        path = self.root / "incoming"
+        path.mkdir(exist_ok=True)
+        return path
 
     @property
     def latency_lock(self) -> Path:

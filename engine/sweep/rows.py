@@ -2,13 +2,14 @@
 
 Each row is measured on the artifact a user would download: size is that file's bytes (or, for a
 simulated recipe, the labelled packed-integer estimate), metrics are that file's outputs on the whole
-validation set, latency is onnxruntime running that file. Simulated rows get no latency.
+validation set, latency is onnxruntime running that file, peak memory a fresh onnxruntime session loading and
+running it. Simulated rows get neither.
 The row's columns are engine.results'; the job system runs these same steps in its workers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ import numpy as np
 from engine import results
 from engine.data import Dataset
 from engine.measure import (
-    ADAPTIVE, LatencyProtocol, batch_is_dynamic, latency_feed, measure_latency, open_session, predict,
+    ADAPTIVE, PEAK_MEMORY_PROTOCOL, LatencyProtocol, MemoryNotMeasured, batch_is_dynamic, latency_feed,
+    measure_latency, open_session, peak_memory, predict,
 )
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
+from engine.onnx_files import files_bytes
 from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
 from engine.masking import AUTO, Masking, apply_mask, choose_masking
@@ -29,17 +32,38 @@ from engine.uncertainty import uncertainty
 DEFAULT_LATENCY_BATCH = 32
 
 
+class _SharedOutput:
+    """For a reference whose `output` was saved to the .npy file `output_file`: the output is memory-mapped from
+    it, and a pickle (a task on its way to a worker) carries the path, not the array, so the workers that read it
+    share one copy of its pages instead of each unpickling its own."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state.get("output_file") is not None:
+            state["output"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("output_file") is not None:
+            state["output"] = np.load(state["output_file"], mmap_mode="r")
+        self.__dict__.update(state)
+
+
 @dataclass(frozen=True)
-class SetReference:
+class SetReference(_SharedOutput):
     """The original model on one extra evaluation set: its outputs, the set's task and primary metric."""
 
     output: np.ndarray
     task: Task
     metric: str
+    output_file: Path | None = None
+
+    def in_memory(self) -> SetReference:
+        return replace(self, output=np.array(self.output), output_file=None)
 
 
 @dataclass(frozen=True)
-class Reference:
+class Reference(_SharedOutput):
     """What every quantized row is compared with: the original model's outputs and size, which output
     positions fidelity counts, and its outputs on each extra evaluation set."""
 
@@ -49,30 +73,44 @@ class Reference:
     size_bytes: int
     masking: Masking
     extras: dict[str, SetReference] = field(default_factory=dict)
+    output_file: Path | None = None
 
     def failed_row(self, recipe: Recipe, error: BaseException) -> dict:
         """The row of a recipe that could not be built or measured, in this reference's table."""
         return results.failed_row(recipe, self.task.value, self.metric, error)
 
+    def in_memory(self) -> Reference:
+        """The same reference with its outputs in memory, for a worker that shares no disk with this one."""
+        return replace(self, output=np.array(self.output), output_file=None,
+                       extras={name: extra.in_memory() for name, extra in self.extras.items()})
+
 
 def reference_for(model: LoadedModel, dataset: Dataset, workdir: Path, mask: str = AUTO,
                   extras: dict[str, Dataset] | None = None) -> Reference:
     """The fp32 model's outputs on `dataset` and on each extra set; `mask` is engine.masking's AUTO, NO_MASK or
-    a mask input's name."""
+    a mask input's name. The outputs are saved in `workdir`/reference_outputs and memory-mapped from there."""
     path = Path(workdir) / "reference.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.serialized())
+    outputs = Path(workdir) / "reference_outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    model.save(path)
     session = open_session(path)
-    output = predict(session, dataset)
+    output, output_file = _saved(predict(session, dataset), outputs / "scored.npy")
     task = detect_task(output, dataset.labels)
-    return Reference(output, task, primary_metric(task, output), path.stat().st_size,
-                     choose_masking(dataset, output, mask),
-                     {name: _set_reference(predict(session, data), data) for name, data in (extras or {}).items()})
+    on_sets = {name: _set_reference(*_saved(predict(session, data), outputs / f"set{index}.npy"), data)
+               for index, (name, data) in enumerate((extras or {}).items())}
+    return Reference(output, task, primary_metric(task, output), files_bytes(path),
+                     choose_masking(dataset, output, mask), on_sets, output_file)
 
 
-def _set_reference(output: np.ndarray, data: Dataset) -> SetReference:
+def _saved(output: np.ndarray, path: Path) -> tuple[np.ndarray, Path]:
+    """The output written to `path` and memory-mapped back (the computed copy is let go of), and the path."""
+    np.save(path, output)
+    return np.load(path, mmap_mode="r"), path
+
+
+def _set_reference(output: np.ndarray, output_file: Path, data: Dataset) -> SetReference:
     task = detect_task(output, data.labels)
-    return SetReference(output, task, primary_metric(task, output))
+    return SetReference(output, task, primary_metric(task, output), output_file)
 
 
 def score_output(reference: np.ndarray, output: np.ndarray, data: Dataset, task: Task, metric: str, masking: Masking,
@@ -117,7 +155,8 @@ def build_and_evaluate(
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
                   protocol: LatencyProtocol = ADAPTIVE) -> dict:
-    """Latency columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run meanwhile.
+    """Latency and peak-memory columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run
+    meanwhile.
 
     A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
     (with latency_batch saying N), leaving the other columns empty.
@@ -128,9 +167,15 @@ def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, bat
     else:
         fixed = session.get_inputs()[0].shape[0]
         sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
-    timings = {columns: measure_latency(session, latency_feed(dataset, size), threads, protocol)
-               for columns, size in sizes.items()}
-    return results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings)
+    feeds = {columns: latency_feed(dataset, size) for columns, size in sizes.items()}
+    timings = {columns: measure_latency(session, feed, threads, protocol) for columns, feed in feeds.items()}
+    del session  # its memory is not the fresh session's business
+    try:
+        peaks = dict(zip(feeds, peak_memory(artifact_path, list(feeds.values()), threads)))
+        ram = results.ram_columns(PEAK_MEMORY_PROTOCOL, peaks)
+    except MemoryNotMeasured as reason:
+        ram = results.ram_columns(str(reason), {})
+    return {**results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings), **ram}
 
 
 def measure_recipe(

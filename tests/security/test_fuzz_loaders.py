@@ -37,12 +37,12 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from dashboard.uploads import table_columns
 from engine import DataError, ModelError, QuantscopeError, load_dataset, load_model
+from engine.workspace import Workspace
 from sample_models.catalog import SAMPLES
-from tests.builders import gemm_model, gray_png, zip_bytes
+from tests.builders import gemm_model, gray_png, model_folder_zip, zip_bytes
 
 MLP = SAMPLES["breast_cancer_mlp"]
 DIGITS = SAMPLES["digits_cnn"]
@@ -89,6 +89,7 @@ CSV_SEEDS = [CSV_SEED]
 PARQUET_SEEDS = [parquet_seed(), parquet_seed(compression=None)]
 ZIP_SEEDS = [zip_bytes(IMAGES, zipfile.ZIP_DEFLATED), zip_bytes(IMAGES)]
 ONNX_SEEDS = [gemm_model().SerializeToString(), MLP.model_path.read_bytes()]
+MODEL_ZIP_SEEDS = [model_folder_zip(gemm_model()), model_folder_zip(gemm_model(), folder="a/b", data_file="w.bin")]
 EXTERNAL_WEIGHTS = "weights.bin"
 LEAK = "../leak.bin"  # as long as EXTERNAL_WEIGHTS, so swapping one for the other keeps protobuf's lengths right
 
@@ -115,6 +116,9 @@ def test_every_seed_loads():
         assert load_dataset(seed, DIGITS_INPUTS, filename="seed.zip").labels.tolist() == [0, 3, 7]
     for seed in ONNX_SEEDS:
         assert load_model(seed, name="seed.onnx").summary.layers
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed in MODEL_ZIP_SEEDS:
+            assert load_model(seed, name="seed.zip", scratch=Path(scratch)).summary.layers
     assert table_columns(CSV_SEED, "seed.csv") == list(CSV_FRAME.columns)
     assert table_columns(PARQUET_SEEDS[0], "seed.parquet") == list(CSV_FRAME.columns)
 
@@ -335,6 +339,11 @@ def load_onnx(data: bytes):
     return load_model(data, name="fuzz.onnx")
 
 
+def add_model_zip(data: bytes):
+    """A zipped model folder as the dashboard adds it: unpacked in the workspace ($QUANTSCOPE_HOME, the guard's)."""
+    return Workspace.open().add_model(data, "fuzz.zip", "fuzz")
+
+
 # --- inputs the fuzzer found that broke the contract, rebuilt small and pinned -----------------------------------
 
 
@@ -453,6 +462,7 @@ test_zip_loads_or_fails_with_one_line = contract_test(load_zip, ZIP_SEEDS, ZIP_F
 test_parquet_loads_or_fails_with_one_line = contract_test(load_parquet, PARQUET_SEEDS, PARQUET_FOUND)
 test_csv_loads_or_fails_with_one_line = contract_test(load_csv, CSV_SEEDS)
 test_onnx_upload_loads_or_fails_with_one_line = contract_test(load_onnx, ONNX_SEEDS)
+test_model_zip_upload_loads_or_fails_with_one_line = contract_test(add_model_zip, MODEL_ZIP_SEEDS)
 # The dashboard's label and slice pickers read a table's column names before the data is loaded.
 test_csv_columns_load_or_fail_with_one_line = contract_test(lambda data: table_columns(data, "fuzz.csv"), CSV_SEEDS)
 test_parquet_columns_load_or_fail_with_one_line = contract_test(

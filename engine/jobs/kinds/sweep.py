@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine import results
 from engine.errors import DiskFull, WorkspaceError
@@ -30,6 +32,8 @@ from engine.jobs.tasks import (
     BuildTask, Built, CalibrateTask, DataSource, JobInputs, ReferenceTask, Task, Timed, TimeTask,
 )
 from engine.masking import AUTO
+from engine.model_zip import is_zip, unpack_model_zip
+from engine.onnx_files import files_bytes, model_files
 from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
 from engine.store import DatasetRecord, cache, jobs, library
@@ -155,7 +159,8 @@ class SweepRun(JobRun):
                                   fingerprints)
         self.inputs = JobInputs(model.id, self.store.blobs.path(model.id), self._source(dataset),
                                 None if calibration is None else self._source(calibration), asked,
-                                tuple((name, self._source(record)) for name, record in extras), self.params.shifts)
+                                tuple((name, self._source(record)) for name, record in extras), self.params.shifts,
+                                self.scratch)
 
     def _source(self, dataset: DatasetRecord) -> DataSource:
         return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
@@ -275,15 +280,23 @@ class SweepRun(JobRun):
         if built.failed:
             self._commit(task.position, task.recipe, built.row, None, built.detail)
             return
-        if built.artifact_bytes is not None:  # built remotely: the artifact came back as bytes
-            artifact_sha = self.store.artifacts.put_bytes(built.artifact_bytes)
-        else:
-            artifact_sha = self.store.artifacts.put_file(task.artifact_path)
+        artifact_sha = self._store_artifact(task, built)
         row = {**built.row, results.ARTIFACT: self.store.relative(self.store.artifacts.path(artifact_sha))}
         if row[results.SIMULATED]:  # a simulated artifact is not timed, as in engine.sweep
             self._commit(task.position, task.recipe, row, artifact_sha)
         else:
             self.to_time.append(_Waiting(task.position, task.recipe, row, artifact_sha))
+
+    def _store_artifact(self, task: BuildTask, built: Built) -> str:
+        """Move the built artifact into the workspace's store: one file, or past 2 GB a folder of its .onnx file
+        and external data. A remote build's came back as bytes (a zip of its files, for a folder)."""
+        path = task.artifact_path
+        if built.artifact_bytes is not None:
+            if not is_zip(built.artifact_bytes):
+                return self.store.artifacts.put_bytes(built.artifact_bytes)
+            path = unpack_model_zip(built.artifact_bytes, Path(tempfile.mkdtemp(dir=self.scratch)), path.name)
+        files = model_files(path)
+        return self.store.artifacts.put_folder(files) if len(files) > 1 else self.store.artifacts.put_file(path)
 
     def _calibrated(self, key: CalibrationKey, outcome: Outcome) -> None:
         """Keep the ranges for the builds waiting on them; if calibration failed, so does each of those recipes."""
@@ -306,7 +319,7 @@ class SweepRun(JobRun):
         self.counts["failed" if failed else "computed"] += 1
         with transaction(self.conn):
             if artifact_sha is not None:
-                size = self.store.artifacts.path(artifact_sha).stat().st_size
+                size = files_bytes(self.store.artifacts.path(artifact_sha))
                 cache.record_artifact(self.conn, artifact_sha, row[results.ARTIFACT], size)
             jobs.add_result(self.conn, self.job_id, recipe.key(), position, row, artifact_sha, cached=False,
                             error_detail=detail)
