@@ -21,15 +21,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from engine import mixed, results, sensitivity
+from engine.cli_options import add_data_options, add_timing_options
 from engine.errors import QuantscopeError
 from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
-from engine.jobs.executor import cpu_count
 from engine.data import load_dataset
-from engine.masking import AUTO, NO_MASK
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
-from engine.sweep import DEFAULT_LATENCY_BATCH, PRESETS, default_grid, grid
+from engine.sweep import PRESETS, default_grid, grid
 from engine.text import MB
 from engine.workspace import JobState, Workspace
 
@@ -51,15 +50,6 @@ def _named_file(text: str) -> tuple[str, Path]:
     if not separator or not name or not path:
         raise argparse.ArgumentTypeError(f"NAME=FILE, e.g. noisy=noisy.npz; got {text!r}")
     return name, Path(path)
-
-
-def _threads(text: str) -> int:
-    if text.lower() == "all":
-        return cpu_count()
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a thread count or 'all'; got {text!r}") from None
 
 
 def _activation_bits(text: str) -> int | None:
@@ -96,28 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid_options.add_argument("--group-size", type=int, default=128, help="elements per group (default 128)")
     grid_options.add_argument("--recipe", type=Path, action="append", default=[],
                               help="a recipe JSON file to add (repeatable)")
-    run.add_argument("--threads", type=_threads, default=1,
-                     help="onnxruntime intra-op threads for latency: a number, or 'all' for every core (default 1)")
-    batch = run.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH,
-                       help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
-    batch.add_argument("--no-batch", dest="batch", action="store_const", const=None,
-                       help="time single examples only")
-    run.add_argument("--calibration-data", type=Path,
-                     help="data for static recipes to calibrate on (same formats); without it, the validation set's "
-                          "first rows calibrate and are left out of scoring for every recipe")
-    masking = run.add_mutually_exclusive_group()
-    masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
-                         help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
-    masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
-                         help="fidelity counts every output position, padding included")
+    add_timing_options(run)
+    add_data_options(run)
     run.add_argument("--also", type=_named_file, action="append", default=[], metavar="NAME=FILE",
                      help="also score every recipe on this evaluation set (repeatable), e.g. noisy=noisy.npz")
     run.add_argument("--shift", action="append", default=[], metavar="KIND:LEVEL",
                      help="also score every recipe on a synthetic shift of the scored rows (repeatable): "
                           "noise, scale, brightness, contrast or dropout, e.g. noise:0.1")
-    run.add_argument("--label-column", help="label column of a CSV/Parquet file")
-    run.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
     run.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build on; default: local processes")
 
@@ -149,15 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="none (weight-only), 8, 16 (static) and/or dynamic (default 8)")
     sens.add_argument("--calibration", type=_csv(str), default=["minmax"],
                       help="minmax, percentile, entropy and/or mse (default minmax)")
-    sens.add_argument("--calibration-data", type=Path, help="data for static candidates to calibrate on; without "
-                      "it the validation set's first rows calibrate and are left out of scoring")
-    sens.add_argument("--threads", type=_threads, default=1, help="onnxruntime intra-op threads (default 1)")
-    sens_masking = sens.add_mutually_exclusive_group()
-    sens_masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
-                              help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
-    sens_masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
-                              help="fidelity counts every output position, padding included")
-    sens.add_argument("--label-column", help="label column of a CSV/Parquet file")
+    add_timing_options(sens, batch=False)
+    add_data_options(sens, slices=False)
 
     _add_mixed_parser(commands)
 
@@ -313,19 +281,8 @@ def _add_mixed_parser(commands) -> None:
     command.add_argument("--table", type=Path, help="the sensitivity.json of `quantscope sensitivity` on the same "
                          "model, data and candidates, instead of computing it")
     command.add_argument("--calibration", default="minmax", help="minmax, percentile, entropy or mse (default minmax)")
-    command.add_argument("--calibration-data", type=Path, help="data for static recipes to calibrate on; without it "
-                         "the validation set's first rows calibrate and are left out of scoring")
-    command.add_argument("--threads", type=_threads, default=1, help="onnxruntime intra-op threads (default 1)")
-    batch = command.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH,
-                       help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
-    batch.add_argument("--no-batch", dest="batch", action="store_const", const=None, help="time single examples only")
-    masking = command.add_mutually_exclusive_group()
-    masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
-                         help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
-    masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
-                         help="fidelity counts every output position, padding included")
-    command.add_argument("--label-column", help="label column of a CSV/Parquet file")
+    add_timing_options(command)
+    add_data_options(command, slices=False)
 
 
 def mixed_command(args: argparse.Namespace) -> int:

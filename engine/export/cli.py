@@ -16,15 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine.cli_options import add_data_options, add_timing_options
 from engine.errors import QuantscopeError
 from engine.export import history
 from engine.export.gate import ERROR, Limits, Verdict, gate, write_verdict
 from engine.export.sources import MeasureOptions, measure_for_export, source_from_job
 from engine.export.verify import verify
 from engine.formatting import metric_text, ratio_text
-from engine.masking import AUTO, NO_MASK
 from engine.recipe import Recipe
-from engine.sweep import DEFAULT_LATENCY_BATCH
 from engine.text import size_text
 
 COMMANDS = ("export", "verify", "gate", "exports")
@@ -37,23 +36,8 @@ class UsageError(QuantscopeError):
 
 def _measuring_options(parser: argparse.ArgumentParser, timing: bool = True) -> None:
     """How to read the data and measure, as `quantscope sweep` takes them."""
-    parser.add_argument("--label-column", help="label column of a CSV/Parquet file")
-    parser.add_argument("--slice-column", help="slice column of a CSV/Parquet file")
-    parser.add_argument("--calibration-data", type=Path,
-                        help="data for static recipes to calibrate on; without it the validation set's first rows "
-                             "calibrate and are left out of scoring, as in a sweep")
-    masking = parser.add_mutually_exclusive_group()
-    masking.add_argument("--mask-input", dest="mask", metavar="NAME", default=AUTO,
-                         help="the attention-mask input whose 0 positions fidelity ignores (default: detected)")
-    masking.add_argument("--no-mask", dest="mask", action="store_const", const=NO_MASK,
-                         help="fidelity counts every output position, padding included")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for latency (default 1)")
-    if timing:
-        batch = parser.add_mutually_exclusive_group()
-        batch.add_argument("--batch", type=int, default=DEFAULT_LATENCY_BATCH,
-                           help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
-        batch.add_argument("--no-batch", dest="batch", action="store_const", const=None,
-                           help="time single examples only")
+    add_data_options(parser)
+    add_timing_options(parser, batch=timing)
 
 
 def add_commands(commands) -> None:
