@@ -21,6 +21,8 @@ from engine.data import Dataset
 from engine.errors import DiskFull, ModelError, WorkspaceError
 from engine.measure import open_session
 from engine.model import load_model
+from engine.export.bundle import write_bundle
+from engine.export.sources import source_from_job
 from engine.onnx_files import THRESHOLD_VARIABLE, files_bytes, has_external_data, model_files, packed, save_model
 from engine.recipe import Recipe
 from engine.sweep import default_grid, sweep
@@ -241,6 +243,11 @@ def test_a_model_past_the_threshold_stays_external_and_sweeps_end_to_end(tmp_pat
         (unpacked,) = elsewhere.glob("*.onnx")
         np.testing.assert_array_equal(open_session(unpacked).run(None, feed)[0],
                                       open_session(artifact).run(None, feed)[0])
+    real = table[~table["simulated"]].iloc[-1]
+    bundle = tmp_path / "bundle"
+    write_bundle(source_from_job(workspace, job_id, real["recipe_key"]), bundle)  # the model ships with its weights
+    np.testing.assert_array_equal(open_session(bundle / "model.onnx").run(None, feed)[0],
+                                  open_session(Path(real["artifact"])).run(None, feed)[0])
     exported = tmp_path / "out"
     results.export_results(table, stored, exported)  # what `quantscope sweep --out` writes
     for path in [exported / "reference.onnx", *(exported / "artifacts").glob("*.onnx")]:

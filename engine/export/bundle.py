@@ -30,6 +30,7 @@ from engine.export.card import model_card
 from engine.export.report import render_report
 from engine.formatting import change_text
 from engine.metrics import METRICS
+from engine.onnx_files import DATA_SUFFIX, model_files
 from engine.recipe import Recipe
 from engine.store.blobs import sha256_file
 
@@ -235,10 +236,14 @@ def write_bundle(source: ExportSource, out: Path) -> dict:
         (out / name).unlink(missing_ok=True)
     figures = bundle_figures(source)
     shutil.copyfile(source.artifact, out / figures["model"]["file"])
+    # a model past 2 GB keeps its weights beside it, in the files it names (engine.onnx_files): they come along
+    weights = [path.relative_to(Path(source.artifact).parent).as_posix() for path in model_files(source.artifact)[1:]]
+    for name in weights:
+        shutil.copyfile(Path(source.artifact).parent / name, out / name)
     (out / RECIPE_FILE).write_text(json.dumps(source.recipe.to_dict(), indent=2) + "\n")
     (out / REPORT_FILE).write_text(render_report(figures, source.table), encoding="utf-8")
     (out / CARD_FILE).write_text(model_card(figures), encoding="utf-8")
-    names = [figures["model"]["file"], RECIPE_FILE, REPORT_FILE, CARD_FILE]
+    names = [figures["model"]["file"], *weights, RECIPE_FILE, REPORT_FILE, CARD_FILE]
     figures["files"] = {name: sha256_file(out / name) for name in names}
     (out / BUNDLE_FILE).write_text(json.dumps(figures, indent=2) + "\n")
     return figures
@@ -273,7 +278,7 @@ def bundle_zip(files: dict[str, Path], folder: str) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, path in files.items():
             member = zipfile.ZipInfo(f"{folder}/{name}", date_time=ZIP_DATE)
-            member.compress_type = zipfile.ZIP_STORED if name.endswith(".onnx") else zipfile.ZIP_DEFLATED
+            member.compress_type = zipfile.ZIP_STORED if name.endswith((".onnx", DATA_SUFFIX)) else zipfile.ZIP_DEFLATED
             member.external_attr = 0o644 << 16
             with open(path, "rb") as source, archive.open(member, "w", force_zip64=True) as target:
                 shutil.copyfileobj(source, target)
