@@ -17,7 +17,9 @@ calibrate alike share one calibration, there is no result cache to hit (the work
 every artifact is timed alone with engine.measure's protocol. Printed per round:
   - the floor for any executor doing this work: reference + builds / cores + timings (timings exclusive),
     from the naive loop's own step times, and the job system's wall time against it;
-  - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1);
+  - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1), and
+    each side against the same artifacts timed alone, one fresh process each (bench/time_alone.py), outside
+    both sides' wall times: the yardstick that says which side, if either, was disturbed;
   - what the adaptive latency protocol costs or saves: the naive loop's timed artifacts timed again with
     the earlier fixed protocol (at least 20 runs and 0.3 s), outside both sides' wall times.
 """
@@ -25,6 +27,7 @@ every artifact is timed alone with engine.measure's protocol. Printed per round:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -110,17 +113,34 @@ def floor_seconds(steps: dict) -> float:
     return steps["reference"] + steps["builds"] / cpu_count() + steps["timings"]
 
 
-def latency_ratios(job_table, naive_table) -> list[float]:
-    """jobs / naive p50 for every timed row and batch size (same recipe order on both sides)."""
+def timed_alone(loop: dict, model_path: Path, data_path: Path):
+    """The naive loop's table with each timed artifact's latency columns from a fresh process of its own."""
+    table = loop["table"].copy()
+    for index, row in table.iterrows():
+        if not row[SIMULATED]:
+            side = subprocess.run([sys.executable, str(REPOSITORY / "bench" / "time_alone.py"), row[ARTIFACT],
+                                   model_path, data_path], capture_output=True, text=True, check=True)
+            for column, value in json.loads(side.stdout).items():
+                if column in (SINGLE_EXAMPLE.p50, BATCH_N.p50):
+                    table.at[index, column] = value
+    return table
+
+
+def latency_ratios(tops, bottoms) -> list[float]:
+    """tops / bottoms p50 for every timed row and batch size (same recipe order in both tables)."""
     return [
-        job / naive
+        top / bottom
         for columns in (SINGLE_EXAMPLE, BATCH_N)
-        for job, naive in zip(job_table[columns.p50], naive_table[columns.p50])
-        if naive == naive and job == job  # both timed (NaN is not equal to itself)
+        for top, bottom in zip(tops[columns.p50], bottoms[columns.p50])
+        if top == top and bottom == bottom  # both timed (NaN is not equal to itself)
     ]
 
 
-def report_round(round_: int, loop: dict, job_seconds: float, job_table, first_row: float,
+def ratio_text(ratios: list[float]) -> str:
+    return f"median {statistics.median(ratios):.3f}, range {min(ratios):.3f} to {max(ratios):.3f}"
+
+
+def report_round(round_: int, loop: dict, job_seconds: float, job_table, alone_table, first_row: float,
                  baseline_seconds: float | None) -> None:
     baseline = f", jobs at the baseline {baseline_seconds:.2f} s" if baseline_seconds is not None else ""
     print(f"round {round_ + 1}: naive {loop['wall']:.2f} s, jobs {job_seconds:.2f} s{baseline}")
@@ -129,8 +149,11 @@ def report_round(round_: int, loop: dict, job_seconds: float, job_table, first_r
           f"timings {steps['timings']:.2f} s = {floor:.2f} s; jobs / floor = {job_seconds / floor:.2f}; the job's "
           f"first row came {first_row:.2f} s after submitting")
     ratios = latency_ratios(job_table, loop["table"])
-    print(f"  same metrics: {job_table[METRIC].equals(loop['table'][METRIC])}; latency p50, jobs / naive over "
-          f"{len(ratios)} timings: median {statistics.median(ratios):.3f}, range {min(ratios):.3f} to {max(ratios):.3f}")
+    print(f"  same metrics: {job_table[METRIC].equals(loop['table'][METRIC])}; latency p50 over {len(ratios)} "
+          f"timings, jobs / naive: {ratio_text(ratios)}")
+    print(f"  against each artifact timed alone in a fresh process: jobs / alone "
+          f"{ratio_text(latency_ratios(job_table, alone_table))}; naive / alone "
+          f"{ratio_text(latency_ratios(loop['table'], alone_table))}")
     print(f"  adaptive latency protocol ({ADAPTIVE.describe()}): {steps['timings']:.2f} s of timing against "
           f"{loop['fixed_timings']:.2f} s with the earlier fixed protocol ({FIXED_PROTOCOL.describe()})")
 
@@ -151,12 +174,14 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as scratch:
                 loop = naive(sample.model_path, sample.data_path, Path(scratch) / "naive")
                 job_seconds, job_table, first_row = jobs(sample.model_path, sample.data_path, Path(scratch) / "ws")
+                alone_table = timed_alone(loop, sample.model_path, sample.data_path)
                 if tree is not None:
                     baseline_times.append(baseline_jobs(tree, sample.model_path, sample.data_path,
                                                         Path(scratch) / "baseline"))
             naive_times.append(loop["wall"])
             job_times.append(job_seconds)
-            report_round(round_, loop, job_seconds, job_table, first_row, baseline_times[-1] if tree else None)
+            report_round(round_, loop, job_seconds, job_table, alone_table, first_row,
+                         baseline_times[-1] if tree else None)
 
     naive_seconds, job_seconds = statistics.median(naive_times), statistics.median(job_times)
     print(f"naive loop:  {naive_seconds:.2f} s")
