@@ -31,7 +31,7 @@ def heat_map_figure(rows: pd.DataFrame, order: list[str]) -> go.Figure:
     (their labels, most harmful first, drawn at the top)."""
     rows = rows.assign(label=[point_label(row) for _, row in rows.iterrows()])
     harm = rows[columns.DROP].clip(lower=0).fillna(0)
-    top = max(float(harm.max()), 1e-9)
+    top = float(harm.max()) or 0.01  # no harm anywhere: the scale still reads in the metric's units
     figure = go.Figure(go.Scatter(
         x=rows[columns.CANDIDATE].tolist(),
         y=rows["label"].tolist(),
