@@ -163,6 +163,7 @@ FIXED_BATCH_LATENCY = (
     "its times per batch of {batch} are in the table below."
 )
 CHART_3D = "All three at once: drag to rotate; bright dots are the recipes no other recipe beats on all three."
+MIXED_LEGEND = "mixed precision (the parts that break kept precise)"
 SIMULATED_LEGEND = "simulated (no real kernel; size estimated)"
 FRONT_LEGEND = "best trade-offs (Pareto front)"
 ON_FRONT_LEGEND = "not beaten by another recipe"
