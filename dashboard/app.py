@@ -1,6 +1,6 @@
 """The quantscope dashboard: `streamlit run dashboard/app.py` from the repository root.
 
-This script only sets the page up and routes to the four pages in `dashboard/views/` (not `pages/`, which
+This script only sets the page up and routes to the five pages in `dashboard/views/` (not `pages/`, which
 Streamlit would also serve directly, bypassing this script); each page is a thin
 script over small functions in the other `dashboard` modules, which are thin over the engine.
 """
@@ -39,6 +39,7 @@ with reported_in_one_line():  # around every page: no traceback ever reaches the
             st.Page(PAGES_DIR / "models_data.py", title="Models & data", icon=":material/upload_file:", default=True),
             st.Page(PAGES_DIR / "sweep.py", title="Sweep", icon=":material/tune:"),
             st.Page(PAGES_DIR / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+            st.Page(PAGES_DIR / "sensitivity.py", title="Sensitivity", icon=":material/troubleshoot:"),
             st.Page(PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
         ]
     )

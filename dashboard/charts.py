@@ -1,4 +1,5 @@
-"""The trade-off charts: one marker per measured recipe, the Pareto front as a line, dominated recipes faded.
+"""The trade-off charts: one marker per measured recipe, the Pareto front as a line, dominated recipes faded, the
+measured mixed-precision points (engine.results.mixed_precision_rows) with a marker of their own.
 
 Each marker's customdata is [recipe_key, name, description, latency p95]: the key lets a click on a dot select
 that recipe, the rest feeds the hover box.
@@ -17,7 +18,7 @@ from engine.metrics import METRICS
 from engine.results import (
     DESCRIPTION, LATENCY, METRIC, METRIC_CI_HIGH, METRIC_CI_LOW, NAME, PARETO_3D, PARETO_LATENCY, PARETO_RAM,
     PARETO_SIZE, RAM, RECIPE_KEY, SIMULATED, SINGLE_EXAMPLE, SIZE_BYTES, measured_rows, metric_name,
-    single_example_rows,
+    mixed_precision_rows, single_example_rows,
 )
 from engine.text import size_unit
 
@@ -25,6 +26,8 @@ FADED = 0.3  # opacity of recipes that another recipe beats on both axes
 FRONT_COLOR = "#1f77b4"
 SIMULATED_COLOR = "#d62728"
 SIMULATED_SYMBOL = "x"
+MIXED_COLOR = "#2ca02c"
+MIXED_SYMBOL = "diamond"
 CHART_HEIGHT = 460
 # The latency axis ends at this multiple of the slowest median: one noisy run's long whisker must not squeeze
 # every dot against the left edge. Whiskers that reach further run off the chart; the hover gives their value.
@@ -167,13 +170,17 @@ def trade_off_figure(rows: pd.DataFrame, axis: Axis, metric: str) -> go.Figure:
         )
     )
     in_legend = set()
+    mixed = rows.index.isin(mixed_precision_rows(rows).index)
     for simulated, on_front in ((False, True), (False, False), (True, True), (True, False)):  # legend order
-        group = rows[(rows[SIMULATED].astype(bool) == simulated) & (rows[axis.front].astype(bool) == on_front)]
+        group = rows[~mixed & (rows[SIMULATED].astype(bool) == simulated) & (rows[axis.front].astype(bool) == on_front)]
         if group.empty:  # an empty trace would still show up in the legend
             continue
         style = _marker_style(simulated, on_front)
         figure.add_trace(_markers(group, axis, metric, style, legend=style.legend not in in_legend))
         in_legend.add(style.legend)
+    if mixed.any():  # the measured mixed-precision points, on or off the front, beside the uniform recipes
+        style = MarkerStyle(help_text.MIXED_LEGEND, MIXED_COLOR, MIXED_SYMBOL, 1.0)
+        figure.add_trace(_markers(rows[mixed], axis, metric, style, legend=True))
     _layout(figure, axis.title, metric, _metric_values(rows, metric))
     if axis.column == LATENCY and not rows.empty:
         figure.update_xaxes(range=[0, LATENCY_AXIS_HEADROOM * rows[LATENCY].max()])

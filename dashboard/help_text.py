@@ -183,6 +183,7 @@ FIXED_BATCH_LATENCY = (
     "its times per batch of {batch} are in the table below."
 )
 CHART_3D = "All three at once: drag to rotate; bright dots are the recipes no other recipe beats on all three."
+MIXED_LEGEND = "mixed precision (the parts that break kept precise)"
 SIMULATED_LEGEND = "simulated (no real kernel; size estimated)"
 FRONT_LEGEND = "best trade-offs (Pareto front)"
 ON_FRONT_LEGEND = "not beaten by another recipe"
@@ -238,3 +239,52 @@ SIMULATED_EXPORT = (
 
 SHIP_INSTEAD = "Not for shipping. The nearest real recipe on the trade-off front is **{name}**: export that one instead."
 NOTHING_TO_SHIP_INSTEAD = "Not for shipping, and no real recipe was measured in this sweep to ship instead."
+
+# --- the Sensitivity page ------------------------------------------------------------------------------------------
+
+SENSITIVITY_INTRO = (
+    "Find which parts of the model break when it is shrunk. Each part is shrunk on its own (and, separately, "
+    "everything but it), and the model is scored again: the parts that cost the most are the ones to keep precise."
+)
+SENSITIVITY_CANDIDATES = (
+    "The ways of shrinking to test part by part: the bits each weight keeps, and whether the values passed between "
+    "layers (activations) are shrunk too. 8-bit weights with 8-bit activations is the usual choice."
+)
+START_SENSITIVITY = "Starts a background job: it keeps running if you leave this page."
+SENSITIVITY_RUNNING = "Scoring each part of the model on its own"
+NO_SENSITIVITY_TABLE = "No finished sensitivity analysis yet: pick a model and its data above and start one."
+SENSITIVITY_PICKER = "A finished analysis of yours: the model, its data and when it was started."
+CANDIDATE_PICKER = "Which way of shrinking to look at, part by part."
+HEAT_MAP = (
+    "Each row is a part of the model (a layer's weights, or the values one step passes to the next); each column a "
+    "way of shrinking. The darker the square, the more the score drops when only that part is shrunk. Click a "
+    "square to look at that part below."
+)
+HEAT_MAP_COLOUR = "score drop"
+BY_HARM = (
+    "The same parts, the most harmful first. *Drop*: how much the score falls when only this part is shrunk. "
+    "*Recovery*: how much keeping only this part precise gives back when everything else is shrunk. "
+    "*Outliers*: how far the largest value lies beyond nearly all the others; a large figure means a few extreme "
+    "values stretch the grid so much that the ordinary values lose their detail."
+)
+POINT_PICKER = "The part of the model shown below; a click on the heat map or the table picks it too."
+VALUES_CHART = (
+    "The part's original values (bars) and the values its shrunk version can hold (red ticks; dashed lines: the "
+    "ends, beyond which values are cut off). When most bars sit between two ticks, the part loses its detail."
+)
+VALUES_LEGEND = "original values"
+GRID_LEGEND = "values it can hold when shrunk"
+NO_GRID = "This way of shrinking fixes no grid ahead for this part (it is chosen as the model runs)."
+NO_HISTOGRAM = "Its values were not recorded."
+KEEP_FLOAT = "Keep float"
+KEEP_FLOAT_HELP = "Leave this part at full precision in your recipe; everything else is shrunk as the recipe says."
+KEEP_16_BITS = "Use 16 bits"
+KEEP_16_BITS_HELP = "Give this part's values 16 bits instead of 8 in your recipe: finer than 8, smaller than float."
+WORKING_RECIPE = (
+    "Your recipe: the chosen way of shrinking, with the parts you picked kept precise. Measure it to see its real "
+    "size, speed and score beside the original model."
+)
+MEASURE_RECIPE = "Builds and measures your recipe (and the original model, to compare with) as a sweep job."
+RECIPE_MEASURING = "Measuring your recipe: its row appears on **Trade-offs** when the job is done."
+CLEAR_RECIPE = "Start again from the plain way of shrinking."
+GRAPH_INPUT_NO_NODE = "This part is an input of the model; its readers are kept precise instead."

@@ -19,9 +19,9 @@ STATE_WORDS = {
 }
 
 
-def visible_jobs(ws, owner: str) -> list[JobInfo]:
-    """The session's own jobs, newest first, then the shared sample sweeps."""
-    return ws.jobs(owner) + ws.jobs(SAMPLE_OWNER)
+def visible_jobs(ws, owner: str, kind: str = "sweep") -> list[JobInfo]:
+    """The session's own jobs of `kind` (engine.jobs.kinds), newest first, then the shared sample ones."""
+    return [job for job in ws.jobs(owner) + ws.jobs(SAMPLE_OWNER) if job.kind == kind]
 
 
 def active_jobs(jobs: list[JobInfo]) -> list[JobInfo]:

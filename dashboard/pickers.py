@@ -26,6 +26,24 @@ def library_label(record: ModelRecord | DatasetRecord, owner: str) -> str:
     return f"{name} ({whose})"
 
 
+def pick_model_and_data(ws, owner: str) -> tuple[str | None, str | None]:
+    """Two selectboxes side by side: a model, then validation data checked against it; their ids (None: none)."""
+    models = {record.id: record for record in ws.models(owner)}
+    model_column, data_column = st.columns(2)
+    with model_column:
+        model_id = state.pick(
+            "Model", list(models), state.CHOSEN_MODEL, help=help_text.MODEL_PICKER,
+            format_func=lambda model_id: library_label(models[model_id], owner),
+        )
+    datasets = {record.id: record for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
+    with data_column:
+        dataset_id = state.pick(
+            "Validation data", list(datasets), state.CHOSEN_DATASET, help=help_text.DATASET_PICKER,
+            format_func=lambda dataset_id: library_label(datasets[dataset_id], owner),
+        )
+    return model_id, dataset_id
+
+
 def pick_finished_job(ws, owner: str) -> JobInfo | None:
     """A selectbox of the session's sweeps with results (and the samples'); None when there are none yet."""
     model_names = {record.id: record.name for record in ws.models(owner)}

@@ -26,7 +26,7 @@ def _ensure_sample_sweep(ws, sample: Sample, jobs: list[JobInfo]) -> str:
     dataset = ws.add_dataset(
         sample.data_path, filename=sample.data_path.name, model_id=model.id, owner=SAMPLE_OWNER, shared=True
     )
-    mine = [job for job in jobs if (job.model_id, job.dataset_id) == (model.id, dataset.id)]
+    mine = [job for job in jobs if (job.kind, job.model_id, job.dataset_id) == ("sweep", model.id, dataset.id)]
     if kept := [job for job in mine if job.state in KEEP_STATES]:
         return kept[0].id
     if stopped := [job for job in mine if job.state in RESUME_STATES]:

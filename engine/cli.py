@@ -384,8 +384,10 @@ def jobs_command(args: argparse.Namespace) -> int:
         print(f"created {_when(job.created)}, started {_when(job.started)}, finished {_when(job.finished)}")
         print(f"parameters: {json.dumps(params)}")
         print(f"message: {job.message}" + (f"\nerror: {job.error}" if job.error else ""))
-        table = workspace.results(job.id)
-        if not table.empty:
+        if job.kind == "sensitivity":
+            if job.state is JobState.DONE:
+                print(workspace.sensitivity(job.id).describe())
+        elif not (table := workspace.results(job.id)).empty:
             print(format_table(table))
     elif args.action == "cancel":
         workspace.cancel(args.job_id)

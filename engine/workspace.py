@@ -5,6 +5,7 @@
     data = ws.add_dataset(path_or_bytes, "val.npz", model.id, owner)
     job_id = ws.submit_sweep(model.id, data.id, recipes, owner)   # returns at once; a runner does the work
     ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.results.results_table
+    job_id = ws.submit_sensitivity(model.id, data.id, owner, bits=(8,)); ws.sensitivity(job_id)  # SensitivityTable
     ws.record_export(owner, job_id, recipe, figures, files, "model.onnx")  # a bundle (engine.export) in the history
 
 It sits above engine.store (SQLite and blobs: every SQL statement lives there) and engine.jobs (runners and
@@ -28,6 +29,7 @@ import pandas as pd
 from engine.allowed_paths import allowed_dirs, allowed_file
 from engine.data import MAX_DATASET_BYTES, load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
+from engine.jobs.kinds.sensitivity import TABLE, SensitivityParams, SensitivityRun
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.masking import AUTO
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
@@ -35,6 +37,7 @@ from engine.model import load_model
 from engine.model_zip import is_zip
 from engine.recipe import Recipe
 from engine.results import ARTIFACT, results_table
+from engine.sensitivity import SensitivityTable
 from engine.tensors import TensorSpec
 from engine.store import DatasetRecord, ExportRecord, JobInfo, ModelRecord, Store, workspace_root
 from engine.store import exports, jobs, library
@@ -162,6 +165,28 @@ class Workspace:
             raise WorkspaceError(str(error)) from None
         return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
 
+    def submit_sensitivity(self, model_id: str, dataset_id: str, owner: str, **options) -> str:
+        """Queue a sensitivity table (engine.sensitivity) and start its runner; returns the job id at once.
+        `options` are SensitivityParams' fields: the candidates as the CLI names them (bits, granularities,
+        activations, calibrations, group_size), threads, calibration_dataset (an id) and mask."""
+        self.model(model_id, owner)
+        for data_id in (dataset_id, options.get("calibration_dataset")):
+            if data_id is not None and (dataset := self.dataset(data_id, owner)).model_id != model_id:
+                raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
+        params = SensitivityParams(**options)
+        return self._submit(SensitivityRun.name, owner, model_id, dataset_id, params.to_dict(), 1)
+
+    def sensitivity(self, job_id: str) -> SensitivityTable:
+        """A finished sensitivity job's table."""
+        job = self.job(job_id)
+        if job.kind != SensitivityRun.name:
+            raise WorkspaceError(f"job {job_id} is a {job.kind} job, not a sensitivity table")
+        with self.store.connect() as conn:
+            rows = jobs.result_rows(conn, job_id)
+        if not rows:
+            raise WorkspaceError(f"job {job_id} has no table yet: it is {job.state}")
+        return SensitivityTable.read(self.store.blobs.path(rows[0][TABLE]))
+
     def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:
         """Record a job of a registered kind (engine.jobs.kinds) and start its runner."""
         job_id = uuid.uuid4().hex[:12]
@@ -185,7 +210,8 @@ class Workspace:
 
     def results(self, job_id: str) -> pd.DataFrame:
         """The committed rows, in recipe order, as engine.results.results_table; artifact paths are absolute."""
-        self.job(job_id)
+        if (kind := self.job(job_id).kind) != SweepRun.name:
+            raise WorkspaceError(f"job {job_id} is a {kind} job: its result is not a table of recipes")
         with self.store.connect() as conn:
             rows = jobs.result_rows(conn, job_id)
         for row in rows:

@@ -162,6 +162,19 @@ def test_simulated_rows_have_their_own_symbol_and_one_legend_entry(digits_table)
     assert sorted(point[0] for trace in simulated for point in trace.customdata) == sorted(expected)
 
 
+def test_mixed_precision_points_have_their_own_marker_and_legend_entry_beside_the_uniform_recipes(digits_table):
+    # Two real rows as the points of a curve from W8A8 static: its base (no node moved) and one point with 2 moved.
+    base, point = (digits_table["name"] == name for name in ("W8A8 static channel minmax", "W8A8 static tensor minmax"))
+    curve = digits_table.assign(**{results.MIXED_BASE: None, results.MIXED_CHANGED: None})
+    curve.loc[base | point, results.MIXED_BASE] = "W8A8 static channel minmax"
+    curve.loc[base, results.MIXED_CHANGED], curve.loc[point, results.MIXED_CHANGED] = 0, 2
+    for figure in (charts.size_figure(curve), charts.latency_figure(curve)):
+        (mixed,) = [trace for trace in figure.data if trace.name == help_text.MIXED_LEGEND]
+        assert mixed.marker.symbol == charts.MIXED_SYMBOL and mixed.showlegend
+        assert [p[0] for p in mixed.customdata] == curve.loc[point, "recipe_key"].tolist()
+    assert sorted(_markers(charts.size_figure(curve))) == sorted(curve["recipe_key"])  # each row once, in one trace
+
+
 def test_dominated_points_are_faded(digits_table):
     figure = charts.size_figure(digits_table)
     dominated = next(trace for trace in figure.data if trace.name == help_text.DOMINATED_LEGEND)

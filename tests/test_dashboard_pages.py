@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 import dashboard.samples
-from dashboard import errors, help_text, jobs_view, report, state, sweep_form
+from dashboard import errors, help_text, jobs_view, report, sensitivity_view, state, sweep_form
 from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
 from engine import results
@@ -633,3 +633,60 @@ def test_how_to_measure_reaches_the_job(ws):
     assert job.params["extra_sets"] == [["bc_more", other.id]] and job.params["shifts"] == ["noise:0.1"]
     assert job.params["threads"] == sweep_form.THREAD_CHOICES[-1] and job.params["batch"] is None
     ws.cancel(job.id)
+
+
+# --- Sensitivity -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_table(ws, digits) -> str:
+    model, dataset = digits
+    job_id = ws.submit_sensitivity(model.id, dataset.id, OWNER, bits=(8,), activations=(8, None))
+    assert finished(ws, job_id).state == "done"
+    return job_id
+
+
+def test_the_sensitivity_page_draws_the_heat_map_and_a_parts_values_with_its_grid(ws, finished_table):
+    at = page("sensitivity", **{state.CHOSEN_TABLE: finished_table})
+    assert_no_exception(at)
+    table = ws.sensitivity(finished_table)
+    heat, values = figures(at)
+    cells = [tuple(point[:3]) for point in heat["data"][0]["customdata"]]
+    expected = table.rows[table.rows["error"].isna()]
+    assert sorted(cells) == sorted(zip(expected["kind"], expected["layer"], expected["tensor"]))
+    assert set(heat["data"][0]["x"]) == {"W8A8 static channel minmax", "W8 weight-only channel"}
+
+    kind, layer, tensor = json.loads(at.session_state[f"{state.CHOSEN_POINT}_widget"])  # the most harmful, first
+    top = table.by_harm(selectbox(at, "Way of shrinking").value).iloc[0]
+    assert (kind, layer, tensor) == (top["kind"], top["layer"], top["tensor"])
+    bars, ticks = values["data"]
+    assert bars["y"] == list(table.histogram(kind, layer, tensor).counts)
+    grid = table.grid(kind, layer, tensor, selectbox(at, "Way of shrinking").value)
+    assert ticks["x"][0] == pytest.approx(grid.levels(grid.widest_channel())[0])
+
+
+def test_keeping_parts_precise_builds_the_working_recipe_and_measuring_submits_it(ws, finished_table):
+    at = page("sensitivity", **{state.CHOSEN_TABLE: finished_table,
+                                state.CHOSEN_CANDIDATE: "W8A8 static channel minmax"})
+    table = ws.sensitivity(finished_table)
+    rows = table.by_harm("W8A8 static channel minmax")
+    activation = rows[(rows["kind"] == "activations") & (rows["layer"] != rows["tensor"])].iloc[0]
+    weight = rows[rows["kind"] == "weights"].iloc[0]
+    for row, clicked in ((activation, "Use 16 bits"), (weight, "Keep float")):
+        at = selectbox(at, "Part").set_value(sensitivity_view.point_key(row)).run()
+        at = button(at, clicked).click().run()
+        assert_no_exception(at)
+    working = Recipe.from_json(at.session_state[state.WORKING_RECIPE])
+    assert {name: (o.keep_fp32, o.activation_bits) for name, o in working.overrides.items()} == {
+        activation["layer"]: (False, 16), weight["layer"]: (True, None)}
+    assert any(working.short_name() in markdown.value for markdown in at.markdown)
+
+    before = {job.id for job in ws.jobs(OWNER)}
+    at = button(at, "Measure this recipe").click().run()
+    assert_no_exception(at)
+    (job,) = [job for job in ws.jobs(OWNER) if job.id not in before]
+    assert job.kind == "sweep" and job.params["recipes"] == [Recipe.fp32().to_json(), working.to_json()]
+    assert at.session_state[state.CHOSEN_JOB] == job.id
+    assert finished(ws, job.id).state == "done"
+    measured = ws.results(job.id)
+    assert results.measured_rows(measured)["recipe_key"].tolist()[-1] == working.key()

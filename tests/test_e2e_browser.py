@@ -1,4 +1,4 @@
-"""The dashboard end to end in a real browser: upload, sweep, trade-off chart, export bundle.
+"""The dashboard end to end in a real browser: upload, sweep, trade-off chart, export bundle, sensitivity heat map.
 
 Starts `streamlit run dashboard/app.py` on a free loopback port with a fresh workspace, drives Debian's
 Chromium through Playwright, and writes a full-page screenshot of each page to docs/screenshots/.
@@ -190,3 +190,18 @@ def test_upload_sweep_chart_and_export(server, page, tmp_path):
     preview.content_frame.locator(".js-plotly-plot .point").first.wait_for()
     wait_for_rerun(page)
     screenshot(page, "export")
+
+    # Sensitivity: a table of the same model (chosen already) as a job; its heat map has one square per cell.
+    open_page(page, "Sensitivity")
+    page.get_by_role("button", name="Find sensitive parts").click()
+    deadline = time.monotonic() + SWEEP_TIMEOUT_MS / 1000
+    while not (tables := [j for j in ws.jobs() if j.kind == "sensitivity"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (analysis,) = tables
+    assert finished(ws, analysis.id).state == "done", analysis.error
+    cells = ws.sensitivity(analysis.id).rows
+    page.get_by_role("heading", name="Where it hurts").wait_for()
+    page.locator(".js-plotly-plot .scatterlayer .point").first.wait_for()
+    assert chart_points(page, 0) == int(cells["error"].isna().sum())
+    wait_for_rerun(page)
+    screenshot(page, "sensitivity")

@@ -42,22 +42,6 @@ model_names = {model_id: record.name for model_id, record in models.items()}
 dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
 
 
-def pick_model_and_data() -> tuple[str | None, str | None]:
-    model_column, data_column = st.columns(2)
-    with model_column:
-        model_id = state.pick(
-            "Model", list(models), state.CHOSEN_MODEL, help=help_text.MODEL_PICKER,
-            format_func=lambda model_id: pickers.library_label(models[model_id], owner),
-        )
-    datasets = {record.id: record for record in ws.datasets(owner, model_id=model_id)} if model_id else {}
-    with data_column:
-        dataset_id = state.pick(
-            "Validation data", list(datasets), state.CHOSEN_DATASET, help=help_text.DATASET_PICKER,
-            format_func=lambda dataset_id: pickers.library_label(datasets[dataset_id], owner),
-        )
-    return model_id, dataset_id
-
-
 def advanced_grid() -> GridChoice:
     """The developer's grid, as the Advanced form holds it."""
     first, second, third = st.columns(3)
@@ -183,7 +167,7 @@ def jobs_section() -> None:
 
 st.title("Sweep")
 st.caption(help_text.SWEEP_INTRO)
-model_id, dataset_id = pick_model_and_data()
+model_id, dataset_id = pickers.pick_model_and_data(ws, owner)
 recipes = choose_recipes()
 recipe_list(recipes)
 measuring = choose_measuring(model_id, dataset_id)

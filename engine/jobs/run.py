@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from engine.errors import is_disk_full
 from engine.jobs.executor import Executor
 from engine.store import JobInfo, Store
 from engine.store import jobs
-from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, is_full, is_locked
+from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, connect, is_full, is_locked
 from engine.store.records import JobState
 from engine.text import error_line
 
@@ -76,16 +77,40 @@ class JobRun:
                     " (the job could not save its progress); resume once it is free")
         return error_line(error)
 
-    def beat(self, message: str | None = None, force: bool = False) -> None:
-        """Write the heartbeat (at most once a second, when the message changes, or when forced); raise JobLost if
-        the job was taken away."""
+    def beat(self, message: str | None = None, force: bool = False, done: int | None = None,
+             total: int | None = None) -> None:
+        """Write the heartbeat (at most once a second, when the message changes, or when forced), with the progress
+        when given; raise JobLost if the job was taken away."""
         now = time.monotonic()
         news = message is not None and message != self.last_message
         if not (news or force) and now - self.last_beat < HEARTBEAT_SECONDS:
             return
         self.last_beat, self.last_message = now, message or self.last_message
-        if not jobs.beat(self.conn, self.job_id, self.pid, message):
+        if not jobs.beat(self.conn, self.job_id, self.pid, message, done, total):
             raise JobLost()
+
+    @contextmanager
+    def beating_meanwhile(self) -> Iterator[None]:
+        """A thread writes the heartbeat every second while the block computes in this thread, for work with long
+        steps between its own `beat()` calls (one calibration of a big model); those calls still notice a lost job,
+        and a cancelled job's runner is killed anyway."""
+        stop = threading.Event()
+
+        def keep_beating() -> None:
+            conn = connect(self.store.db_path, RUNNER_BUSY_TIMEOUT_MS)  # a connection belongs to one thread
+            try:
+                while not stop.wait(HEARTBEAT_SECONDS) and jobs.beat(conn, self.job_id, self.pid):
+                    pass
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=keep_beating, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     @contextmanager
     def turn_to_compute(self) -> Iterator[None]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -148,23 +149,29 @@ def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list
                   len([unit for unit, states in ladders.items() if len(states) > 1]))
 
 
+def point_nodes(model: LoadedModel) -> Callable[[str, str], list[str]]:
+    """(layer, tensor) of a table row -> the nodes whose override reverts that point: its node, or a graph input's
+    readers (a graph input has no node of its own)."""
+    nodes = {node.name for node in model.proto.graph.node}
+    readers = defaultdict(list)
+    for node in model.proto.graph.node:
+        for name in node.input:
+            readers[name].append(node.name)
+    return lambda layer, tensor: [layer] if layer in nodes else list(readers.get(tensor, []))
+
+
 def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, ordered: list[Recipe]):
     """Per unit, from the table's rows: [harm, noise] of its activation points at the base, and per weight width
     [harm, noise, params] of its weight points. A cell that could not be measured counts as no harm: its point is
     still there to move."""
     by_name = {recipe.short_name(): recipe for recipe in ordered}
     higher_is_better = METRICS[table.info[columns.METRIC_NAME]].higher_is_better
-    nodes = {node.name for node in model.proto.graph.node}
-    readers = defaultdict(list)
-    for node in model.proto.graph.node:
-        for name in node.input:
-            readers[name].append(node.name)
+    reverting = point_nodes(model)
     left_float = {name for summary in table.candidates if summary["candidate"] == base.short_name()
                   for name in summary.get("float_layers") or ()}
 
     def units_of(row: pd.Series) -> list[str]:
-        """The nodes whose override reverts the row's point: its node, or a graph input's readers."""
-        return [row[columns.LAYER]] if row[columns.LAYER] in nodes else readers.get(row[columns.TENSOR], [])
+        return reverting(row[columns.LAYER], row[columns.TENSOR])
 
     activation = defaultdict(lambda: [0.0, 0.0])
     weight = defaultdict(dict)

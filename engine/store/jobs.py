@@ -69,13 +69,16 @@ def claim(conn: sqlite3.Connection, job_id: str, pid: int) -> bool:
         ).rowcount == 1
 
 
-def beat(conn: sqlite3.Connection, job_id: str, pid: int, message: str | None = None) -> bool:
-    """The runner's heartbeat; False means the job is no longer this runner's to run."""
+def beat(conn: sqlite3.Connection, job_id: str, pid: int, message: str | None = None, done: int | None = None,
+         total: int | None = None) -> bool:
+    """The runner's heartbeat, with its progress when given (kinds whose progress is not their committed rows);
+    False means the job is no longer this runner's to run."""
     with transaction(conn):
         return conn.execute(
-            """UPDATE jobs SET heartbeat = ?, message = coalesce(?, message)
+            """UPDATE jobs SET heartbeat = ?, message = coalesce(?, message), done = coalesce(?, done),
+                              total = coalesce(?, total)
                WHERE id = ? AND state = ? AND pid = ?""",
-            (time.time(), message, job_id, RUNNING, pid),
+            (time.time(), message, done, total, job_id, RUNNING, pid),
         ).rowcount == 1
 
 
@@ -137,6 +140,21 @@ def add_result(conn: sqlite3.Connection, job_id: str, recipe_key: str, position:
     conn.execute(
         "UPDATE jobs SET done = (SELECT count(*) FROM results WHERE job_id = ?) WHERE id = ?", (job_id, job_id)
     )
+
+
+def count_all_done(conn: sqlite3.Connection, job_id: str) -> None:
+    """The job's progress complete (done = total), for a kind whose one result row holds all its work. Call inside
+    the transaction that commits that row."""
+    conn.execute("UPDATE jobs SET done = total WHERE id = ?", (job_id,))
+
+
+def earlier_result(conn: sqlite3.Connection, kind: str, key: str) -> dict | None:
+    """The latest row a job of `kind` committed under `key`: the result cache of kinds whose result is one file
+    (a sensitivity table), not an artifact, keyed by their configuration's key (cache.Configuration.key)."""
+    found = conn.execute(
+        """SELECT r.row FROM results r JOIN jobs j ON j.id = r.job_id
+           WHERE j.kind = ? AND r.recipe_key = ? ORDER BY r.created DESC LIMIT 1""", (kind, key)).fetchone()
+    return None if found is None else json.loads(found[0])
 
 
 def result_times(conn: sqlite3.Connection, job_id: str) -> list[float]:
