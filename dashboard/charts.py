@@ -103,7 +103,8 @@ def _metric_hover(metric: str, axis_letter: str) -> str:
 
 
 def _hovertemplate(metric: str, x_hover: str) -> str:
-    return f"<b>%{{customdata[1]}}</b><br>%{{customdata[2]}}<br>{_metric_hover(metric, 'y')}<br>{x_hover}<extra></extra>"
+    return (f"<b>%{{customdata[1]}}</b><br>%{{customdata[2]}}<br>{_metric_hover(metric, 'y')}<br>{x_hover}"
+            "<extra></extra>")
 
 
 def _latency_whiskers(rows: pd.DataFrame) -> dict:
@@ -216,7 +217,8 @@ def three_d_figure(table: pd.DataFrame) -> go.Figure:
     label, unit = size_unit(table[SIZE_BYTES].max())
     on_front = rows[PARETO_3D].astype(bool)
     figure = go.Figure()
-    for mask, name, opacity in ((on_front, help_text.ON_FRONT_LEGEND, 1.0), (~on_front, help_text.DOMINATED_LEGEND, FADED)):
+    for mask, name, opacity in ((on_front, help_text.ON_FRONT_LEGEND, 1.0),
+                                (~on_front, help_text.DOMINATED_LEGEND, FADED)):
         part = rows[mask]
         if part.empty:
             continue
