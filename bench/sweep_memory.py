@@ -19,14 +19,13 @@ import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+from revisions import REPOSITORY, check_out  # bench/ is on the path of a script run from it; the engine is not
 SAMPLE_SECONDS = 0.1
 TIMEOUT_SECONDS = 3600
 
@@ -113,15 +112,6 @@ def measured(model: Path, data: Path, home: Path, engine_tree: Path) -> tuple[fl
         raise SystemExit(f"the sweep failed: {done.stderr.strip().splitlines()[-1:]}")
     seconds, failed = done.stdout.split()
     return float(seconds), sampler.peak, dict(sampler.by_kind), int(failed)
-
-
-def check_out(revision: str, into: Path) -> Path:
-    """The files of `revision` (git archive), without touching this checkout."""
-    archive = into / "baseline.tar"
-    subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--output", str(archive), revision], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "tree", filter="data")
-    return into / "tree"
 
 
 def inputs(folder: Path, layers: int, rows: int) -> tuple[Path, Path]:

@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sample_models is not an installed package
 
 from bench.jobs_side import recipes, through_jobs  # noqa: E402
+from bench.revisions import REPOSITORY, check_out  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import ADAPTIVE, LatencyProtocol  # noqa: E402
@@ -50,7 +50,6 @@ from engine.sweep import DEFAULT_LATENCY_BATCH, build_and_evaluate, reference_fo
 from engine.sweep.plan import calibration_rows_asked, plan_data  # noqa: E402
 from sample_models.catalog import SAMPLES  # noqa: E402
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 # The protocol before adaptive timing: at least 20 runs and 0.3 s, whatever the spread.
 FIXED_PROTOCOL = LatencyProtocol(warmup_runs=5, min_runs=20, target_precision=None, cap_seconds=0.3)
 
@@ -89,15 +88,6 @@ def jobs(model_path: Path, data_path: Path, home: Path):
     submitted = time.time()
     seconds, workspace, job_id = through_jobs(model_path, data_path, home)
     return seconds, workspace.results(job_id), workspace.result_times(job_id)[0] - submitted
-
-
-def check_out(revision: str, into: Path) -> Path:
-    """The files of `revision` (git archive), without touching this checkout."""
-    archive = into / "baseline.tar"
-    subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--output", str(archive), revision], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "tree", filter="data")
-    return into / "tree"
 
 
 def baseline_jobs(tree: Path, model_path: Path, data_path: Path, home: Path) -> float:
