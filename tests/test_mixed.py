@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,13 @@ from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.masking import apply_mask, choose_masking
 from engine.metrics import fidelity
-from engine.mixed import CHOSEN_FILE, MaxDrop, MaxLatency, MaxSizeRatio, ladder_from_table, mixed_curve
+from engine.mixed import (
+    CHOSEN_FILE, MaxDrop, MaxLatency, MaxSizeRatio, curve_candidates, ladder_from_table, mixed_curve,
+)
 from engine.mixed.budgets import drop
 from engine.model import load_model
+from engine.realise import quantize
+from engine.realise.calibration import CalibrationSet
 from engine.recipe import ActivationSpec, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sensitivity import SensitivityTable, candidates, sensitivity_table
 from engine.sensitivity import table as columns
@@ -82,6 +87,44 @@ def test_the_ladder_keeps_the_mask_float_first_and_climbs_each_layer_in_order(at
         assert widths == sorted(widths) and widths[-1] == 32  # 4 -> (8 ->) float, never back down
     assert ladder.recipe(len(ladder.moves)).overrides == {unit: LayerOverride(keep_fp32=True)
                                                          for unit in {move.node for move in ladder.moves}}
+
+
+def test_where_the_table_measures_16_bit_activations_a_node_may_move_to_them_for_real(attention, tmp_path):
+    """With the base's 16-bit candidate in the table (--activations 8,16), activation nodes get a move that adds no
+    byte; the point built with it is the real artifact with that node's pairs at 16 bits."""
+    model, data, _, _ = attention
+    recipes = curve_candidates([8, 4], "channel", [8, 16], "minmax")
+    assert [recipe.short_name() for recipe in recipes] == [
+        "W8A8 static channel minmax", "W4A8 static channel minmax", "W4A16 static channel minmax"]
+    table = sensitivity_table(model, data, recipes, tmp_path / "table")
+    ladder = ladder_from_table(model, table, recipes)
+    assert ladder.base.short_name() == "W4A8 static channel minmax"
+    wide = [k for k, move in enumerate(ladder.moves) if move.override.activation_bits == 16]
+    assert wide and all(ladder.moves[k].bytes_added == 0 for k in wide)
+    assert "at 16-bit activations" in ladder.moves[wide[0]].describe()
+    assert not any(move.override.activation_bits for move in ladder_from_table(model, table, recipes[:2]).moves)
+
+    # a MatMul's move on the uniform base: a Gather's output keeps its stored table's scale (no 16-bit pair to see),
+    # and the moves before it may leave the MatMul's tensors float
+    ops = {n.name: n.op_type for n in model.proto.graph.node}
+    move = next(ladder.moves[k] for k in wide if ops[ladder.moves[k].node] == "MatMul")
+    node, recipe = move.node, replace(ladder.base, overrides={move.node: move.override})
+    assert move.override == LayerOverride(activation_bits=16)
+    artifact = quantize(model, recipe, tmp_path / "point.onnx", CalibrationSet(data))
+    assert not artifact.simulated
+    proto = onnx.load(artifact.path)
+    zero_points = {t.name: t.data_type for t in proto.graph.initializer}
+    written = next(n for n in model.proto.graph.node if n.name == node).output[0]
+    widths = {zero_points[n.input[2]] for n in proto.graph.node
+              if n.op_type == "QuantizeLinear" and n.input[0] == written}
+    assert onnx.TensorProto.UINT16 in widths  # where it is made (an 8-bit copy may follow for 8-bit readers)
+    assert {zero_points[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"} == \
+        {onnx.TensorProto.UINT8, onnx.TensorProto.UINT16}
+
+
+def test_a_curve_takes_one_activation_width_or_8_and_16():
+    with pytest.raises(RecipeError, match="one activation width, or 8,16"):
+        curve_candidates([8], "channel", [None, 8], "minmax")
 
 
 def test_a_harm_inside_the_noise_orders_nothing(attention):
