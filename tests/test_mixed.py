@@ -27,7 +27,8 @@ from engine.mixed import (
 from engine.mixed.budgets import drop
 from engine.model import load_model
 from engine.realise import quantize
-from engine.realise.calibration import CalibrationSet
+from engine.realise import calibration as calibration_module
+from engine.realise.calibration import CalibrationSet, activation_ranges
 from engine.recipe import ActivationSpec, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sensitivity import SensitivityTable, candidates, sensitivity_table
 from engine.sensitivity import table as columns
@@ -149,6 +150,22 @@ def test_a_harm_inside_the_noise_orders_nothing(attention):
 
 
 # -- points measured for real ---------------------------------------------------------------------------------
+
+
+def test_the_table_and_the_curve_calibrate_once(attention, tmp_path, monkeypatch):
+    """One calibration key (minmax, at 8 and at 16 bits alike): one calibration pass for the table's three
+    candidates and every point of the curve."""
+    model, data, _, _ = attention
+    passes = []
+
+    def counted(*args, **kwargs):
+        passes.append(args[3:])
+        return activation_ranges(*args, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "activation_ranges", counted)
+    recipes = curve_candidates([8, 4], "channel", [8, 16], "minmax")
+    found = mixed_curve(model, data, recipes, MaxDrop(0.01), tmp_path / "out", tmp_path / "work", batch=None)
+    assert len(found.rows) > 2 and len(passes) == 1
 
 
 def test_every_point_is_a_real_artifact_whose_figures_reproduce_in_a_fresh_session(attention):
