@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,13 +30,14 @@ from engine.model import load_model
 from engine.realise import quantize
 from engine.realise import calibration as calibration_module
 from engine.realise.calibration import CalibrationSet, activation_ranges
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.recipe import ActivationSpec, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sensitivity import SensitivityTable, candidates, sensitivity_table
 from engine.sensitivity import table as columns
 from engine.sweep.plan import calibration_rows_asked, plan_data
 from engine.uncertainty import Interval
 from sample_models.catalog import SAMPLES
-from tests.builders import masked_attention_model, padded_sequences
+from tests.builders import inf_masked_classifier_model, masked_attention_model, padded_sequences
 
 W8A8 = Recipe(WeightSpec(8), ActivationSpec(8), Mode.STATIC)
 CLI = [sys.executable, "-m", "engine.cli", "mixed"]
@@ -166,6 +168,24 @@ def test_the_table_and_the_curve_calibrate_once(attention, tmp_path, monkeypatch
     recipes = curve_candidates([8, 4], "channel", [8, 16], "minmax")
     found = mixed_curve(model, data, recipes, MaxDrop(0.01), tmp_path / "out", tmp_path / "work", batch=None)
     assert len(found.rows) > 2 and len(passes) == 1
+
+
+def test_a_minus_infinity_mask_sets_off_no_warning_the_table_already_reports(tmp_path):
+    """onnxruntime's scale arithmetic warns on the infinite range of -inf scores: the table counts those values, so
+    neither the table nor the curve's points print it, while any other RuntimeWarning still shows."""
+    path = tmp_path / "masked.onnx"
+    onnx.save(inf_masked_classifier_model(), path)
+    model = load_model(path)
+    ids, mask = padded_sequences(rows=96)
+    data = Dataset({"input_ids": ids, "attention_mask": mask}, None, None, "masked")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = mixed_curve(model, data, [W8A8], MaxDrop(0.01), tmp_path / "out", tmp_path / "work", batch=None)
+        with nonfinite_range_warnings_silenced():
+            np.float32(1) / np.float32(0)  # numpy's own, from here: still said
+    assert (found.table.rows[columns.NONFINITE] > 0).any()
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert [Path(w.filename).name for w in runtime] == [Path(__file__).name]
 
 
 def test_every_point_is_a_real_artifact_whose_figures_reproduce_in_a_fresh_session(attention):

@@ -40,6 +40,7 @@ from engine.mixed.budgets import Budget, MaxDrop
 from engine.mixed.ladder import Ladder, ladder_from_table
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.recipe import Recipe
 from engine.sensitivity import SensitivityTable, sensitivity_table
 from engine.sensitivity import table as sensitivity_columns
@@ -220,8 +221,9 @@ class Points:
 
     def _measure(self, recipe: Recipe) -> dict:
         try:
-            row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference, self.threads,
-                                 self.batch, self.calibration)
+            with nonfinite_range_warnings_silenced():  # the curve's sensitivity table counts them
+                row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference,
+                                     self.threads, self.batch, self.calibration)
         except QuantscopeError:
             raise
         except Exception as error:  # onnxruntime cannot build this point: a failed row, the curve goes on

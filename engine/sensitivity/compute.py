@@ -20,7 +20,6 @@ The naive computation (engine.sensitivity.naive) repeats steps 1-2 for every cel
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from engine.measure import open_session, predict, run_batches
 from engine.model import LoadedModel
 from engine.realise import Artifact, quantize
 from engine.realise.calibration import CalibrationSet, calibration_key
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.realise.simulated import Simulated
 from engine.recipe import LayerOverride, Recipe
 from engine.sensitivity import table as columns
@@ -89,8 +89,7 @@ def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibra
     of that candidate alone."""
     candidate = Candidate(recipe)
     try:
-        with warnings.catch_warnings():  # numpy's, on an infinite range: the table's statistics say it better
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with nonfinite_range_warnings_silenced():  # the table's range statistics say it better
             artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
     except QuantscopeError:
         raise
