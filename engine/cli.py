@@ -271,8 +271,9 @@ def _add_mixed_parser(commands) -> None:
     command.add_argument("--bits", type=_csv(int), default=list(sensitivity.DEFAULT_BITS),
                          help="weight widths a layer may take, the fewest being the uniform start (default 8,4)")
     command.add_argument("--granularity", default=Granularity.CHANNEL.value, help="tensor or channel (default channel)")
-    command.add_argument("--activations", type=_activation_bits, default=sensitivity.DEFAULT_ACTIVATIONS[0],
-                         help="none (weight-only), 8 or 16 (static) (default 8)")
+    command.add_argument("--activations", type=_csv(_activation_bits), default=list(sensitivity.DEFAULT_ACTIVATIONS),
+                         help="none (weight-only), 8 or 16 (static), or 8,16: 8 bits, a node's activations may move "
+                         "to 16 (default 8)")
     budget = command.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-drop", type=float, metavar="D",
                         help="the largest drop of the primary metric from fp32, in its own units (0.01 = one point)")
@@ -290,7 +291,7 @@ def mixed_command(args: argparse.Namespace) -> int:
     budget = next(kind(value) for kind, value in ((mixed.MaxDrop, args.max_drop),
                                                   (mixed.MaxSizeRatio, args.max_size_ratio),
                                                   (mixed.MaxLatency, args.max_latency_ms)) if value is not None)
-    recipes = sensitivity.candidates(args.bits, [args.granularity], [args.activations], [args.calibration])
+    recipes = mixed.curve_candidates(args.bits, args.granularity, args.activations, args.calibration)
     model = load_model(args.model)
     dataset = load_dataset(args.data, model.summary.inputs, label_column=args.label_column)
     calibration = None if args.calibration_data is None else load_dataset(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +22,22 @@ from engine.data import Dataset
 from engine.errors import RecipeError
 from engine.masking import apply_mask, choose_masking
 from engine.metrics import fidelity
-from engine.mixed import CHOSEN_FILE, MaxDrop, MaxLatency, MaxSizeRatio, ladder_from_table, mixed_curve
+from engine.mixed import (
+    CHOSEN_FILE, MaxDrop, MaxLatency, MaxSizeRatio, curve_candidates, ladder_from_table, mixed_curve,
+)
 from engine.mixed.budgets import drop
 from engine.model import load_model
+from engine.realise import quantize
+from engine.realise import calibration as calibration_module
+from engine.realise.calibration import CalibrationSet, activation_ranges
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.recipe import ActivationSpec, Granularity, LayerOverride, Mode, Recipe, WeightSpec
 from engine.sensitivity import SensitivityTable, candidates, sensitivity_table
 from engine.sensitivity import table as columns
 from engine.sweep.plan import calibration_rows_asked, plan_data
 from engine.uncertainty import Interval
 from sample_models.catalog import SAMPLES
-from tests.builders import masked_attention_model, padded_sequences
+from tests.builders import inf_masked_classifier_model, masked_attention_model, padded_sequences
 
 W8A8 = Recipe(WeightSpec(8), ActivationSpec(8), Mode.STATIC)
 CLI = [sys.executable, "-m", "engine.cli", "mixed"]
@@ -84,6 +92,44 @@ def test_the_ladder_keeps_the_mask_float_first_and_climbs_each_layer_in_order(at
                                                          for unit in {move.node for move in ladder.moves}}
 
 
+def test_where_the_table_measures_16_bit_activations_a_node_may_move_to_them_for_real(attention, tmp_path):
+    """With the base's 16-bit candidate in the table (--activations 8,16), activation nodes get a move that adds no
+    byte; the point built with it is the real artifact with that node's pairs at 16 bits."""
+    model, data, _, _ = attention
+    recipes = curve_candidates([8, 4], "channel", [8, 16], "minmax")
+    assert [recipe.short_name() for recipe in recipes] == [
+        "W8A8 static channel minmax", "W4A8 static channel minmax", "W4A16 static channel minmax"]
+    table = sensitivity_table(model, data, recipes, tmp_path / "table")
+    ladder = ladder_from_table(model, table, recipes)
+    assert ladder.base.short_name() == "W4A8 static channel minmax"
+    wide = [k for k, move in enumerate(ladder.moves) if move.override.activation_bits == 16]
+    assert wide and all(ladder.moves[k].bytes_added == 0 for k in wide)
+    assert "at 16-bit activations" in ladder.moves[wide[0]].describe()
+    assert not any(move.override.activation_bits for move in ladder_from_table(model, table, recipes[:2]).moves)
+
+    # a MatMul's move on the uniform base: a Gather's output keeps its stored table's scale (no 16-bit pair to see),
+    # and the moves before it may leave the MatMul's tensors float
+    ops = {n.name: n.op_type for n in model.proto.graph.node}
+    move = next(ladder.moves[k] for k in wide if ops[ladder.moves[k].node] == "MatMul")
+    node, recipe = move.node, replace(ladder.base, overrides={move.node: move.override})
+    assert move.override == LayerOverride(activation_bits=16)
+    artifact = quantize(model, recipe, tmp_path / "point.onnx", CalibrationSet(data))
+    assert not artifact.simulated
+    proto = onnx.load(artifact.path)
+    zero_points = {t.name: t.data_type for t in proto.graph.initializer}
+    written = next(n for n in model.proto.graph.node if n.name == node).output[0]
+    widths = {zero_points[n.input[2]] for n in proto.graph.node
+              if n.op_type == "QuantizeLinear" and n.input[0] == written}
+    assert onnx.TensorProto.UINT16 in widths  # where it is made (an 8-bit copy may follow for 8-bit readers)
+    assert {zero_points[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"} == \
+        {onnx.TensorProto.UINT8, onnx.TensorProto.UINT16}
+
+
+def test_a_curve_takes_one_activation_width_or_8_and_16():
+    with pytest.raises(RecipeError, match="one activation width, or 8,16"):
+        curve_candidates([8], "channel", [None, 8], "minmax")
+
+
 def test_a_harm_inside_the_noise_orders_nothing(attention):
     """The same large harm puts a layer's move early when its paired interval excludes 0, and among the moves
     ordered by SQNR alone when it does not."""
@@ -106,6 +152,40 @@ def test_a_harm_inside_the_noise_orders_nothing(attention):
 
 
 # -- points measured for real ---------------------------------------------------------------------------------
+
+
+def test_the_table_and_the_curve_calibrate_once(attention, tmp_path, monkeypatch):
+    """One calibration key (minmax, at 8 and at 16 bits alike): one calibration pass for the table's three
+    candidates and every point of the curve."""
+    model, data, _, _ = attention
+    passes = []
+
+    def counted(*args, **kwargs):
+        passes.append(args[3:])
+        return activation_ranges(*args, **kwargs)
+
+    monkeypatch.setattr(calibration_module, "activation_ranges", counted)
+    recipes = curve_candidates([8, 4], "channel", [8, 16], "minmax")
+    found = mixed_curve(model, data, recipes, MaxDrop(0.01), tmp_path / "out", tmp_path / "work", batch=None)
+    assert len(found.rows) > 2 and len(passes) == 1
+
+
+def test_a_minus_infinity_mask_sets_off_no_warning_the_table_already_reports(tmp_path):
+    """onnxruntime's scale arithmetic warns on the infinite range of -inf scores: the table counts those values, so
+    neither the table nor the curve's points print it, while any other RuntimeWarning still shows."""
+    path = tmp_path / "masked.onnx"
+    onnx.save(inf_masked_classifier_model(), path)
+    model = load_model(path)
+    ids, mask = padded_sequences(rows=96)
+    data = Dataset({"input_ids": ids, "attention_mask": mask}, None, None, "masked")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = mixed_curve(model, data, [W8A8], MaxDrop(0.01), tmp_path / "out", tmp_path / "work", batch=None)
+        with nonfinite_range_warnings_silenced():
+            np.float32(1) / np.float32(0)  # numpy's own, from here: still said
+    assert (found.table.rows[columns.NONFINITE] > 0).any()
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert [Path(w.filename).name for w in runtime] == [Path(__file__).name]
 
 
 def test_every_point_is_a_real_artifact_whose_figures_reproduce_in_a_fresh_session(attention):

@@ -5,7 +5,10 @@ names is a *unit* the search may move, through a per-node override of the recipe
 
 - a weight layer climbs its precisions, lowest first: the candidates' weight widths (4 then 8 bits, say), through
   `LayerOverride(weights=...)`, then float through `keep_fp32`;
-- any other node (an Add, a Softmax, a MatMul of two activations, a bias Add) can only be kept float.
+- any other node (an Add, a Softmax, a MatMul of two activations, a bias Add) can only be kept float;
+- where the table also measures the base recipe at 16-bit activations (a candidate `wider`, see `widened`), a node
+  with activation points may first move them to 16 bits through `LayerOverride(activation_bits=16)`: no byte
+  added, harm the 16-bit rows measured.
 
 The uniform recipe the curve starts from is the candidate with the fewest weight bits. A row's *harm* is what the
 table measured that point to cost: the larger of `drop` (only this point quantized) and the recovery (everything
@@ -37,12 +40,32 @@ from engine.errors import RecipeError
 from engine.metrics import METRICS
 from engine.model import LoadedModel
 from engine.realise import choose_realiser
-from engine.recipe import FLOAT32_BITS, LayerOverride, Recipe
-from engine.sensitivity import SensitivityTable
+from engine.recipe import FLOAT32_BITS, LayerOverride, Mode, Recipe
+from engine.sensitivity import SensitivityTable, candidates
 from engine.sensitivity import table as columns
 from engine.sensitivity.points import ACTIVATIONS, WEIGHTS
 
 FLOAT = LayerOverride(keep_fp32=True)
+WIDE_ACTIVATION_BITS = 16
+
+
+def widened(recipe: Recipe) -> Recipe | None:
+    """The recipe at 16-bit activations: the table candidate whose activation rows give the 16-bit state (None for a
+    recipe without 8-bit calibrated activations)."""
+    if recipe.mode is not Mode.STATIC or recipe.activations.bits == WIDE_ACTIVATION_BITS:
+        return None
+    return replace(recipe, activations=replace(recipe.activations, bits=WIDE_ACTIVATION_BITS))
+
+
+def curve_candidates(bits: list[int], granularity: str, activations: list[int | None], calibration: str
+                     ) -> list[Recipe]:
+    """The table's candidates for a curve: one activation width (none, 8 or 16) at every weight width, or 8,16:
+    the curve starts at 8 bits and a node's activations may move to 16 (the fewest bits' recipe `widened`)."""
+    widths = sorted(set(activations), key=lambda width: width or 0)
+    if len(widths) > 1 and widths != [8, WIDE_ACTIVATION_BITS]:
+        raise RecipeError(f"a curve takes one activation width, or 8,16; got {','.join(map(str, widths))}")
+    recipes = candidates(bits, [granularity], widths[:1], [calibration])
+    return recipes + ([widened(min(recipes, key=lambda recipe: recipe.weights.bits))] if len(widths) > 1 else [])
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ class Move:
     def describe(self) -> str:
         if self.override.keep_fp32:
             return f"{self.node} kept float"
+        if self.override.activation_bits:
+            return f"{self.node} at {self.override.activation_bits}-bit activations"
         return f"{self.node} at {self.override.weights.bits}-bit weights"
 
 
@@ -127,21 +152,25 @@ def row_noise(row: pd.Series) -> float:
 
 
 def ladder_from_table(model: LoadedModel, table: SensitivityTable, recipes: list[Recipe]) -> Ladder:
-    """The moves for `recipes` (the table's candidates: one recipe but for its weight bits) on `model`."""
-    ordered = sorted(recipes, key=lambda recipe: recipe.weights.bits)
+    """The moves for `recipes` (the table's candidates: one recipe but for its weight bits, and perhaps the fewest
+    bits' recipe `widened` to 16-bit activations) on `model`."""
+    by_width = sorted(recipes, key=lambda recipe: (recipe.activations.bits or 0, recipe.weights.bits))
+    wider = widened(by_width[0])
+    ordered = sorted([recipe for recipe in recipes if recipe != wider], key=lambda recipe: recipe.weights.bits)
     base = ordered[0]
+    wider = wider if wider in recipes else None
     if any(replace(recipe, weights=replace(recipe.weights, bits=base.weights.bits)) != base for recipe in ordered):
         raise RecipeError("a mixed-precision search compares weight widths of one recipe: "
                           + ", ".join(recipe.short_name() for recipe in ordered))
-    missing = [recipe.short_name() for recipe in ordered
+    missing = [recipe.short_name() for recipe in [*ordered, *([wider] if wider else [])]
                if recipe.short_name() not in set(table.rows[columns.CANDIDATE])]
     if missing:
         raise RecipeError(f"the sensitivity table has no rows for {missing[0]}")
-    activation, weight = _tally(model, table, base, ordered)
+    activation, wide, weight = _tally(model, table, base, wider, ordered)
     weight_layers = {layer.name for layer in model.summary.layers}
     ladders = {}
     for unit in sorted(set(activation) | set(weight)):
-        states = _states(base, ordered, activation.get(unit, (0.0, 0.0)), weight.get(unit, {}),
+        states = _states(base, ordered, activation.get(unit, (0.0, 0.0)), wide.get(unit), weight.get(unit, {}),
                          unit in weight_layers)
         ladders[unit] = [state for state in states if _native_like_base(model, base, unit, state)]
     position = {node.name: index for index, node in enumerate(model.proto.graph.node)}
@@ -160,11 +189,11 @@ def point_nodes(model: LoadedModel) -> Callable[[str, str], list[str]]:
     return lambda layer, tensor: [layer] if layer in nodes else list(readers.get(tensor, []))
 
 
-def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, ordered: list[Recipe]):
-    """Per unit, from the table's rows: [harm, noise] of its activation points at the base, and per weight width
-    [harm, noise, params] of its weight points. A cell that could not be measured counts as no harm: its point is
-    still there to move."""
-    by_name = {recipe.short_name(): recipe for recipe in ordered}
+def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, wider: Recipe | None, ordered: list[Recipe]):
+    """Per unit, from the table's rows: [harm, noise] of its activation points at the base and (`wider`) at 16 bits,
+    and per weight width [harm, noise, params] of its weight points. A cell that could not be measured counts as no
+    harm: its point is still there to move."""
+    by_name = {recipe.short_name(): recipe for recipe in [*ordered, *([wider] if wider else [])]}
     higher_is_better = METRICS[table.info[columns.METRIC_NAME]].higher_is_better
     reverting = point_nodes(model)
     left_float = {name for summary in table.candidates if summary["candidate"] == base.short_name()
@@ -174,6 +203,7 @@ def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, ordered: l
         return reverting(row[columns.LAYER], row[columns.TENSOR])
 
     activation = defaultdict(lambda: [0.0, 0.0])
+    wide = defaultdict(lambda: [0.0, 0.0])
     weight = defaultdict(dict)
     for _, row in table.rows.iterrows():
         recipe = by_name.get(row[columns.CANDIDATE])
@@ -181,19 +211,24 @@ def _tally(model: LoadedModel, table: SensitivityTable, base: Recipe, ordered: l
             continue
         harm, noise = row_harm(row, higher_is_better), row_noise(row)
         for unit in units_of(row):
-            if row[columns.KIND] == ACTIVATIONS and recipe is base:
-                activation[unit][0] += harm
-                activation[unit][1] += noise
+            if row[columns.KIND] == ACTIVATIONS and recipe in (base, wider):
+                at = activation if recipe is base else wide
+                at[unit][0] += harm
+                at[unit][1] += noise
+            elif row[columns.KIND] == WEIGHTS and recipe is wider:
+                continue  # the same weights as the base's: its weight rows say it
             elif row[columns.KIND] == WEIGHTS and unit not in left_float:  # the base's realiser left it float
                 cell = weight[unit].setdefault(recipe.weights.bits, [0.0, 0.0, 0])
                 cell[0] += harm
                 cell[1] += noise
                 cell[2] += int(row[columns.PARAMS])
-    return activation, weight
+    return activation, wide, weight
 
 
-def _states(base: Recipe, ordered: list[Recipe], activation, weight: dict, is_weight_layer: bool) -> list[State]:
-    """The unit's states, lowest precision first: the base, each higher candidate width (weight layers), float."""
+def _states(base: Recipe, ordered: list[Recipe], activation, wide, weight: dict, is_weight_layer: bool
+            ) -> list[State]:
+    """The unit's states, lowest precision first: the base, its activations at 16 bits (where `wide` measured them),
+    each higher candidate width (weight layers), float."""
     act_harm, act_noise = activation
     params = weight.get(base.weights.bits, [0.0, 0.0, 0])[2]
     states = []
@@ -206,6 +241,10 @@ def _states(base: Recipe, ordered: list[Recipe], activation, weight: dict, is_we
         harm, noise, _ = weight.get(bits, [0.0, 0.0, 0])
         override = None if recipe is base else LayerOverride(weights=recipe.weights)
         states.append(State(override, params * bits / 8, act_harm + harm, act_noise + noise))
+    if wide is not None:  # after the base (the first of `ordered`): the same weights, wider activations
+        base_harm, base_noise, _ = weight.get(base.weights.bits, [0.0, 0.0, 0])
+        states.insert(1, State(LayerOverride(activation_bits=WIDE_ACTIVATION_BITS), params * base.weights.bits / 8,
+                               wide[0] + base_harm, wide[1] + base_noise))
     states.append(State(FLOAT, params * FLOAT32_BITS / 8, 0.0, 0.0))
     return states
 

@@ -4,8 +4,9 @@ choice among them.
 Point k is the base recipe with the ladder's first k moves (engine.mixed.ladder). Each point is a Recipe with
 node overrides, built, scored and timed by engine.sweep.rows.measure_recipe exactly as a sweep row: on the same
 scored rows as the sensitivity table (engine.sweep.plan holds the calibration rows out of scoring), every static
-point calibrated from one CalibrationSet (activation ranges depend on the data and the calibration method, not on
-which nodes are kept float, so they are computed once for the whole curve).
+point calibrated from one CalibrationSet, the sensitivity table's own when the search computes the table (activation
+ranges depend on the data and the calibration method, not on which nodes are kept float, so they are computed once
+for the table and the whole curve).
 
 Which points are measured:
 
@@ -39,6 +40,7 @@ from engine.mixed.budgets import Budget, MaxDrop
 from engine.mixed.ladder import Ladder, ladder_from_table
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.recipe import Recipe
 from engine.sensitivity import SensitivityTable, sensitivity_table
 from engine.sensitivity import table as sensitivity_columns
@@ -98,12 +100,14 @@ def mixed_curve(
     ladder the budget needs, measured, their artifacts under out_dir/artifacts (fp32's too: the curve's far end).
     Scratch files go to `workdir`."""
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    if table is None:
-        table = sensitivity_table(model, dataset, recipes, workdir, calibration_data, mask, threads, progress)
+    calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
+    if table is None:  # calibrating once: the table's ranges are the curve's
+        table = sensitivity_table(model, dataset, recipes, workdir, calibration_data, mask, threads, progress,
+                                  calibration=calibration)
     else:
         check_table(table, model, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
-    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), mask, threads, batch, progress)
+    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), calibration, mask, threads, batch, progress)
     points.measure_fp32()
     if isinstance(budget, MaxDrop):
         _accuracy_control(points, budget)
@@ -183,12 +187,13 @@ def _bisect(points: Points, budget: Budget, low: int | None, high: int, towards_
 class Points:
     """Measures points of the ladder once each, like sweep rows, and keeps their rows (and outputs, when asked)."""
 
-    def __init__(self, model: LoadedModel, plan: DataPlan, ladder: Ladder, out_dir: Path, workdir: Path, mask: str,
-                 threads: int, batch: int | None, progress: Progress | None) -> None:
+    def __init__(self, model: LoadedModel, plan: DataPlan, ladder: Ladder, out_dir: Path, workdir: Path,
+                 calibration: CalibrationSet | None, mask: str, threads: int, batch: int | None,
+                 progress: Progress | None) -> None:
         self.model, self.plan, self.ladder, self.out_dir = model, plan, ladder, out_dir
         self.threads, self.batch, self.progress = threads, batch, progress
         self.reference = reference_for(model, plan.scored, workdir, mask)
-        self.calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
+        self.calibration = calibration  # on plan.calibration; shared with the sensitivity table when it computed one
         self.rows: dict[int | None, dict] = {}  # moves applied -> row; None: the fp32 reference
         self.outputs: dict[str, np.ndarray] = {}  # recipe key -> its artifact's outputs on the scored rows
         self.mask = self.reference.masking.mask(plan.scored)
@@ -216,8 +221,9 @@ class Points:
 
     def _measure(self, recipe: Recipe) -> dict:
         try:
-            row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference, self.threads,
-                                 self.batch, self.calibration)
+            with nonfinite_range_warnings_silenced():  # the curve's sensitivity table counts them
+                row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference,
+                                     self.threads, self.batch, self.calibration)
         except QuantscopeError:
             raise
         except Exception as error:  # onnxruntime cannot build this point: a failed row, the curve goes on

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -52,6 +53,17 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def nonfinite_range_warnings_silenced():
+    """Without numpy's RuntimeWarnings from onnxruntime's scale and zero-point arithmetic (quant_utils), which an
+    infinite or NaN activation range (a -inf attention mask) sets off: for callers that report those ranges
+    themselves (the sensitivity table counts a point's non-finite values). Every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(invalid value|overflow|divide by zero) encountered",
+                                category=RuntimeWarning, module=r"onnxruntime\.quantization\.quant_utils")
+        yield
 
 
 class Float32(Realiser):

@@ -20,7 +20,6 @@ The naive computation (engine.sensitivity.naive) repeats steps 1-2 for every cel
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from engine.measure import open_session, predict, run_batches
 from engine.model import LoadedModel
 from engine.realise import Artifact, quantize
 from engine.realise.calibration import CalibrationSet, calibration_key
+from engine.realise.native import nonfinite_range_warnings_silenced
 from engine.realise.simulated import Simulated
 from engine.recipe import LayerOverride, Recipe
 from engine.sensitivity import table as columns
@@ -89,8 +89,7 @@ def prepare_candidate(model: LoadedModel, recipe: Recipe, workdir: Path, calibra
     of that candidate alone."""
     candidate = Candidate(recipe)
     try:
-        with warnings.catch_warnings():  # numpy's, on an infinite range: the table's statistics say it better
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with nonfinite_range_warnings_silenced():  # the table's range statistics say it better
             artifact = quantize(model, recipe, Path(workdir) / "artifacts" / f"{recipe.slug()}.onnx", calibration)
     except QuantscopeError:
         raise
@@ -341,13 +340,15 @@ def sensitivity_table(
     threads: int = 1,
     progress: Progress | None = None,
     only: Collection[PointKey] | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> SensitivityTable:
     """The table for `recipes` on `dataset`; with `only`, the rows of those points (Point.key) alone. Static recipes
     calibrate on `calibration_data`, else on validation rows held out of scoring for every cell
-    (engine.sweep.plan), all of them from one CalibrationSet."""
+    (engine.sweep.plan), all of them from one CalibrationSet: `calibration` when the caller shares its own (on
+    those same rows: engine.mixed measures its curve with the table's ranges), else a new one."""
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
     scoring = Scoring.of(model, plan.scored, workdir, mask, threads)
-    calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
+    calibration = shared_calibration(plan, calibration)
     candidates = [restrict(prepare_candidate(model, recipe, workdir, calibration), only) for recipe in recipes]
     total = sum(candidate.cells for candidate in candidates)
     done = 0
@@ -363,6 +364,19 @@ def sensitivity_table(
     if progress:
         progress(total, total, "done")
     return assemble(model, plan, scoring, candidates, rows)
+
+
+def shared_calibration(plan: DataPlan, calibration: CalibrationSet | None) -> CalibrationSet | None:
+    """`calibration` when it holds the plan's calibration rows, a new CalibrationSet on them when None."""
+    if plan.calibration is None:
+        return None
+    if calibration is None:
+        return CalibrationSet(plan.calibration)
+    given, planned = calibration.dataset, plan.calibration
+    if len(given) != len(planned) or any(not np.array_equal(given.inputs[name], planned.inputs[name])
+                                         for name in planned.inputs):
+        raise ValueError("the calibration set shared with the table is not on the table's calibration rows")
+    return calibration
 
 
 def assemble(model: LoadedModel, plan: DataPlan, scoring: Scoring, candidates: Sequence[Candidate],

@@ -25,13 +25,21 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper
 
-from engine.model import drop_unused_initializers, topological_sort
+from engine.model import drop_unused_initializers, opset_version, topological_sort
 from engine.sensitivity.points import ACTIVATIONS, Point
 
 FP32_SUFFIX = "__fp32"
 QUANTIZED_SUFFIX = "__quantized"
 _INT4_IR_VERSION = 10  # the first IR version with 4-bit tensors
 _NARROW_TYPES = (TensorProto.INT4, TensorProto.UINT4)
+# ONNX's QuantizeLinear and DequantizeLinear take 16- and 4-bit integers from opset 21 on. quantize_static converts
+# the whole model to opset 21 for 16-bit activations; the fp32 graph a cell starts from keeps its own opset, and its
+# pairs move to the com.microsoft domain instead, as onnxruntime's quantizer does with UseQDQContribOps: the same
+# kernels, so a composed model still computes exactly what the artifact computes.
+_OPSET21_QDQ_TYPES = (TensorProto.INT16, TensorProto.UINT16, *_NARROW_TYPES)
+_OPSET21 = 21
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+_MS_DOMAIN = "com.microsoft"
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ def compose(fp32: onnx.ModelProto, points: Sequence[Point], keep: Sequence[str] 
     finals: dict[str, str] = {}
     own: dict[str, set[int]] = {}  # replaced graph input -> ids of its replacement's nodes
     added: list[onnx.NodeProto] = []
+    contrib_qdq = opset_version(model) < _OPSET21
     for index, point in enumerate(points):
         for part, replacement in enumerate(point.replacements):
             original = replacement.original
@@ -88,6 +97,8 @@ def compose(fp32: onnx.ModelProto, points: Sequence[Point], keep: Sequence[str] 
                 copy.name = prefix + (node.name or node.output[0])
                 copy.input[:] = [reads.get(name, name) for name in node.input]
                 copy.output[:] = [renamed.get(name, name) for name in node.output]
+                if contrib_qdq and _needs_opset21(node, replacement):
+                    copy.domain = _MS_DOMAIN
                 copies.append(copy)
             for tensor in replacement.initializers:
                 copy = onnx.TensorProto()
@@ -108,7 +119,7 @@ def compose(fp32: onnx.ModelProto, points: Sequence[Point], keep: Sequence[str] 
             if id(node) not in nodes:
                 node.input[:] = [finals[original] if name == original else name for name in node.input]
     graph.node.extend(added)
-    _imports(model, points)
+    _imports(model, added, points)
     _drop_dead_nodes(model, set(keep))
     topological_sort(model)
     drop_unused_initializers(model)
@@ -127,10 +138,21 @@ def _drop_dead_nodes(model: onnx.ModelProto, keep: set[str]) -> None:
         graph.node.extend(live)
 
 
-def _imports(model: onnx.ModelProto, points: Sequence[Point]) -> None:
-    """Opsets for the domains replacements use (onnxruntime's com.microsoft QDQ and MatMulNBits are version 1),
+def _needs_opset21(node: onnx.NodeProto, replacement) -> bool:
+    """A QuantizeLinear or DequantizeLinear of the default domain whose integers (its zero point's type, else a
+    dequantized constant's) ONNX supports from opset 21 on only."""
+    if node.op_type not in _QDQ_OPS or node.domain not in ("", "ai.onnx"):
+        return False
+    constants = {t.name: t.data_type for t in replacement.initializers}
+    has_zero_point = len(node.input) > 2 and node.input[2]
+    integer = constants.get(node.input[2] if has_zero_point else node.input[0])
+    return integer in _OPSET21_QDQ_TYPES
+
+
+def _imports(model: onnx.ModelProto, added: Sequence[onnx.NodeProto], points: Sequence[Point]) -> None:
+    """Opsets for the domains the added nodes use (onnxruntime's com.microsoft QDQ and MatMulNBits are version 1),
     and an IR version that has 4-bit tensors when they hold some."""
-    domains = {node.domain for point in points for r in point.replacements for node in r.nodes}
+    domains = {node.domain for node in added}
     present = {o.domain for o in model.opset_import}
     for domain in sorted(domains - present - {"", "ai.onnx"}):
         model.opset_import.append(helper.make_opsetid(domain, 1))
