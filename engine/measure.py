@@ -153,14 +153,17 @@ def measure_latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], 
             next_check = len(timings_ns) + max(1, len(timings_ns) // 10)  # checking costs a sort: every +10%
             if _precise_enough(np.array(timings_ns) / 1e6, protocol.target_precision):
                 break
-    timings_ms = np.array(timings_ns) / 1e6
+    return latency_of_runs(np.array(timings_ns) / 1e6, next(iter(feed.values())).shape[0], threads, protocol)
+
+
+def latency_of_runs(timings_ms: np.ndarray, batch: int, threads: int, protocol: LatencyProtocol) -> Latency:
+    """The figures of one model's timed runs; capped unless the median's interval is as narrow as `protocol` asks."""
     interval = median_interval(timings_ms)
-    p50 = float(np.median(timings_ms))
     latency = Latency(
-        batch=next(iter(feed.values())).shape[0],
+        batch=batch,
         threads=threads,
         runs=len(timings_ms),
-        p50_ms=p50,
+        p50_ms=float(np.median(timings_ms)),
         p95_ms=float(np.percentile(timings_ms, 95)),
         ci_low_ms=None if interval is None else interval[0],
         ci_high_ms=None if interval is None else interval[1],

@@ -30,7 +30,9 @@ from engine import results
 from engine.data import Dataset
 from engine.errors import QuantscopeError, RecipeError
 from engine.export.sources import MeasureOptions, measure_for_export
-from engine.measure import Latency, LatencyProtocol, batch_is_dynamic, latency_feed, median_interval, open_session
+from engine.measure import (
+    Latency, LatencyProtocol, batch_is_dynamic, latency_feed, latency_of_runs, open_session,
+)
 from engine.metrics import METRICS
 from engine.provenance import machine, software
 from engine.recipe import Recipe
@@ -91,7 +93,8 @@ def interleaved_latency(paths: dict[str, Path], dataset: Dataset, threads: int =
     timings_ns: dict[str, list[int]] = {name: [] for name in sessions}
 
     def latencies() -> dict[str, Latency]:
-        return {name: _latency(np.array(runs) / 1e6, batch, threads, protocol) for name, runs in timings_ns.items()}
+        return {name: latency_of_runs(np.array(runs) / 1e6, batch, threads, protocol)
+                for name, runs in timings_ns.items()}
 
     order = list(sessions)
     started, rounds, next_check = time.perf_counter(), 0, protocol.min_runs
@@ -110,16 +113,6 @@ def interleaved_latency(paths: dict[str, Path], dataset: Dataset, threads: int =
             if not any(latency.capped for latency in latencies().values()):
                 break
     return latencies()
-
-
-def _latency(timings_ms: np.ndarray, batch: int, threads: int, protocol: LatencyProtocol) -> Latency:
-    """engine.measure's figures of one model's runs; capped while the median's interval is wider than asked."""
-    interval = median_interval(timings_ms)
-    p50 = float(np.median(timings_ms))
-    latency = Latency(batch, threads, len(timings_ms), p50, float(np.percentile(timings_ms, 95)),
-                      None if interval is None else interval[0], None if interval is None else interval[1], False)
-    precise = latency.precision is not None and latency.precision <= protocol.target_precision
-    return latency if precise else Latency(**{**asdict(latency), "capped": True})
 
 
 def _metric_check(row: pd.Series, reference: pd.Series, limits: Limits) -> Check:
