@@ -289,6 +289,16 @@ def chosen_point(table: pd.DataFrame) -> pd.Series | None:
     return None if chosen.empty else chosen.iloc[0]
 
 
+def with_curve(table: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's rows and a mixed-precision curve's of the same model and data in one table, Pareto flags over
+    both: the curve's points whose recipe the sweep measured too (its fp32 row, a uniform start) are the sweep's."""
+    measured = set(table[RECIPE_KEY])
+    added = curve[~curve[RECIPE_KEY].isin(measured)]
+    records = [{key: value for key, value in row.items() if key not in PARETO_FRONTS}
+               for row in [*table.to_dict(orient="records"), *added.to_dict(orient="records")]]
+    return results_table(records)
+
+
 def failed_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table[ERROR].notna()] if ERROR in table else table.iloc[0:0]
 

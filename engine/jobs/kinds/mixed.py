@@ -151,7 +151,8 @@ class MixedRun(JobRun):
         self.beat(force=True, done=measured, total=measured)  # the points planned were those the budget needed
         source = ("the sensitivity table from an earlier sensitivity job" if table is not None
                   else "the sensitivity table computed (no finished sensitivity job of these candidates)")
-        return f"done: {curve.verdict()}. fp32 and {measured - 1} points measured; {source}"
+        points = measured - 1
+        return f"done: {curve.verdict()}. fp32 and {points} point{'s' * (points != 1)} measured; {source}"
 
     def _lent_table(self, dataset: DatasetRecord, calibration: DatasetRecord | None) -> SensitivityTable | None:
         """A finished sensitivity job's table of the curve's candidates, scored alike; None when there is none."""
