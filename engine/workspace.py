@@ -195,7 +195,7 @@ class Workspace:
 
     def submit_mixed_on_table(self, table_job_id: str, owner: str, **options) -> str:
         """A mixed-precision search on a finished sensitivity job's model, data and candidates, which lends it its
-        table; `options`: the budget, and threads or batch."""
+        table; `options`: the budget, and batch."""
         job = self.job(table_job_id)
         self.sensitivity(table_job_id)  # a finished table, or a WorkspaceError saying why not
         params = MixedParams.for_table(SensitivityParams.from_dict(job.params), **options)

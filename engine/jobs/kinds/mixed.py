@@ -102,13 +102,15 @@ class MixedParams:
     @classmethod
     def for_table(cls, table: SensitivityParams, **options) -> MixedParams:
         """The curve on a sensitivity job's candidates (one granularity and calibration; activations none, 8, 16
-        or 8,16), scored as it was; `options` add the budget and may set the timing (threads, batch)."""
+        or 8,16), scored and run with as many threads as it was, so that its table is the one the curve reads;
+        `options`: the budget, and batch."""
+        if unknown := sorted(set(options) - {*BUDGETS, "batch"}):
+            raise WorkspaceError(f"a curve on a table takes a budget and batch; got {', '.join(unknown)}")
         for name, values in (("granularity", table.granularities), ("calibration", table.calibrations)):
             if len(values) != 1:
                 raise WorkspaceError(f"a curve takes one {name}; the table compares {', '.join(map(str, values))}")
         return cls(table.bits, table.granularities[0], table.activations, table.calibrations[0], table.group_size,
-                   table.threads, calibration_dataset=table.calibration_dataset, mask=table.mask,
-                   **options)
+                   table.threads, calibration_dataset=table.calibration_dataset, mask=table.mask, **options)
 
     def to_dict(self) -> dict:
         return {field.name: (list(value) if isinstance(value := getattr(self, field.name), tuple) else value)
