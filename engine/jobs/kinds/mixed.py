@@ -129,7 +129,7 @@ class MixedRun(JobRun):
         super().__init__(*args)
         self.params = MixedParams.from_dict(self.job.params)
         self.scratch = self.store.job_dir(self.job_id) / "scratch"  # the points being built; cleared on start
-        self.scoring = ""  # what a point's row depends on besides its recipe, for the result cache
+        self.scoring = ""  # what a point's row (its MIXED_* columns too) depends on besides its recipe: cache key
         self.fingerprint = ""
         self.committed: dict[str, dict] = {}  # recipe key -> row: a resumed job's points
 
@@ -138,7 +138,8 @@ class MixedRun(JobRun):
         self.fingerprint = dataset.fingerprint
         asked = calibration_rows_asked(self.params.recipes())
         plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint)
-        self.scoring = f"mixed-precision point; {plan}; fidelity mask: {self.params.mask}"
+        candidates = ", ".join(recipe.key() for recipe in self.params.recipes())  # they order the ladder: its columns
+        self.scoring = f"mixed-precision point of the curve of {candidates}; {plan}; fidelity mask: {self.params.mask}"
         self.committed = {row[results.RECIPE_KEY]: row for row in jobs.result_rows(self.conn, self.job_id)}
         table = self._lent_table(dataset, calibration)
         shutil.rmtree(self.scratch, ignore_errors=True)
