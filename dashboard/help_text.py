@@ -143,7 +143,10 @@ SEE_TRADE_OFFS = "See its trade-offs"
 
 # --- Trade-offs --------------------------------------------------------------------------------------------------
 
-JOB_PICKER = "A finished sweep whose results you want to compare."
+JOB_PICKER = "A finished sweep (or mixed-precision search) whose results you want to compare."
+CURVE_PICKER = ("A finished mixed-precision search of the same model and data, its measured points drawn over the "
+                "sweep's recipes with a marker of their own.")
+NO_CURVE = "none"
 SHIFTED_DATA = (
     "How much each recipe loses against the original model, on your data and on each other data set the sweep "
     "scored (yours, or made by shifting yours: noise, brightness, dropped words). A recipe that holds up on your "
@@ -288,3 +291,24 @@ MEASURE_RECIPE = "Builds and measures your recipe (and the original model, to co
 RECIPE_MEASURING = "Measuring your recipe: its row appears on **Trade-offs** when the job is done."
 CLEAR_RECIPE = "Start again from the plain way of shrinking."
 GRAPH_INPUT_NO_NODE = "This part is an input of the model; its readers are kept precise instead."
+MIXED_SEARCH = (
+    "Let the search pick the parts to keep precise: starting from the smallest way of shrinking this analysis "
+    "tested, it keeps the most harmful parts precise (or at more bits), one step at a time, and builds and measures "
+    "each step for real, until the budget is met. Works for an analysis of one way of grouping weights and one "
+    "activation width (or 8 and 16 bits)."
+)
+MIXED_BUDGET = "What the chosen model must meet."
+MIXED_BUDGET_HELP = {
+    "max_drop": "The largest fall of the score from the original model, in the score's own units: 0.01 is one "
+                "accuracy point (or 0.01 of similarity to the original's outputs). The smallest model that meets it "
+                "is chosen.",
+    "max_size_ratio": "The largest file size as a share of the original's (0.3: at most 30%). The best-scoring "
+                      "model within it is chosen.",
+    "max_latency_ms": "The largest median time per example, in milliseconds. The best-scoring model within it is "
+                      "chosen.",
+}
+START_MIXED = "Starts a background job that builds and measures each step; it keeps running if you leave this page."
+MIXED_RUNNING = "Searching mixed precision"
+MIXED_DONE = ("{summary}. Open **Trade-offs** in the sidebar: the curve's points are drawn (as diamonds) over the "
+              "sweep of the same model and data, and each is exportable on **Export**.")
+MIXED_FAILED = "The mixed-precision search failed: {error}"

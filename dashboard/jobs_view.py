@@ -19,9 +19,15 @@ STATE_WORDS = {
 }
 
 
-def visible_jobs(ws, owner: str, kind: str = "sweep") -> list[JobInfo]:
-    """The session's own jobs of `kind` (engine.jobs.kinds), newest first, then the shared sample ones."""
-    return [job for job in ws.jobs(owner) + ws.jobs(SAMPLE_OWNER) if job.kind == kind]
+SWEEP, MIXED = "sweep", "mixed"  # engine.jobs.kinds' names of the kinds whose results are rows of recipes
+MEASURED_KINDS = (SWEEP, MIXED)
+
+
+def visible_jobs(ws, owner: str, kind: str | tuple[str, ...] = SWEEP) -> list[JobInfo]:
+    """The session's own jobs of `kind` (engine.jobs.kinds; a tuple: any of them), newest first, then the shared
+    sample ones."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return [job for job in ws.jobs(owner) + ws.jobs(SAMPLE_OWNER) if job.kind in kinds]
 
 
 def active_jobs(jobs: list[JobInfo]) -> list[JobInfo]:
@@ -38,7 +44,25 @@ def job_label(job: JobInfo, model_names: dict[str, str], dataset_names: dict[str
     model = model_names.get(job.model_id, "a model no longer listed")
     data = dataset_names.get(job.dataset_id, "data no longer listed")
     sample = " (sample)" if job.owner == SAMPLE_OWNER else ""
-    return f"{model} on {data}, {job.total} recipes, {started_text(job)}{sample}"
+    what = f"{job.total} recipes" if job.kind == SWEEP else f"mixed-precision curve, {job.total} points"
+    return f"{model} on {data}, {what}, {started_text(job)}{sample}"
+
+
+def curve_label(job: JobInfo) -> str:
+    """A mixed-precision search among others of the same model and data: e.g. '9 points, 14:02:37'."""
+    return f"{job.total} points, {started_text(job)}"
+
+
+def curve_summary(job: JobInfo) -> str:
+    """A finished search's closing line: the chosen point (or the closest), how many points, where its table came
+    from (engine.jobs.kinds.mixed's message)."""
+    return job.message.removeprefix("done: ").rstrip(".")
+
+
+def curves_beside(jobs: list[JobInfo], sweep: JobInfo) -> list[JobInfo]:
+    """The finished mixed-precision jobs of the sweep's model and data, newest first: curves to draw over it."""
+    return [job for job in jobs if job.kind == MIXED and job.state is JobState.DONE
+            and (job.model_id, job.dataset_id) == (sweep.model_id, sweep.dataset_id)]
 
 
 def started_text(job: JobInfo) -> str:

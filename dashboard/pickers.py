@@ -45,10 +45,12 @@ def pick_model_and_data(ws, owner: str) -> tuple[str | None, str | None]:
 
 
 def pick_finished_job(ws, owner: str) -> JobInfo | None:
-    """A selectbox of the session's sweeps with results (and the samples'); None when there are none yet."""
+    """A selectbox of the session's sweeps and mixed-precision curves with results (and the samples'); None when
+    there are none yet."""
     model_names = {record.id: record.name for record in ws.models(owner)}
     dataset_names = {record.id: record.filename for record in ws.datasets(owner)}
-    finished = {job.id: job for job in jobs_view.jobs_with_results(jobs_view.visible_jobs(ws, owner))}
+    jobs = jobs_view.visible_jobs(ws, owner, jobs_view.MEASURED_KINDS)
+    finished = {job.id: job for job in jobs_view.jobs_with_results(jobs)}
     job_id = state.pick(
         "Sweep",
         list(finished),

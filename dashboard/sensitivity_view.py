@@ -19,6 +19,12 @@ from engine.sensitivity.points import ACTIVATIONS
 from engine.workspace import JobInfo, JobState
 
 KIND = "sensitivity"  # engine.jobs.kinds.sensitivity's name
+# The mixed-precision search's budgets, as engine.jobs.kinds.mixed.MixedParams names them: (label, default, step)
+BUDGETS = {
+    "max_drop": ("Largest drop of the score", 0.01, 0.005),
+    "max_size_ratio": ("Largest size, as a share of the original's", 0.5, 0.05),
+    "max_latency_ms": ("Largest time per example (ms)", 1.0, 0.1),
+}
 KEEP_FLOAT = LayerOverride(keep_fp32=True)
 SIXTEEN_BITS = LayerOverride(activation_bits=16)
 PointKey = str  # JSON [kind, layer, tensor], as the table's points name them (a selectbox option must be plain)
@@ -26,6 +32,16 @@ PointKey = str  # JSON [kind, layer, tensor], as the table's points name them (a
 
 def sensitivity_jobs(ws, owner: str) -> list[JobInfo]:
     return jobs_view.visible_jobs(ws, owner, kind=KIND)
+
+
+def mixed_jobs(ws, owner: str) -> list[JobInfo]:
+    return jobs_view.visible_jobs(ws, owner, kind=jobs_view.MIXED)
+
+
+def curves_of(ws, owner: str, table: JobInfo) -> list[JobInfo]:
+    """The session's mixed-precision searches on the table's model and data, newest first."""
+    return [job for job in mixed_jobs(ws, owner)
+            if (job.model_id, job.dataset_id) == (table.model_id, table.dataset_id) and job.owner == owner]
 
 
 def finished_tables(jobs: list[JobInfo]) -> list[JobInfo]:

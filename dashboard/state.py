@@ -30,11 +30,12 @@ CHOSEN_JOB = "chosen_job"
 CHOSEN_RECIPE = "chosen_recipe"
 CHOSEN_EXPORT = "chosen_export"  # a past export picked on the Export page
 CHOSEN_TABLE = "chosen_table"  # a sensitivity job picked on the Sensitivity page
+CHOSEN_CURVE = "chosen_curve"  # a mixed-precision job drawn over the sweep on Trade-offs
 CHOSEN_CANDIDATE = "chosen_candidate"  # one of its candidates, by short name
 CHOSEN_POINT = "chosen_point"  # one of its points: (kind, layer, tensor)
 WORKING_RECIPE = "working_recipe"  # the recipe (JSON) the Sensitivity page builds override by override
 CHOICES = (CHOSEN_MODEL, CHOSEN_DATASET, CHOSEN_JOB, CHOSEN_RECIPE, CHOSEN_EXPORT, CHOSEN_TABLE, CHOSEN_CANDIDATE,
-           CHOSEN_POINT, WORKING_RECIPE)
+           CHOSEN_POINT, WORKING_RECIPE, CHOSEN_CURVE)
 MADE_BUNDLES = "made_bundles"  # (job id, recipe key) -> id of the export this session made of that row
 WATCHED_JOBS = "watched_jobs"  # job id -> still active, for the user's jobs this session saw running
 

@@ -104,6 +104,7 @@ MIXED_BASE = "mixed_base"  # the uniform recipe the curve starts from, its short
 MIXED_MOVES = "mixed_moves"  # how many of the search's ordered moves the point applies
 MIXED_CHANGED = "mixed_changed"  # nodes the point moves from the base: the N of "N of M reverted"
 MIXED_UNITS = "mixed_units"  # nodes the search could move: the M
+MIXED_CHOSEN = "mixed_chosen"  # True on the point the curve's budget chose (the row of chosen.json)
 # Added by `results_table`: is the row on the Pareto front of the metric against these costs?
 PARETO_FRONTS = {
     "pareto_size": (METRIC, SIZE_BYTES),
@@ -278,6 +279,24 @@ def mixed_precision_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Curve points with at least one node moved from the uniform base: the mixed-precision recipes."""
     curve = curve_rows(table)
     return curve[curve[MIXED_CHANGED] > 0] if MIXED_CHANGED in curve else curve
+
+
+def chosen_point(table: pd.DataFrame) -> pd.Series | None:
+    """The curve point its budget chose; None when none met it (or the table holds no curve)."""
+    if MIXED_CHOSEN not in table:
+        return None
+    chosen = table[table[MIXED_CHOSEN].fillna(False).astype(bool)]
+    return None if chosen.empty else chosen.iloc[0]
+
+
+def with_curve(table: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's rows and a mixed-precision curve's of the same model and data in one table, Pareto flags over
+    both: the curve's points whose recipe the sweep measured too (its fp32 row, a uniform start) are the sweep's."""
+    measured = set(table[RECIPE_KEY])
+    added = curve[~curve[RECIPE_KEY].isin(measured)]
+    records = [{key: value for key, value in row.items() if key not in PARETO_FRONTS}
+               for row in [*table.to_dict(orient="records"), *added.to_dict(orient="records")]]
+    return results_table(records)
 
 
 def failed_rows(table: pd.DataFrame) -> pd.DataFrame:

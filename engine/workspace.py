@@ -6,6 +6,8 @@
     job_id = ws.submit_sweep(model.id, data.id, recipes, owner)   # returns at once; a runner does the work
     ws.wait(job_id, timeout=600); ws.results(job_id)       # the committed rows as engine.results.results_table
     job_id = ws.submit_sensitivity(model.id, data.id, owner, bits=(8,)); ws.sensitivity(job_id)  # SensitivityTable
+    job_id = ws.submit_mixed(model.id, data.id, owner, max_drop=0.01); ws.results(job_id)  # the measured curve
+    job_id = ws.submit_mixed_on_table(table_job_id, owner, max_size_ratio=0.3)  # the curve on a table's candidates
     ws.record_export(owner, job_id, recipe, figures, files, "model.onnx")  # a bundle (engine.export) in the history
 
 It sits above engine.store (SQLite and blobs: every SQL statement lives there) and engine.jobs (runners and
@@ -29,6 +31,7 @@ import pandas as pd
 from engine.allowed_paths import allowed_dirs, allowed_file
 from engine.data import MAX_DATASET_BYTES, load_dataset
 from engine.errors import DataError, QuantscopeError, WorkspaceError
+from engine.jobs.kinds.mixed import MixedParams, MixedRun
 from engine.jobs.kinds.sensitivity import TABLE, SensitivityParams, SensitivityRun
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.masking import AUTO
@@ -154,10 +157,7 @@ class Workspace:
         `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan);
         `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each
         (name, dataset id) of `extra_sets` and on each synthetic shift ("noise:0.1": engine.shifts)."""
-        self.model(model_id, owner)
-        for data_id in (dataset_id, calibration_dataset_id, *(data_id for _, data_id in extra_sets)):
-            if data_id is not None and (dataset := self.dataset(data_id, owner)).model_id != model_id:
-                raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
+        self._check_data(model_id, owner, dataset_id, calibration_dataset_id, *(data_id for _, data_id in extra_sets))
         try:
             params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask,
                                  tuple(extra_sets), tuple(shifts))
@@ -169,10 +169,7 @@ class Workspace:
         """Queue a sensitivity table (engine.sensitivity) and start its runner; returns the job id at once.
         `options` are SensitivityParams' fields: the candidates as the CLI names them (bits, granularities,
         activations, calibrations, group_size), threads, calibration_dataset (an id) and mask."""
-        self.model(model_id, owner)
-        for data_id in (dataset_id, options.get("calibration_dataset")):
-            if data_id is not None and (dataset := self.dataset(data_id, owner)).model_id != model_id:
-                raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
+        self._check_data(model_id, owner, dataset_id, options.get("calibration_dataset"))
         params = SensitivityParams(**options)
         return self._submit(SensitivityRun.name, owner, model_id, dataset_id, params.to_dict(), 1)
 
@@ -186,6 +183,30 @@ class Workspace:
         if not rows:
             raise WorkspaceError(f"job {job_id} has no table yet: it is {job.state}")
         return SensitivityTable.read(self.store.blobs.path(rows[0][TABLE]))
+
+    def submit_mixed(self, model_id: str, dataset_id: str, owner: str, **options) -> str:
+        """Queue a mixed-precision search (engine.mixed, as `quantscope mixed`) and start its runner; returns the job
+        id at once. `options` are MixedParams' fields: the candidates (bits, granularity, activations, calibration,
+        group_size), threads, batch, calibration_dataset (an id), mask, and exactly one budget (max_drop,
+        max_size_ratio or max_latency_ms). A finished sensitivity job of the same candidates lends its table."""
+        self._check_data(model_id, owner, dataset_id, options.get("calibration_dataset"))
+        params = MixedParams(**options)
+        return self._submit(MixedRun.name, owner, model_id, dataset_id, params.to_dict(), 1)
+
+    def submit_mixed_on_table(self, table_job_id: str, owner: str, **options) -> str:
+        """A mixed-precision search on a finished sensitivity job's model, data and candidates, which lends it its
+        table; `options`: the budget, and batch."""
+        job = self.job(table_job_id)
+        self.sensitivity(table_job_id)  # a finished table, or a WorkspaceError saying why not
+        params = MixedParams.for_table(SensitivityParams.from_dict(job.params), **options)
+        return self.submit_mixed(job.model_id, job.dataset_id, owner, **params.to_dict())
+
+    def _check_data(self, model_id: str, owner: str, *data_ids: str | None) -> None:
+        """The owner may use the model and each data set, and each was checked against that model."""
+        self.model(model_id, owner)
+        for data_id in data_ids:
+            if data_id is not None and (dataset := self.dataset(data_id, owner)).model_id != model_id:
+                raise WorkspaceError(f"dataset {dataset.filename} was checked against another model")
 
     def _submit(self, kind: str, owner: str, model_id: str, dataset_id: str, params: dict, total: int) -> str:
         """Record a job of a registered kind (engine.jobs.kinds) and start its runner."""
@@ -209,8 +230,9 @@ class Workspace:
         return [self._notice_lost_runner(job) for job in listed]
 
     def results(self, job_id: str) -> pd.DataFrame:
-        """The committed rows, in recipe order, as engine.results.results_table; artifact paths are absolute."""
-        if (kind := self.job(job_id).kind) != SweepRun.name:
+        """The committed rows, in recipe order, as engine.results.results_table; artifact paths are absolute. A
+        mixed job's rows are its curve: fp32, then the points by moves applied (results.curve_rows)."""
+        if (kind := self.job(job_id).kind) not in (SweepRun.name, MixedRun.name):
             raise WorkspaceError(f"job {job_id} is a {kind} job: its result is not a table of recipes")
         with self.store.connect() as conn:
             rows = jobs.result_rows(conn, job_id)

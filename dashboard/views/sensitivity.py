@@ -2,14 +2,15 @@
 
 Map: model and data, candidates -> start (a background job; its progress while it runs) -> a finished table ->
 heat map of points x candidates -> the points by harm -> one point's values with the grid over them, and buttons
-that add "keep float" / "16 bits" for it to the working recipe -> measure that recipe as a sweep job.
+that add "keep float" / "16 bits" for it to the working recipe -> measure that recipe as a sweep job -> or let the
+mixed-precision search pick the parts (a background job on the table's candidates; its curve goes to Trade-offs).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import help_text, pickers, sensitivity_charts, state
+from dashboard import help_text, jobs_view, pickers, sensitivity_charts, state
 from dashboard import sensitivity_view as view
 from dashboard.errors import reported_in_one_line
 from dashboard.sweep_form import activation_label, weight_label
@@ -19,6 +20,7 @@ from engine.model import load_model
 from engine.recipe import LayerOverride, Recipe
 from engine.sensitivity import DYNAMIC
 from engine.sensitivity import table as columns
+from engine.workspace import JobState
 
 PROGRESS_REFRESH_SECONDS = 1.0
 WEIGHT_CHOICES = [8, 4, 3, 2]
@@ -55,10 +57,11 @@ def start_form(model_id: str | None, dataset_id: str | None) -> None:
 @reported_in_one_line()  # the fragment's own reruns happen outside the guard that app.py puts around the page
 def running_section() -> None:
     """The session's running analyses, each in a status box with its progress and a cancel button."""
-    active = [job for job in view.sensitivity_jobs(ws, owner) if job.state.is_active and job.owner == owner]
+    active = [job for job in view.sensitivity_jobs(ws, owner) + view.mixed_jobs(ws, owner)
+              if job.state.is_active and job.owner == owner]
     for job in active:
-        with st.status(f"{help_text.SENSITIVITY_RUNNING}: {view.table_label(job, model_names, dataset_names)}",
-                       expanded=True):
+        doing = help_text.SENSITIVITY_RUNNING if job.kind == view.KIND else help_text.MIXED_RUNNING
+        with st.status(f"{doing}: {view.table_label(job, model_names, dataset_names)}", expanded=True):
             st.progress(job.done / max(job.total, 1), text=view.progress_text(job))
             st.button("Cancel", key=f"cancel-{job.id}", on_click=ws.cancel, args=(job.id,), help=help_text.CANCEL)
     if live and not active:
@@ -154,13 +157,37 @@ def working_recipe_section(base: Recipe) -> None:
                         on_click=view.clear_overrides, args=(base,))
 
 
+def mixed_section(table_job) -> None:
+    """The mixed-precision search on the table's candidates: a budget, a start button, and the latest search's end."""
+    st.subheader("Search mixed precision")
+    st.caption(help_text.MIXED_SEARCH)
+    kind_column, value_column = st.columns(2)
+    kind = kind_column.radio(help_text.MIXED_BUDGET, list(view.BUDGETS), key="mixed_budget", horizontal=True,
+                             format_func=lambda name: view.BUDGETS[name][0])
+    label, default, step = view.BUDGETS[kind]
+    value = value_column.number_input(label, min_value=0.0, value=default, step=step, format="%g",
+                                      key=f"mixed_{kind}", help=help_text.MIXED_BUDGET_HELP[kind])
+    if st.button("Search mixed precision", type="primary", help=help_text.START_MIXED):
+        try:
+            state.choose(state.CHOSEN_CURVE, ws.submit_mixed_on_table(table_job.id, owner, **{kind: value}))
+        except QuantscopeError as error:
+            st.error(str(error))
+    latest = next(iter(view.curves_of(ws, owner, table_job)), None)
+    if latest is None or latest.state.is_active:
+        return  # a running search shows in the status boxes above
+    if latest.state is JobState.DONE:
+        st.success(help_text.MIXED_DONE.format(summary=jobs_view.curve_summary(latest)), icon=":material/check_circle:")
+    else:
+        st.error(help_text.MIXED_FAILED.format(error=latest.error or latest.message))
+
+
 st.title("Sensitivity")
 st.caption(help_text.SENSITIVITY_INTRO)
 model_id, dataset_id = pickers.pick_model_and_data(ws, owner)
 start_form(model_id, dataset_id)
 
 jobs = view.sensitivity_jobs(ws, owner)
-live = any(job.state.is_active and job.owner == owner for job in jobs)
+live = any(job.state.is_active and job.owner == owner for job in jobs + view.mixed_jobs(ws, owner))
 st.fragment(running_section, run_every=PROGRESS_REFRESH_SECONDS if live else None)()
 
 finished = {job.id: job for job in view.finished_tables(jobs)}
@@ -183,3 +210,4 @@ heat_map(measured, order)
 by_harm(rows)
 one_point(table, candidate, base, rows[rows[columns.ERROR].isna()])
 working_recipe_section(base)
+mixed_section(job)

@@ -1,7 +1,8 @@
 """Trade-offs: a finished sweep's recipes on charts and in a table, a recommendation, and one recipe in detail.
 
-Map: pick a sweep -> recommendation (with its tolerance slider) -> charts (a click on a dot picks a recipe)
--> every recipe in a sortable table -> the picked recipe's detail card.
+Map: pick a sweep (or a mixed-precision search) -> a mixed-precision curve of the same model and data drawn over the
+sweep -> recommendation (with its tolerance slider) -> charts (a click on a dot picks a recipe) -> every recipe in a
+sortable table -> the picked recipe's detail card.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, comparisons, help_text, pickers, state, tables
+from dashboard import charts, comparisons, help_text, jobs_view, pickers, state, tables
 from engine import results
 from engine.results import Goal
 
 DEFAULT_TOLERANCE_PERCENT = 1.0
+NO_CURVE = "none"  # the curve picker's option for the sweep alone (job ids are hexadecimal)
 
 ws = state.workspace()
 owner = state.owner()
@@ -22,6 +24,25 @@ owner = state.owner()
 def show_failures(table: pd.DataFrame) -> None:
     for _, failed in results.failed_rows(table).iterrows():
         st.error(f"{failed[results.NAME]} could not be built: {failed[results.ERROR]}")
+
+
+def with_curve(job, table: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's rows with the points of a mixed-precision search of its model and data (the newest, unless the
+    session picked another or none); a search's own rows as they are."""
+    if job.kind == jobs_view.MIXED:
+        st.caption(jobs_view.curve_summary(job))
+        return table
+    curves = {curve.id: curve for curve in jobs_view.curves_beside(jobs_view.visible_jobs(ws, owner, jobs_view.MIXED),
+                                                                    job)}
+    if not curves:
+        return table
+    curve_id = state.pick("Mixed-precision curve", [*curves, NO_CURVE], state.CHOSEN_CURVE,
+                          help=help_text.CURVE_PICKER, format_func=lambda curve_id: help_text.NO_CURVE
+                          if curve_id == NO_CURVE else jobs_view.curve_label(curves[curve_id]))
+    if curve_id == NO_CURVE:
+        return table
+    st.caption(jobs_view.curve_summary(curves[curve_id]))
+    return results.with_curve(table, ws.results(curve_id))
 
 
 def recommendation(table: pd.DataFrame, reference: pd.Series | None) -> None:
@@ -101,7 +122,7 @@ def detail_card(row: pd.Series, reference: pd.Series | None) -> None:
 
 st.title("Trade-offs")
 job = pickers.pick_finished_job(ws, owner)
-table = pickers.measured_sweep(job, ws, on_nothing_measured=show_failures)
+table = with_curve(job, pickers.measured_sweep(job, ws, on_nothing_measured=show_failures))
 reference = results.reference_row(table)
 
 recommendation(table, reference)

@@ -1,7 +1,8 @@
 """What every kind of job does the same way inside its runner: heartbeat, its last word, and its turn to compute.
 
 A kind subclasses JobRun, names itself, and implements `work()`, returning the job's closing message; the
-runner builds it with the job's row, a connection and an executor, and calls `run()`.
+runner builds it with the job's row, a connection and an executor, and calls `run()`. Kinds whose rows are measured
+recipes (sweep, mixed) commit them through `store_artifact`, `commit_row` and `copy_cached`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar
 
+from engine import results
 from engine.errors import is_disk_full
 from engine.jobs.executor import Executor
-from engine.store import JobInfo, Store
-from engine.store import jobs
-from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, connect, is_full, is_locked
+from engine.jobs.tasks import DataSource
+from engine.onnx_files import files_bytes, model_files
+from engine.store import DatasetRecord, JobInfo, ModelRecord, Store
+from engine.store import cache, jobs, library
+from engine.store.db import RUNNER_BUSY_TIMEOUT_MS, connect, is_full, is_locked, transaction
 from engine.store.records import JobState
 from engine.text import error_line
 
@@ -127,3 +132,52 @@ class JobRun:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- the job's inputs --------------------------------------------------------------------------------------
+
+    def job_records(self) -> tuple[ModelRecord, DatasetRecord, DatasetRecord | None]:
+        """The job's model, its validation data and its calibration data (None: held-out validation rows)."""
+        model = library.find_model(self.conn, self.job.model_id)
+        dataset = library.find_dataset(self.conn, self.job.dataset_id)
+        wanted = self.job.params.get("calibration_dataset")
+        calibration = None if wanted is None else library.find_dataset(self.conn, wanted)
+        if model is None or dataset is None or (wanted is not None and calibration is None):
+            raise JobFailed("the job's model or data is no longer in the workspace")
+        return model, dataset, calibration
+
+    def data_source(self, dataset: DatasetRecord) -> DataSource:
+        """A stored data file as workers and the runner read it."""
+        return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
+                          dataset.label_column, dataset.slice_column)
+
+    # -- measured recipes as rows ----------------------------------------------------------------------------
+
+    def store_artifact(self, path: Path) -> str:
+        """Move a built artifact into the workspace's store, its sha256: one file, or past 2 GB a folder of its
+        .onnx file and external data."""
+        files = model_files(path)
+        return self.store.artifacts.put_folder(files) if len(files) > 1 else self.store.artifacts.put_file(path)
+
+    def commit_row(self, recipe_key: str, position: int, row: dict, artifact_sha: str | None,
+                   configuration: cache.Configuration, detail: str | None = None) -> None:
+        """A measured row (its artifact already stored, its path workspace-relative), the artifact's record and the
+        row's cache entry, in one transaction: all or nothing."""
+        with transaction(self.conn):
+            if artifact_sha is not None:
+                size = files_bytes(self.store.artifacts.path(artifact_sha))
+                cache.record_artifact(self.conn, artifact_sha, row[results.ARTIFACT], size)
+            jobs.add_result(self.conn, self.job_id, recipe_key, position, row, artifact_sha, cached=False,
+                            error_detail=detail)
+            if results.ERROR not in row:
+                cache.remember(self.conn, configuration, row, artifact_sha)
+
+    def copy_cached(self, recipe_key: str, position: int, configuration: cache.Configuration) -> dict | None:
+        """Commit the row the result cache holds for the configuration, whose artifact is still stored; the row
+        (its artifact path workspace-relative), or None when there is none to copy."""
+        hit = cache.lookup(self.conn, configuration)
+        stored = hit and cache.artifact_path(self.conn, hit[1])
+        if not stored or not self.store.absolute(stored).is_file():
+            return None
+        with transaction(self.conn):
+            jobs.add_result(self.conn, self.job_id, recipe_key, position, hit[0], hit[1], cached=True)
+        return hit[0]

@@ -57,14 +57,14 @@ def widened(recipe: Recipe) -> Recipe | None:
     return replace(recipe, activations=replace(recipe.activations, bits=WIDE_ACTIVATION_BITS))
 
 
-def curve_candidates(bits: list[int], granularity: str, activations: list[int | None], calibration: str
-                     ) -> list[Recipe]:
+def curve_candidates(bits: list[int], granularity: str, activations: list[int | None], calibration: str,
+                     group_size: int = 128) -> list[Recipe]:
     """The table's candidates for a curve: one activation width (none, 8 or 16) at every weight width, or 8,16:
     the curve starts at 8 bits and a node's activations may move to 16 (the fewest bits' recipe `widened`)."""
     widths = sorted(set(activations), key=lambda width: width or 0)
     if len(widths) > 1 and widths != [8, WIDE_ACTIVATION_BITS]:
         raise RecipeError(f"a curve takes one activation width, or 8,16; got {','.join(map(str, widths))}")
-    recipes = candidates(bits, [granularity], widths[:1], [calibration])
+    recipes = candidates(bits, [granularity], widths[:1], [calibration], group_size)
     return recipes + ([widened(min(recipes, key=lambda recipe: recipe.weights.bits))] if len(widths) > 1 else [])
 
 

@@ -16,7 +16,12 @@ Which points are measured:
 - size and latency budgets: the base, 1, 2, 4, 8, ... moves and every move, then bisection between the point with
   the most moves that meets the budget and the next one measured, which does not.
 
-The original model is measured too: the reference every row is compared with.
+The original model is measured too: the reference every row is compared with. The chosen point's row says so
+(results.MIXED_CHOSEN), as chosen.json does.
+
+A caller that keeps each point as it is measured (the mixed job commits it as a results row, engine.jobs.kinds.mixed)
+gives a `Keeper`: it takes every measured row at once, and may hand back a point kept before (a resumed job's row, the
+result cache's) instead of measuring it again.
 
 Bisection assumes what the ordering aims at: more moves, a better metric and a larger file. The measured rows are
 the truth either way; budgets choose among them (engine.mixed.budgets).
@@ -27,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +56,17 @@ from engine.text import listed
 from engine.uncertainty import Interval, difference
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)
+
+
+class Keeper(Protocol):
+    """Where a caller keeps the curve's points as they are measured."""
+
+    def known(self, recipe: Recipe, position: int) -> dict | None:
+        """The row of `recipe` kept before (its artifact where the row says), or None: measure it. Position: 0 for
+        fp32, k + 1 for the point with k moves."""
+
+    def keep(self, row: dict, position: int) -> dict:
+        """Keep a measured row; the row as kept, its artifact path where the file now is."""
 
 
 @dataclass
@@ -95,10 +112,11 @@ def mixed_curve(
     threads: int = 1,
     batch: int | None = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
+    keeper: Keeper | None = None,
 ) -> Curve:
     """The sensitivity table of `recipes` (computed in `workdir` unless given), its ladder, and the points of the
-    ladder the budget needs, measured, their artifacts under out_dir/artifacts (fp32's too: the curve's far end).
-    Scratch files go to `workdir`."""
+    ladder the budget needs, measured, their artifacts under out_dir/artifacts (fp32's too: the curve's far end),
+    each handed to `keeper` as it is measured. Scratch files go to `workdir`."""
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
     calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
     if table is None:  # calibrating once: the table's ranges are the curve's
@@ -107,7 +125,8 @@ def mixed_curve(
     else:
         check_table(table, model, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
-    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), calibration, mask, threads, batch, progress)
+    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), calibration, mask, threads, batch, progress,
+                    keeper)
     points.measure_fp32()
     if isinstance(budget, MaxDrop):
         _accuracy_control(points, budget)
@@ -115,6 +134,9 @@ def mixed_curve(
         _curve_then_refine(points, budget)
     rows = points.table()
     chosen = budget.choose(rows, points.difference)
+    rows[results.MIXED_CHOSEN] = False if chosen is None else rows[results.RECIPE_KEY] == chosen[results.RECIPE_KEY]
+    if chosen is not None:
+        chosen = results.row_for(rows, chosen[results.RECIPE_KEY])
     return Curve(ladder, budget, rows, chosen, None if chosen is not None else budget.closest(rows), table)
 
 
@@ -189,9 +211,9 @@ class Points:
 
     def __init__(self, model: LoadedModel, plan: DataPlan, ladder: Ladder, out_dir: Path, workdir: Path,
                  calibration: CalibrationSet | None, mask: str, threads: int, batch: int | None,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, keeper: Keeper | None = None) -> None:
         self.model, self.plan, self.ladder, self.out_dir = model, plan, ladder, out_dir
-        self.threads, self.batch, self.progress = threads, batch, progress
+        self.threads, self.batch, self.progress, self.keeper = threads, batch, progress, keeper
         self.reference = reference_for(model, plan.scored, workdir, mask)
         self.calibration = calibration  # on plan.calibration; shared with the sensitivity table when it computed one
         self.rows: dict[int | None, dict] = {}  # moves applied -> row; None: the fp32 reference
@@ -206,18 +228,24 @@ class Points:
     def measure_fp32(self) -> None:
         """The original model's row: the curve's far end, and the latency every point is compared with."""
         self._tell("measuring fp32")
-        self.rows[None] = self._measure(Recipe.fp32())
+        self.rows[None] = self._known(Recipe.fp32(), {}, 0)
 
     def measure(self, k: int) -> pd.Series:
         """The row of the point with the first k moves."""
         if k not in self.rows:
-            recipe = self.ladder.recipe(k)
             self._tell(f"measuring {k} of {len(self.ladder.moves)} moves")
-            row = self._measure(recipe)
-            row.update({results.MIXED_BASE: self.ladder.base.short_name(), results.MIXED_MOVES: k,
-                        results.MIXED_CHANGED: self.ladder.changed(k), results.MIXED_UNITS: self.ladder.units})
-            self.rows[k] = row
+            curve = {results.MIXED_BASE: self.ladder.base.short_name(), results.MIXED_MOVES: k,
+                     results.MIXED_CHANGED: self.ladder.changed(k), results.MIXED_UNITS: self.ladder.units}
+            self.rows[k] = self._known(self.ladder.recipe(k), curve, k + 1)
         return pd.Series(self.rows[k])
+
+    def _known(self, recipe: Recipe, curve: dict, position: int) -> dict:
+        """The keeper's row of the recipe, else the recipe measured (with the curve's columns) and kept."""
+        kept = self.keeper and self.keeper.known(recipe, position)
+        if kept:
+            return {**kept, **curve}
+        row = {**self._measure(recipe), **curve}
+        return self.keeper.keep(row, position) if self.keeper else row
 
     def _measure(self, recipe: Recipe) -> dict:
         try:

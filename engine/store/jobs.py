@@ -142,6 +142,12 @@ def add_result(conn: sqlite3.Connection, job_id: str, recipe_key: str, position:
     )
 
 
+def update_result(conn: sqlite3.Connection, job_id: str, recipe_key: str, row: dict) -> None:
+    """Rewrite a committed row (a curve point once its budget chose it); its artifact and progress stay."""
+    conn.execute("UPDATE results SET row = ? WHERE job_id = ? AND recipe_key = ?",
+                 (encode_row(row), job_id, recipe_key))
+
+
 def count_all_done(conn: sqlite3.Connection, job_id: str) -> None:
     """The job's progress complete (done = total), for a kind whose one result row holds all its work. Call inside
     the transaction that commits that row."""

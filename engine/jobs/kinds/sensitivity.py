@@ -76,6 +76,15 @@ class SensitivityParams:
         return cls(**data)
 
 
+def table_configuration(model_id: str, params: SensitivityParams, dataset: DatasetRecord,
+                        calibration: DatasetRecord | None) -> cache.Configuration:
+    """What a table depends on: the key its job's row is committed under, where a later job (a sensitivity or a
+    mixed-precision one) finds it."""
+    candidates = json.dumps([recipe.key() for recipe in params.recipes()])
+    scoring = f"sensitivity; calibration: {calibration and calibration.fingerprint}; mask: {params.mask}"
+    return cache.Configuration(model_id, dataset.fingerprint, candidates, params.threads, None, scoring)
+
+
 @register
 class SensitivityRun(JobRun):
     name = "sensitivity"
@@ -116,10 +125,7 @@ class SensitivityRun(JobRun):
         return model, dataset, calibration
 
     def _configuration(self, dataset: DatasetRecord, calibration: DatasetRecord | None) -> cache.Configuration:
-        candidates = json.dumps([recipe.key() for recipe in self.params.recipes()])
-        scoring = f"sensitivity; calibration: {calibration and calibration.fingerprint}; mask: {self.params.mask}"
-        return cache.Configuration(self.job.model_id, dataset.fingerprint, candidates, self.params.threads, None,
-                                   scoring)
+        return table_configuration(self.job.model_id, self.params, dataset, calibration)
 
     def _compute(self, model_record, dataset: DatasetRecord, calibration: DatasetRecord | None) -> SensitivityTable:
         self.beat("loading the model and data; calibrating and building each candidate")

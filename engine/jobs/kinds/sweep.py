@@ -29,15 +29,13 @@ from engine.jobs.executor import Outcome, WorkerDied, cpu_count
 from engine.jobs.kinds import register
 from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
 from engine.jobs.tasks import (
-    BuildTask, Built, CalibrateTask, DataSource, JobInputs, ReferenceTask, Task, Timed, TimeTask,
+    BuildTask, Built, CalibrateTask, JobInputs, ReferenceTask, Task, Timed, TimeTask,
 )
 from engine.masking import AUTO
 from engine.model_zip import is_zip, unpack_model_zip
-from engine.onnx_files import files_bytes, model_files
 from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
-from engine.store import DatasetRecord, cache, jobs, library
-from engine.store.db import transaction
+from engine.store import cache, jobs, library
 from engine.sweep import DEFAULT_LATENCY_BATCH, Reference
 from engine.shifts import Shift
 from engine.sweep.plan import calibration_rows_asked, check_set_name, plan_identity
@@ -157,14 +155,10 @@ class SweepRun(JobRun):
         fingerprints += [(shift, shift) for shift in self.params.shifts]
         self.plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint,
                                   fingerprints)
-        self.inputs = JobInputs(model.id, self.store.blobs.path(model.id), self._source(dataset),
-                                None if calibration is None else self._source(calibration), asked,
-                                tuple((name, self._source(record)) for name, record in extras), self.params.shifts,
+        self.inputs = JobInputs(model.id, self.store.blobs.path(model.id), self.data_source(dataset),
+                                None if calibration is None else self.data_source(calibration), asked,
+                                tuple((name, self.data_source(record)) for name, record in extras), self.params.shifts,
                                 self.scratch)
-
-    def _source(self, dataset: DatasetRecord) -> DataSource:
-        return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
-                          dataset.label_column, dataset.slice_column)
 
     def _missing(self) -> list[tuple[int, Recipe]]:
         committed = jobs.committed_keys(self.conn, self.job_id)
@@ -178,14 +172,10 @@ class SweepRun(JobRun):
         """Commit the rows the cache already holds; the configurations still to compute."""
         pending = []
         for position, recipe in missing:
-            hit = cache.lookup(self.conn, self._configuration(recipe))
-            stored = hit and cache.artifact_path(self.conn, hit[1])
-            if not stored or not self.store.absolute(stored).is_file():
+            if self.copy_cached(recipe.key(), position, self._configuration(recipe)) is None:
                 pending.append((position, recipe))
-                continue
-            with transaction(self.conn):
-                jobs.add_result(self.conn, self.job_id, recipe.key(), position, hit[0], hit[1], cached=True)
-            self.counts["from the cache"] += 1
+            else:
+                self.counts["from the cache"] += 1
         return pending
 
     # -- computing ---------------------------------------------------------------------------------------------
@@ -295,8 +285,7 @@ class SweepRun(JobRun):
             if not is_zip(built.artifact_bytes):
                 return self.store.artifacts.put_bytes(built.artifact_bytes)
             path = unpack_model_zip(built.artifact_bytes, Path(tempfile.mkdtemp(dir=self.scratch)), path.name)
-        files = model_files(path)
-        return self.store.artifacts.put_folder(files) if len(files) > 1 else self.store.artifacts.put_file(path)
+        return self.store_artifact(path)
 
     def _calibrated(self, key: CalibrationKey, outcome: Outcome) -> None:
         """Keep the ranges for the builds waiting on them; if calibration failed, so does each of those recipes."""
@@ -315,14 +304,6 @@ class SweepRun(JobRun):
     def _commit(self, position: int, recipe: Recipe, row: dict, artifact_sha: str | None,
                 detail: str | None = None) -> None:
         """The row, its artifact and its cache entry, in one transaction: all or nothing."""
-        failed = results.ERROR in row
-        self.counts["failed" if failed else "computed"] += 1
-        with transaction(self.conn):
-            if artifact_sha is not None:
-                size = files_bytes(self.store.artifacts.path(artifact_sha))
-                cache.record_artifact(self.conn, artifact_sha, row[results.ARTIFACT], size)
-            jobs.add_result(self.conn, self.job_id, recipe.key(), position, row, artifact_sha, cached=False,
-                            error_detail=detail)
-            if not failed:
-                cache.remember(self.conn, self._configuration(recipe), row, artifact_sha)
+        self.counts["failed" if results.ERROR in row else "computed"] += 1
+        self.commit_row(recipe.key(), position, row, artifact_sha, self._configuration(recipe), detail)
 
