@@ -14,6 +14,7 @@ from tests.browser import (
     CHROMIUM, NEEDS_CHROMIUM, chromium, free_port, new_page, open_app, open_page, selected, stop_jobs,
     streamlit_server, submitted_job, upload, wait_for_rerun,
 )
+from tests.servers import seed_sample_jobs
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NEEDS_CHROMIUM)
 
@@ -35,6 +36,7 @@ def jobs_table(page):
 def test_work_survives_a_reload_and_a_restart_and_stays_private(tmp_path_factory):
     home = tmp_path_factory.mktemp("quantscope-home")
     port = free_port()
+    seed_sample_jobs(home)  # the shared samples are listed as swept: the user's sweep is the only work
     try:
         with chromium() as browser:
             with streamlit_server(home, port) as url:
