@@ -14,7 +14,8 @@ blocks, each a fresh session with a stated intra-op thread count (inter-op 1, se
 
 What is reported (Latency): p50 is the median of the block medians. The session is the unit that repeats: a
 block's median stands for one session, and the median of those is robust to one odd session (the 2x above),
-where pooling the runs would weigh each session by how many runs it happened to need. p95 is over all runs.
+where pooling the runs would weigh each session by how many runs it happened to need (a fast session fits more
+runs in its share). p95 likewise is the median of the blocks' 95th percentiles, so it is never below p50.
 The interval is p50 +- h, h = max(between, within):
 - between = t(0.975, n - 1) * sqrt(pi / 2) * s / sqrt(n), s the standard deviation of the n block medians: a
   t interval, which is what 3-5 blocks allow (a distribution-free interval for a median needs 6 values for
@@ -111,7 +112,7 @@ class Latency:
     threads: int
     runs: int  # timed runs, over all blocks
     p50_ms: float  # the median of the block medians
-    p95_ms: float  # over all runs
+    p95_ms: float  # the median of the blocks' 95th percentiles
     ci_low_ms: float | None  # p50's 95% interval; None only for a single block under 6 runs
     ci_high_ms: float | None
     capped: bool  # the time cap (or the most blocks) ended the timing before the interval was as narrow as asked
@@ -273,7 +274,7 @@ def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protoc
         threads=threads,
         runs=sum(len(runs) for runs in blocks),
         p50_ms=p50,
-        p95_ms=float(np.percentile(np.concatenate(blocks), 95)),
+        p95_ms=float(np.median([np.percentile(runs, 95) for runs in blocks])),
         ci_low_ms=None if interval is None else interval[0],
         ci_high_ms=None if interval is None else interval[1],
         capped=False,
