@@ -22,7 +22,7 @@ The interval is p50 +- h, h = max(between, within):
   95%: the range of 5 covers it 94% of the time, of 3 only 75%). It assumes the block medians spread about
   normally (a block median is a median of many runs; the session effects are what they are, and with 3 blocks
   t = 4.3 makes the interval wide unless the sessions agree). sqrt(pi / 2) is the most the median of n normal
-  values can lose against their mean (its variance is below (pi / 2) s^2 / n); in seeded simulations this
+  values can lose against their mean (its variance is below (pi / 2) sigma^2 / n); in seeded simulations this
   covers the true center at least 95% of the time for 2 to 8 normal blocks.
 - within = sqrt(pi / 2) * rms(w) / sqrt(n), w each block's own interval half-width (distribution-free, from two
   order statistics of its runs, chosen from the binomial distribution of how many fall below its median): a
