@@ -142,11 +142,10 @@ def test_a_latency_states_its_batch_threads_blocks_and_runs_as_strict_json():
 
 def test_models_timed_together_get_fresh_sessions_each_block_and_the_same_rounds():
     clock = _Clock()
-    machines = {"fp32": _Machine([1.0], clock=clock), "int8": _Machine([0.4], clock=clock)}
-    opener = {path: machine.open for path, machine in (("fp32.onnx", machines["fp32"]), ("int8.onnx", machines["int8"]))}
+    machines = {"fp32.onnx": _Machine([1.0], clock=clock), "int8.onnx": _Machine([0.4], clock=clock)}
     timed = measure_latencies({"fp32": "fp32.onnx", "int8": "int8.onnx"}, {"x": np.zeros((1, 2))}, 1, ADAPTIVE,
-                              lambda path, threads: opener[path](path, threads), clock)
-    assert timed["fp32"].blocks == timed["int8"].blocks == len(machines["int8"].opened) >= 3
+                              lambda path, threads: machines[path].open(path, threads), clock)
+    assert timed["fp32"].blocks == timed["int8"].blocks == len(machines["int8.onnx"].opened) >= 3
     assert timed["fp32"].runs == timed["int8"].runs
     assert timed["int8"].p50_ms / timed["fp32"].p50_ms == pytest.approx(0.4, rel=0.02)
 
