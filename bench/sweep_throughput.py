@@ -20,8 +20,12 @@ every artifact is timed alone with engine.measure's protocol. Printed per round:
   - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1), and
     each side against the same artifacts timed alone, one fresh process each (bench/time_alone.py), outside
     both sides' wall times: the yardstick that says which side, if either, was disturbed;
-  - what the adaptive latency protocol costs or saves: the naive loop's timed artifacts timed again with
-    the earlier fixed protocol (at least 20 runs and 0.3 s), outside both sides' wall times.
+  - what the latency protocol costs and what its intervals are worth: the naive loop's timed artifacts timed
+    again with each earlier protocol (one session until +-2% or 2 s, the adaptive protocol before blocks; one
+    session of at least 20 runs and 0.3 s, before that), outside both sides' wall times; per protocol its seconds
+    of timing, the naive sweep's wall time and floor with those seconds in place of its own (on the largest
+    sample, wide_cnn, the default), the median precision its intervals claim, and how many of the job system's
+    p50s (timed in other processes) fall inside them: what an interval that covers between-session spread buys.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sample_models is not an installed package
 
 from bench.jobs_side import recipes, through_jobs  # noqa: E402
@@ -44,14 +50,20 @@ from engine.data import load_dataset  # noqa: E402
 from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import ADAPTIVE, LatencyProtocol  # noqa: E402
 from engine.model import load_model  # noqa: E402
-from engine.results import ARTIFACT, BATCH_N, SIMULATED, SINGLE_EXAMPLE, METRIC, results_table  # noqa: E402
+from engine.results import (  # noqa: E402
+    ARTIFACT, BATCH_N, METRIC, SIMULATED, SINGLE_EXAMPLE, latency_precision, results_table,
+)
 from engine.realise.calibration import CalibrationSet  # noqa: E402
 from engine.sweep import DEFAULT_LATENCY_BATCH, build_and_evaluate, reference_for, time_artifact  # noqa: E402
 from engine.sweep.plan import calibration_rows_asked, plan_data  # noqa: E402
 from sample_models.catalog import SAMPLES  # noqa: E402
 
-# The protocol before adaptive timing: at least 20 runs and 0.3 s, whatever the spread.
-FIXED_PROTOCOL = LatencyProtocol(warmup_runs=5, min_runs=20, target_precision=None, cap_seconds=0.3)
+# The protocols before this one, each one session: adaptive until +-2% or 2 s; before that, 20 runs and 0.3 s.
+EARLIER_PROTOCOLS = {
+    "one session, adaptive": LatencyProtocol(min_blocks=1, max_blocks=1),
+    "one session, fixed": LatencyProtocol(warmup_runs=5, min_runs=20, target_precision=None, cap_seconds=0.3,
+                                          min_blocks=1, max_blocks=1),
+}
 
 
 def naive(model_path: Path, data_path: Path, out: Path) -> dict:
@@ -75,12 +87,13 @@ def naive(model_path: Path, data_path: Path, out: Path) -> dict:
             steps["timings"] += time.perf_counter() - begin
         rows.append(row)
     wall = time.perf_counter() - started
-    begin = time.perf_counter()
-    for row in rows:
-        if not row[SIMULATED]:
-            time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH, FIXED_PROTOCOL)
-    fixed_timings = time.perf_counter() - begin
-    return {"wall": wall, "table": results_table(rows), "steps": steps, "fixed_timings": fixed_timings}
+    earlier = {}
+    for label, protocol in EARLIER_PROTOCOLS.items():
+        begin = time.perf_counter()
+        retimed = [row if row[SIMULATED] else
+                   {**row, **time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH, protocol)} for row in rows]
+        earlier[label] = {"timings": time.perf_counter() - begin, "table": results_table(retimed)}
+    return {"wall": wall, "table": results_table(rows), "steps": steps, "earlier": earlier}
 
 
 def jobs(model_path: Path, data_path: Path, home: Path):
@@ -130,6 +143,34 @@ def ratio_text(ratios: list[float]) -> str:
     return f"median {statistics.median(ratios):.3f}, range {min(ratios):.3f} to {max(ratios):.3f}"
 
 
+def held(intervals, others) -> tuple[int, int]:
+    """How many of the `others` table's p50s lie inside the `intervals` table's 95% intervals, of how many timings
+    both have (same recipe order)."""
+    pairs = [
+        (low, high, p50)
+        for columns in (SINGLE_EXAMPLE, BATCH_N)
+        for low, high, p50 in zip(intervals[columns.ci_low], intervals[columns.ci_high], others[columns.p50])
+        if pd.notna(low) and pd.notna(p50)
+    ]
+    return sum(low <= p50 <= high for low, high, p50 in pairs), len(pairs)
+
+
+def claimed_precision(table) -> float:
+    """The median over every timing of the table of its interval's relative half-width."""
+    precisions = [latency_precision(row, columns) for _, row in table.iterrows()
+                  for columns in (SINGLE_EXAMPLE, BATCH_N)]
+    return statistics.median(p for p in precisions if p is not None)
+
+
+def protocols(loop: dict) -> dict[str, dict]:
+    """Per latency protocol, this one first: its seconds of timing, its table and the naive sweep's wall time with
+    those seconds in place of the loop's own."""
+    timed = {"blocks (this)": {"timings": loop["steps"]["timings"], "table": loop["table"]}, **loop["earlier"]}
+    return {label: {**figures, "wall": loop["wall"] - loop["steps"]["timings"] + figures["timings"],
+                    "floor": floor_seconds({**loop["steps"], "timings": figures["timings"]})}
+            for label, figures in timed.items()}
+
+
 def report_round(round_: int, loop: dict, job_seconds: float, job_table, alone_table, first_row: float,
                  baseline_seconds: float | None) -> None:
     baseline = f", jobs at the baseline {baseline_seconds:.2f} s" if baseline_seconds is not None else ""
@@ -144,8 +185,12 @@ def report_round(round_: int, loop: dict, job_seconds: float, job_table, alone_t
     print(f"  against each artifact timed alone in a fresh process: jobs / alone "
           f"{ratio_text(latency_ratios(job_table, alone_table))}; naive / alone "
           f"{ratio_text(latency_ratios(loop['table'], alone_table))}")
-    print(f"  adaptive latency protocol ({ADAPTIVE.describe()}): {steps['timings']:.2f} s of timing against "
-          f"{loop['fixed_timings']:.2f} s with the earlier fixed protocol ({FIXED_PROTOCOL.describe()})")
+    print(f"  latency protocols (this one: {ADAPTIVE.describe()}), the naive loop's artifacts timed with each:")
+    for label, figures in protocols(loop).items():
+        inside, of = held(figures["table"], job_table)
+        print(f"    {label}: {figures['timings']:.2f} s of timing, naive sweep {figures['wall']:.2f} s (floor "
+              f"{figures['floor']:.2f} s); intervals claim +-{claimed_precision(figures['table']):.1%} (median), "
+              f"and hold {inside} of {of} of the job system's p50s")
 
 
 def main() -> None:
@@ -157,7 +202,7 @@ def main() -> None:
     sample = SAMPLES[args.model]
     print(f"{args.model}: {len(recipes())} configurations, {cpu_count()} cores")
 
-    naive_times, job_times, baseline_times = [], [], []
+    naive_times, job_times, baseline_times, protocol_walls = [], [], [], []
     with tempfile.TemporaryDirectory() as kept:
         tree = check_out(args.baseline, Path(kept)) if args.baseline else None
         for round_ in range(args.rounds):
@@ -169,6 +214,7 @@ def main() -> None:
                     baseline_times.append(baseline_jobs(tree, sample.model_path, sample.data_path,
                                                         Path(scratch) / "baseline"))
             naive_times.append(loop["wall"])
+            protocol_walls.append({label: figures["wall"] for label, figures in protocols(loop).items()})
             job_times.append(job_seconds)
             report_round(round_, loop, job_seconds, job_table, alone_table, first_row,
                          baseline_times[-1] if tree else None)
@@ -177,6 +223,10 @@ def main() -> None:
     print(f"naive loop:  {naive_seconds:.2f} s")
     print(f"job system:  {job_seconds:.2f} s")
     print(f"naive / jobs = {naive_seconds / job_seconds:.2f}x")
+    walls = {label: statistics.median(wall[label] for wall in protocol_walls) for label in protocol_walls[0]}
+    this = walls["blocks (this)"]
+    print("naive sweep by latency protocol: " + ", ".join(f"{label} {wall:.2f} s ({wall / this:.2f}x)"
+                                                          for label, wall in walls.items()))
     if baseline_times:
         baseline_seconds = statistics.median(baseline_times)
         print(f"job system at {args.baseline}: {baseline_seconds:.2f} s (naive / jobs there = "

@@ -129,8 +129,12 @@ def how_measured(row: pd.Series) -> list[str]:
     precision = latency_precision(row)
     if precision is not None:
         capped = " (the time limit came first)" if bool(row.get(SINGLE_EXAMPLE.capped)) else ""
-        notes.append(f"Time per example: median of {int(row[SINGLE_EXAMPLE.runs])} runs with {int(row[THREADS])} "
-                     f"thread(s), within ±{precision:.1%} with 95% confidence{capped}.")
+        runs, blocks = int(row[SINGLE_EXAMPLE.runs]), row.get(SINGLE_EXAMPLE.blocks)
+        # rows timed before blocks have none
+        median = f"the median of {int(blocks)} fresh sessions' medians ({runs} runs)" if pd.notna(blocks) \
+            else f"median of {runs} runs"
+        notes.append(f"Time per example: {median} with {int(row[THREADS])} thread(s), within ±{precision:.1%} with "
+                     f"95% confidence{capped}.")
     if isinstance(row.get(RAM_PROTOCOL), str):
         notes.append(f"Memory: {row[RAM_PROTOCOL]}.")
     return notes

@@ -158,6 +158,7 @@ TABLE_COLUMNS = {
     results.SINGLE_EXAMPLE.p50: "b1 p50 ms",
     results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
     results.SINGLE_EXAMPLE.runs: "b1 runs",
+    results.SINGLE_EXAMPLE.blocks: "b1 blocks",
     results.BATCH_N.p50: "bN p50 ms",
     results.RAM: "b1 RAM MB",
     results.SIMULATED: "simulated",
@@ -183,7 +184,7 @@ def format_table(table: pd.DataFrame) -> str:
     else:
         latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
         latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
-        latency += "; b1 +- = the median's 95% interval (! = stopped by the time cap first)"
+        latency += "; b1 +- = the median's 95% interval, between sessions (! = stopped by the time cap first)"
     memory = results.timed_rows(table)[results.RAM_PROTOCOL].dropna()
     ram = f"; b1 RAM = {memory.iloc[0]}" if not memory.empty else ""
     return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}{ram}; * = on the 3-D Pareto front"

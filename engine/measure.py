@@ -1,11 +1,36 @@
 """Measure an artifact with onnxruntime: its outputs on the validation set, its latency and its peak memory.
 
-Latency protocol (LatencyProtocol, ADAPTIVE by default): one session per artifact with a stated intra-op
-thread count (inter-op 1, sequential); `warmup_runs` discarded runs; then timed runs, one after another,
-until the 95% confidence interval of the median is within +-`target_precision` of it (at least `min_runs`
-runs), or until `cap_seconds` have passed. The interval is distribution-free: two order statistics of the
-runs, chosen from the binomial distribution of how many runs fall below the true median. We report the
-median, the 95th percentile, the number of runs, the interval and whether the cap stopped the runs.
+Latency protocol (LatencyProtocol, ADAPTIVE by default). One timing in one session says how fast that session
+is: two sessions on the same file, in one process or two, differ by more than either's runs spread (where the
+allocator put the buffers, cache and frequency state), by up to 2x on a shared machine. So a latency is timed in
+blocks, each a fresh session with a stated intra-op thread count (inter-op 1, sequential):
+- a block: open the session, `warmup_runs` discarded runs, then timed runs one after another until the 95%
+  interval of the block's median is within +-`target_precision` (at least `min_runs` runs) or the block has had
+  its share of the cap, `cap_seconds / max_blocks` (opening and warm-up included);
+- blocks are added (at least `min_blocks`, at most `max_blocks`) until the 95% interval below is within
+  +-`target_precision` of the latency, or until another full block would not fit in `cap_seconds`: the total
+  cap per artifact and batch size, session openings and warm-ups included. Only the minimum (`min_blocks`
+  blocks of `warmup_runs + min_runs` runs) can outlast the cap, for a model whose runs are that slow.
+
+What is reported (Latency): p50 is the median of the block medians. The session is the unit that repeats: a
+block's median stands for one session, and the median of those is robust to one odd session (the 2x above),
+where pooling the runs would weigh each session by how many runs it happened to need (a fast session fits more
+runs in its share). p95 likewise is the median of the blocks' 95th percentiles, so it is never below p50.
+The interval is p50 +- h, h = max(between, within):
+- between = t(0.975, n - 1) * sqrt(pi / 2) * s / sqrt(n), s the standard deviation of the n block medians: a
+  t interval, which is what 3-5 blocks allow (a distribution-free interval for a median needs 6 values for
+  95%: the range of 5 covers it 94% of the time, of 3 only 75%). It assumes the block medians spread about
+  normally (a block median is a median of many runs; the session effects are what they are, and with 3 blocks
+  t = 4.3 makes the interval wide unless the sessions agree). sqrt(pi / 2) is the most the median of n normal
+  values can lose against their mean (its variance is below (pi / 2) sigma^2 / n); in seeded simulations this
+  covers the true center at least 95% of the time for 2 to 8 normal blocks.
+- within = sqrt(pi / 2) * rms(w) / sqrt(n), w each block's own interval half-width (distribution-free, from two
+  order statistics of its runs, chosen from the binomial distribution of how many fall below its median): a
+  floor, so that blocks agreeing by chance (or by a coarse clock) never claim more than their runs can show.
+The between term already contains the within-block noise (each block median carries it), so the two are not
+added. With one block (`max_blocks` 1: the single-session protocol this replaced) the interval is that block's
+own and covers the spread within the session only. The latency says how many blocks and runs it took and
+whether the cap (or `max_blocks`) ended it before its interval was as narrow as asked.
 
 Peak memory (`peak_memory`): a fresh process opens its own session on the artifact and runs the same feeds;
 engine.peak_memory says how and why.
@@ -20,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -37,17 +62,45 @@ EVAL_BATCH = 32  # rows per run when scoring: onnxruntime holds a run's activati
 CONFIDENCE = 0.95
 
 
+# The 97.5th percentile of Student's t with 1, 2, ... degrees of freedom (the engine does without scipy).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+          2.120, 2.110, 2.101, 2.093, 2.086)
+_MEDIAN_SPREAD = math.sqrt(math.pi / 2)  # the median's standard error over the mean's, at most (normal values)
+
+
 @dataclass(frozen=True)
 class LatencyProtocol:
-    warmup_runs: int = 5
-    min_runs: int = 5
-    target_precision: float | None = 0.02  # relative half-width of the median's interval; None: run to the cap
-    cap_seconds: float = 2.0  # per artifact and batch size
+    warmup_runs: int = 5  # per block: a fresh session's first runs allocate and fill caches
+    min_runs: int = 5  # per block
+    target_precision: float | None = 0.02  # relative half-width of the latency's interval; None: run to the cap
+    cap_seconds: float = 2.0  # per artifact and batch size, all blocks with their sessions' opening and warm-up
+    min_blocks: int = 3
+    max_blocks: int = 8
+
+    def __post_init__(self):
+        if not 1 <= self.min_blocks <= self.max_blocks <= len(_T_975) + 1:
+            raise ValueError(f"blocks: need 1 <= min_blocks <= max_blocks <= {len(_T_975) + 1}")
+        if self.min_runs < 1 or self.warmup_runs < 0 or self.cap_seconds <= 0:
+            raise ValueError("a latency protocol needs min_runs >= 1, warmup_runs >= 0 and a positive cap")
+
+    @property
+    def block_seconds(self) -> float:
+        """The most one block may take, its session's opening and warm-up included (unless min_runs take longer)."""
+        return self.cap_seconds / self.max_blocks
 
     def describe(self) -> str:
-        goal = (f"until the median's 95% interval is within +-{self.target_precision * 100:g}% or {self.cap_seconds:g} s"
-                if self.target_precision else f"for {self.cap_seconds:g} s")
-        return f"{self.warmup_runs} warm-up runs, then at least {self.min_runs} timed runs {goal}"
+        target = f"+-{self.target_precision * 100:g}%" if self.target_precision else None
+        runs = f"{self.warmup_runs} warm-up runs, then at least {self.min_runs} timed runs"
+        if self.max_blocks == 1:
+            goal = f"until the median's 95% interval is within {target} or {self.cap_seconds:g} s" if target \
+                else f"for {self.cap_seconds:g} s"
+            return f"one session: {runs} {goal}"
+        block_goal = f"until its median's 95% interval is within {target} or {self.block_seconds:g} s" if target \
+            else f"for {self.block_seconds:g} s"
+        goal = f"until the 95% interval over the block medians is within {target} or {self.cap_seconds:g} s in all" \
+            if target else f"until {self.cap_seconds:g} s in all"
+        return (f"{self.min_blocks} to {self.max_blocks} blocks, each a fresh session: {runs} {block_goal}; "
+                f"p50 = median of the block medians, blocks added {goal}")
 
 
 ADAPTIVE = LatencyProtocol()
@@ -57,12 +110,14 @@ ADAPTIVE = LatencyProtocol()
 class Latency:
     batch: int
     threads: int
-    runs: int
-    p50_ms: float
-    p95_ms: float
-    ci_low_ms: float | None  # the median's 95% interval; None with too few runs for one (under 6)
+    runs: int  # timed runs, over all blocks
+    p50_ms: float  # the median of the block medians
+    p95_ms: float  # the median of the blocks' 95th percentiles
+    ci_low_ms: float | None  # p50's 95% interval; None only for a single block under 6 runs
     ci_high_ms: float | None
-    capped: bool  # the time cap ended the runs before the interval was as narrow as asked
+    capped: bool  # the time cap (or the most blocks) ended the timing before the interval was as narrow as asked
+    blocks: int  # fresh sessions timed
+    block_p50s_ms: tuple[float, ...]  # each block's median, in the order timed
 
     @property
     def precision(self) -> float | None:
@@ -135,51 +190,124 @@ def latency_feed(dataset: Dataset, batch: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(values[rows]) for name, values in dataset.inputs.items()}
 
 
-def measure_latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], threads: int,
-                    protocol: LatencyProtocol = ADAPTIVE) -> Latency:
-    output_names = [session.get_outputs()[0].name]
-    for _ in range(protocol.warmup_runs):
-        session.run(output_names, feed)
-    timings_ns: list[int] = []
-    next_check = protocol.min_runs
-    started = time.perf_counter()
+Model = Path | str | bytes  # what open_session opens: a file, or a serialized model
+Clock = Callable[[], int]  # nanoseconds
+
+
+def measure_latency(model: Model, feed: dict[str, np.ndarray], threads: int, protocol: LatencyProtocol = ADAPTIVE,
+                    opener: Callable[[Model, int], ort.InferenceSession] = open_session,
+                    clock: Clock = time.perf_counter_ns) -> Latency:
+    """The model's latency on `feed` by `protocol`: blocks of runs, each in a fresh session from `opener`."""
+    return measure_latencies({"model": model}, feed, threads, protocol, opener, clock)["model"]
+
+
+def measure_latencies(models: dict[str, Model], feed: dict[str, np.ndarray], threads: int,
+                      protocol: LatencyProtocol = ADAPTIVE,
+                      opener: Callable[[Model, int], ort.InferenceSession] = open_session,
+                      clock: Clock = time.perf_counter_ns) -> dict[str, Latency]:
+    """Each model's latency on `feed`, timed together so that a slow spell of the machine hits all alike: every
+    block opens a fresh session on each model and runs them in turn (the order reversed every round). The cap and
+    a block's share of it are per model: with two models, a block may take twice as long."""
+    timings: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    cap_ns = protocol.cap_seconds * 1e9 * len(models)
+    block_ns = protocol.block_seconds * 1e9 * len(models)
+    started = clock()
     while True:
-        begin = time.perf_counter_ns()
-        session.run(output_names, feed)
-        timings_ns.append(time.perf_counter_ns() - begin)
-        if time.perf_counter() - started >= protocol.cap_seconds and len(timings_ns) >= protocol.min_runs:
+        for name, runs in _timed_block(models, feed, threads, protocol, opener, clock, block_ns).items():
+            timings[name].append(runs)
+        blocks = len(next(iter(timings.values())))
+        if blocks < protocol.min_blocks:
+            continue
+        latencies = {name: latency_of_blocks(runs, _batch(feed), threads, protocol) for name, runs in timings.items()}
+        if (blocks >= protocol.max_blocks or clock() - started + block_ns > cap_ns
+                or not any(latency.capped for latency in latencies.values())):
+            return latencies
+
+
+def _timed_block(models: dict[str, Model], feed: dict[str, np.ndarray], threads: int, protocol: LatencyProtocol,
+                 opener: Callable[[Model, int], ort.InferenceSession], clock: Clock, block_ns: float
+                 ) -> dict[str, np.ndarray]:
+    """One block: a fresh session on each model, warmed up, then rounds of one run each until every block
+    median's interval is within the target (after min_runs rounds) or `block_ns` have passed; milliseconds."""
+    started = clock()
+    sessions = {name: opener(model, threads) for name, model in models.items()}
+    outputs = {name: [session.get_outputs()[0].name] for name, session in sessions.items()}
+    for name, session in sessions.items():
+        for _ in range(protocol.warmup_runs):
+            session.run(outputs[name], feed)
+    timings_ns: dict[str, list[int]] = {name: [] for name in sessions}
+    order = list(sessions)
+    rounds, next_check = 0, protocol.min_runs
+    while True:
+        for name in order if rounds % 2 == 0 else reversed(order):
+            begin = clock()
+            sessions[name].run(outputs[name], feed)
+            timings_ns[name].append(clock() - begin)
+        rounds += 1
+        if rounds < protocol.min_runs:
+            continue
+        if clock() - started >= block_ns:
             break
-        if protocol.target_precision and len(timings_ns) >= next_check:
-            next_check = len(timings_ns) + max(1, len(timings_ns) // 10)  # checking costs a sort: every +10%
-            if _precise_enough(np.array(timings_ns) / 1e6, protocol.target_precision):
+        if protocol.target_precision and rounds >= next_check:
+            next_check = rounds + max(1, rounds // 10)  # checking costs a sort: every +10%
+            if all(_precise_enough(np.array(runs) / 1e6, protocol.target_precision) for runs in timings_ns.values()):
                 break
-    return latency_of_runs(np.array(timings_ns) / 1e6, next(iter(feed.values())).shape[0], threads, protocol)
+    return {name: np.array(runs) / 1e6 for name, runs in timings_ns.items()}
 
 
-def latency_of_runs(timings_ms: np.ndarray, batch: int, threads: int, protocol: LatencyProtocol) -> Latency:
-    """The figures of one model's timed runs; capped unless the median's interval is as narrow as `protocol` asks."""
-    interval = median_interval(timings_ms)
+def _batch(feed: dict[str, np.ndarray]) -> int:
+    return next(iter(feed.values())).shape[0]
+
+
+def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protocol: LatencyProtocol) -> Latency:
+    """The figures of one model's timed blocks (milliseconds per run, one array per session), as the module's
+    docstring says; capped unless the interval is as narrow as `protocol` asks."""
+    block_p50s = [float(np.median(runs)) for runs in blocks]
+    if len(blocks) == 1:
+        p50, interval = block_p50s[0], median_interval(blocks[0])
+    else:
+        p50 = float(np.median(block_p50s))
+        half = _between_sessions_half_width(blocks, np.array(block_p50s))
+        interval = (max(p50 - half, 0.0), p50 + half)
     latency = Latency(
         batch=batch,
         threads=threads,
-        runs=len(timings_ms),
-        p50_ms=float(np.median(timings_ms)),
-        p95_ms=float(np.percentile(timings_ms, 95)),
+        runs=sum(len(runs) for runs in blocks),
+        p50_ms=p50,
+        p95_ms=float(np.median([np.percentile(runs, 95) for runs in blocks])),
         ci_low_ms=None if interval is None else interval[0],
         ci_high_ms=None if interval is None else interval[1],
         capped=False,
+        blocks=len(blocks),
+        block_p50s_ms=tuple(block_p50s),
     )
     reached = protocol.target_precision is not None and latency.precision is not None \
         and latency.precision <= protocol.target_precision
     return latency if reached else replace(latency, capped=True)
 
 
-def _precise_enough(timings_ms: np.ndarray, target: float) -> bool:
+def _between_sessions_half_width(blocks: list[np.ndarray], block_p50s: np.ndarray) -> float:
+    """h = max(between, within) of the module's docstring, for two or more blocks."""
+    n = len(blocks)
+    between = _T_975[n - 2] * _MEDIAN_SPREAD * float(np.std(block_p50s, ddof=1)) / math.sqrt(n)
+    own = [_half_width(runs) for runs in blocks]
+    own = [width for width in own if width is not None]
+    within = _MEDIAN_SPREAD * math.sqrt(float(np.mean(np.square(own))) / n) if own else 0.0
+    return max(between, within)
+
+
+def _half_width(timings_ms: np.ndarray) -> float | None:
+    """The larger side of the median's own interval; None under 6 runs."""
     interval = median_interval(timings_ms)
     if interval is None:
-        return False
+        return None
     median = float(np.median(timings_ms))
-    return max(median - interval[0], interval[1] - median) <= target * median
+    return max(median - interval[0], interval[1] - median)
+
+
+def _precise_enough(timings_ms: np.ndarray, target: float) -> bool:
+    half = _half_width(timings_ms)
+    return half is not None and half <= target * float(np.median(timings_ms))
 
 
 PEAK_MEMORY_PROTOCOL = (

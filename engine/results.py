@@ -73,9 +73,11 @@ RAM_PROTOCOL = "ram_protocol"  # engine.measure.PEAK_MEMORY_PROTOCOL, or why the
 
 @dataclass(frozen=True)
 class LatencyColumns:
-    """The columns of one timed batch size: median and 95th percentile of the runs, how many, the median's
-    95% interval, whether the time cap stopped the runs before the interval was as narrow as asked, and the peak
-    memory of a fresh session loading the artifact and running that batch (engine.measure.peak_memory)."""
+    """The columns of one timed batch size (engine.measure's protocol): the median (of the block medians) and 95th
+    percentile of the runs, how many runs, the median's 95% interval (covering the spread between sessions), whether
+    the time cap stopped the timing before the interval was as narrow as asked, how many blocks (fresh sessions)
+    were timed, and the peak memory of a fresh session loading the artifact and running that batch
+    (engine.measure.peak_memory)."""
 
     p50: str
     p95: str
@@ -83,14 +85,16 @@ class LatencyColumns:
     ci_low: str
     ci_high: str
     capped: str
+    blocks: str
     ram: str
 
 
 SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs",
                                 "latency_b1_ci_low_ms", "latency_b1_ci_high_ms", "latency_b1_capped",
-                                "ram_b1_peak_bytes")
+                                "latency_b1_blocks", "ram_b1_peak_bytes")
 BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs",
-                         "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped", "ram_bN_peak_bytes")
+                         "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped", "latency_bN_blocks",
+                         "ram_bN_peak_bytes")
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
 RAM = SINGLE_EXAMPLE.ram  # the memory users compare: the session loaded and answering one example
 # Every column a timing writes: what legitimately differs between two timings of the same artifact.
@@ -118,7 +122,8 @@ PARETO_SIZE, PARETO_LATENCY, PARETO_RAM, PARETO_3D = PARETO_FRONTS
 OPTIONAL_COLUMNS = (
     ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, METRIC_CI_LOW, METRIC_CI_HIGH, DELTA, DELTA_CI_LOW,
     DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, EXTRA_SETS, ERROR, THREADS, LATENCY_BATCH,
-    SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, BATCH_N.p50, BATCH_N.p95, SINGLE_EXAMPLE.ram, BATCH_N.ram,
+    SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, SINGLE_EXAMPLE.runs, SINGLE_EXAMPLE.blocks, BATCH_N.p50, BATCH_N.p95,
+    SINGLE_EXAMPLE.ram, BATCH_N.ram,
 )
 
 
@@ -165,7 +170,7 @@ def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: d
     for names, latency in timings.items():
         columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs,
                         names.ci_low: latency.ci_low_ms, names.ci_high: latency.ci_high_ms,
-                        names.capped: latency.capped})
+                        names.capped: latency.capped, names.blocks: latency.blocks})
     return columns
 
 

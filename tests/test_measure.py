@@ -1,11 +1,21 @@
-"""The latency protocol: the median's distribution-free interval, and runs that stop when it is narrow enough."""
+"""The latency protocol: the median's distribution-free interval, runs that stop when it is narrow enough, and
+blocks of fresh sessions whose interval covers the spread between sessions. Timings come from a fake clock that fake
+sessions advance: nothing here is timed for real."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from engine.measure import LatencyProtocol, _median_rank_bounds, measure_latency, median_interval
+from engine.measure import (
+    ADAPTIVE, _T_975, Latency, LatencyProtocol, _median_rank_bounds, latency_of_blocks, measure_latencies,
+    measure_latency, median_interval,
+)
+
+SINGLE_SESSION = LatencyProtocol(min_blocks=1, max_blocks=1)  # the protocol before blocks: one session's runs
 
 
 @pytest.mark.parametrize("runs, ranks", [(6, (0, 5)), (10, (1, 8)), (20, (5, 14)), (100, (39, 60))])
@@ -31,28 +41,134 @@ def test_the_median_interval_covers_the_true_median_at_least_95_percent_of_the_t
     assert covered / 2000 >= 0.94
 
 
-class _Session:
-    """Stands in for an onnxruntime session: each run costs a fixed amount of busy work."""
+class _Clock:
+    """A nanosecond clock that only moves when a fake session opens or runs."""
 
-    def __init__(self, work: int):
-        self.work = work
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class _Session:
+    """Stands in for an onnxruntime session: each run takes its session's median, give or take a seeded jitter."""
+
+    def __init__(self, clock: _Clock, median_ms: float, jitter: float, generator: np.random.Generator):
+        self.clock, self.median_ms, self.jitter, self.generator = clock, median_ms, jitter, generator
 
     def get_outputs(self):
         return [type("Output", (), {"name": "y"})()]
 
     def run(self, names, feed):
-        return [sum(range(self.work))]
+        self.clock.now += round(self.median_ms * (1 + self.jitter * self.generator.standard_normal()) * 1e6)
 
 
-def test_runs_stop_once_the_interval_is_narrow_enough_and_say_so():
-    latency = measure_latency(_Session(20_000), {"x": np.zeros((1, 2))}, threads=1,
-                              protocol=LatencyProtocol(warmup_runs=2, min_runs=5, target_precision=0.5, cap_seconds=30))
-    assert latency.runs >= 6 and not latency.capped  # a +-50% target is met long before 30 s
-    assert latency.precision <= 0.5 and latency.ci_low_ms <= latency.p50_ms <= latency.ci_high_ms
+class _Machine:
+    """Opens fake sessions whose medians cycle through `medians_ms`, one per session: the spread between sessions
+    that one session's runs cannot show. Records what it was asked to open."""
+
+    def __init__(self, medians_ms, jitter=0.005, open_ms=2.0, clock=None):
+        self.clock = clock or _Clock()
+        self.medians_ms, self.jitter, self.open_ms = list(medians_ms), jitter, open_ms
+        self.generator = np.random.default_rng(3)
+        self.opened: list[tuple[object, int]] = []
+
+    def open(self, model, threads):
+        median = self.medians_ms[len(self.opened) % len(self.medians_ms)]
+        self.opened.append((model, threads))
+        self.clock.now += round(self.open_ms * 1e6)
+        return _Session(self.clock, median, self.jitter, self.generator)
+
+    def latency(self, protocol, feed=None, threads=1) -> Latency:
+        return measure_latency("model.onnx", feed or {"x": np.zeros((1, 2))}, threads, protocol, self.open, self.clock)
 
 
-def test_the_time_cap_ends_the_runs_and_is_reported():
-    protocol = LatencyProtocol(warmup_runs=1, min_runs=5, target_precision=1e-9, cap_seconds=0.05)
-    latency = measure_latency(_Session(20_000), {"x": np.zeros((1, 2))}, threads=1, protocol=protocol)
-    assert latency.capped and latency.runs >= 5
-    assert protocol.describe().endswith("or 0.05 s")
+def test_sessions_that_differ_widen_the_interval_to_cover_where_they_centre():
+    """Three kinds of session, 1.0, 1.5 and 2.0 ms, each steady within itself (+-0.5%): one session's interval is
+    narrow and misses the centre; the blocks' interval holds it, is as wide as the sessions' spread says, and the
+    target is not claimed."""
+    one_session = _Machine([1.0, 1.5, 2.0]).latency(SINGLE_SESSION)
+    assert one_session.blocks == 1 and one_session.precision <= 0.02 and not one_session.capped
+    assert not one_session.ci_low_ms <= 1.5 <= one_session.ci_high_ms
+
+    latency = _Machine([1.0, 1.5, 2.0]).latency(ADAPTIVE)
+    assert latency.capped and latency.blocks == ADAPTIVE.max_blocks  # the sessions never agree within +-2%
+    assert latency.block_p50s_ms == pytest.approx([1.0, 1.5, 2.0, 1.0, 1.5, 2.0, 1.0, 1.5], rel=0.01)
+    assert latency.p50_ms == pytest.approx(1.5, rel=0.01) and latency.ci_low_ms < 1.5 < latency.ci_high_ms
+    assert latency.precision > 0.2  # the between-session spread, not the runs' +-0.5%
+
+
+def test_only_three_blocks_cover_their_extremes():
+    """With the fewest blocks, t(0.975, 2) = 4.3 makes the interval reach past every session it saw."""
+    latency = _Machine([1.0, 1.5, 2.0]).latency(LatencyProtocol(min_blocks=3, max_blocks=3))
+    assert latency.blocks == 3 and latency.ci_low_ms < 1.0 and latency.ci_high_ms > 2.0
+
+
+def test_sessions_that_agree_stop_at_the_fewest_blocks():
+    machine = _Machine([1.0], jitter=0.001)
+    latency = machine.latency(ADAPTIVE)
+    assert latency.blocks == ADAPTIVE.min_blocks == len(machine.opened) and not latency.capped
+    assert latency.precision <= 0.02 and latency.ci_low_ms <= latency.p50_ms <= latency.ci_high_ms
+    assert latency.runs >= ADAPTIVE.min_blocks * ADAPTIVE.min_runs
+
+
+def test_the_cap_bounds_all_blocks_together_and_is_reported():
+    """An unreachable target: blocks of cap/max_blocks each until another would not fit; the whole timing, session
+    openings and warm-ups included, ends within the cap (give or take the run that crossed a block's share)."""
+    protocol = LatencyProtocol(target_precision=1e-9, cap_seconds=0.1)
+    machine = _Machine([1.0])
+    latency = machine.latency(protocol)
+    assert latency.capped and protocol.min_blocks <= latency.blocks <= protocol.max_blocks
+    assert machine.clock.now <= 0.1e9 + 1.1e6
+    assert machine.clock.now > 0.1e9 - 2 * protocol.block_seconds * 1e9  # and it used the time it had
+
+
+def test_the_fewest_blocks_of_the_fewest_runs_outlast_a_cap_too_short_for_them():
+    protocol = LatencyProtocol(warmup_runs=5, min_runs=5, target_precision=1e-9, cap_seconds=0.1)
+    latency = _Machine([100.0]).latency(protocol)  # 100 ms a run: 3 blocks of 10 runs take 3 s
+    assert latency.capped and latency.blocks == 3 and latency.runs == 15
+
+
+def test_a_latency_states_its_batch_threads_blocks_and_runs_as_strict_json():
+    machine = _Machine([1.0, 1.02])
+    latency = machine.latency(ADAPTIVE, feed={"x": np.zeros((4, 2))}, threads=2)
+    assert (latency.batch, latency.threads) == (4, 2) and len(latency.block_p50s_ms) == latency.blocks
+    assert machine.opened == [("model.onnx", 2)] * latency.blocks  # a fresh session on the artifact per block
+    json.dumps(asdict(latency), allow_nan=False)
+    assert "fresh session" in ADAPTIVE.describe() and "median of the block medians" in ADAPTIVE.describe()
+    assert SINGLE_SESSION.describe().startswith("one session: ")
+
+
+def test_models_timed_together_get_fresh_sessions_each_block_and_the_same_rounds():
+    clock = _Clock()
+    machines = {"fp32.onnx": _Machine([1.0], clock=clock), "int8.onnx": _Machine([0.4], clock=clock)}
+    timed = measure_latencies({"fp32": "fp32.onnx", "int8": "int8.onnx"}, {"x": np.zeros((1, 2))}, 1, ADAPTIVE,
+                              lambda path, threads: machines[path].open(path, threads), clock)
+    assert timed["fp32"].blocks == timed["int8"].blocks == len(machines["int8.onnx"].opened) >= 3
+    assert timed["fp32"].runs == timed["int8"].runs
+    assert timed["int8"].p50_ms / timed["fp32"].p50_ms == pytest.approx(0.4, rel=0.02)
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 5, 8])
+def test_the_blocks_interval_covers_the_centre_of_normal_sessions_at_least_95_percent_of_the_time(blocks):
+    """Each session's median drawn from a normal spread around 1 ms (sd 5%), 20 runs each at +-1%: in 2000 seeded
+    trials the interval holds 1 ms at least 95% of the time, within what 2000 trials can tell."""
+    generator = np.random.default_rng(11)
+    covered = 0
+    for _ in range(2000):
+        sessions = 1 + 0.05 * generator.standard_normal(blocks)
+        runs = [median * (1 + 0.01 * generator.standard_normal(20)) for median in sessions]
+        latency = latency_of_blocks(runs, 1, 1, ADAPTIVE)
+        covered += latency.ci_low_ms <= 1.0 <= latency.ci_high_ms
+    assert covered / 2000 >= 0.94
+
+
+def test_the_t_quantiles_are_students():
+    stats = pytest.importorskip("scipy.stats")
+    assert _T_975 == pytest.approx([stats.t.ppf(0.975, df) for df in range(1, len(_T_975) + 1)], abs=6e-4)
+
+
+def test_a_protocol_with_impossible_blocks_is_refused():
+    with pytest.raises(ValueError, match="blocks"):
+        LatencyProtocol(min_blocks=4, max_blocks=3)

@@ -110,7 +110,8 @@ def _json_column(row: pd.Series, column: str) -> dict | None:
 
 
 def _latency_figures(row: pd.Series | None) -> dict | None:
-    """Batch-1 and batch-N timings of a row: median, 95th percentile, runs, the median's interval; None untimed."""
+    """Batch-1 and batch-N timings of a row: median, 95th percentile, runs, the median's interval, blocks (None on a
+    row timed before blocks); None untimed."""
     if row is None or pd.isna(row.get(results.THREADS)):
         return None
     timings = {}
@@ -120,7 +121,8 @@ def _latency_figures(row: pd.Series | None) -> dict | None:
             continue
         timings[key] = {"p50_ms": _number(row[names.p50]), "p95_ms": _number(row[names.p95]),
                         "runs": int(row[names.runs]), "ci_low_ms": _number(row.get(names.ci_low)),
-                        "ci_high_ms": _number(row.get(names.ci_high)), "capped": bool(row.get(names.capped))}
+                        "ci_high_ms": _number(row.get(names.ci_high)), "capped": bool(row.get(names.capped)),
+                        "blocks": None if pd.isna(row.get(names.blocks)) else int(row[names.blocks])}
     if timings["batch_n"] is not None:
         timings["batch_n"]["batch"] = int(row[results.LATENCY_BATCH])
     return timings

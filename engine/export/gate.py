@@ -7,10 +7,12 @@ The recipe and fp32 are built and scored the way a sweep does (engine.export.sou
 - metric: its drop against fp32 on the same examples (engine.results.loss: positive when worse, whichever way the
   metric points) is at most D, in the metric's own units (0.01 = one point of accuracy);
 - size: the artifact's bytes over fp32's are at most X;
-- latency, noise-aware: fp32 and the artifact are timed in the same run, interleaved (one run of each in turn,
-  the order alternating, so a slow spell of the machine hits both alike) until both medians' 95% intervals are
-  within +-2% or GATE_PROTOCOL's time cap; the ratio of the medians fails only when its 95% interval lies wholly
-  above Y. The margin used (how far the ratio's interval reaches below it) is reported with the verdict.
+- latency, noise-aware: fp32 and the artifact are timed in the same run by engine.measure's block protocol: each
+  block a fresh session on both, interleaved (one run of each in turn, the order alternating, so a slow spell of
+  the machine hits both alike); blocks until both medians' 95% intervals (which cover the spread between
+  sessions) are within +-2% or GATE_PROTOCOL's time cap; the ratio of the medians fails only when its 95%
+  interval lies wholly above Y. The margin used (how far the ratio's interval reaches below it) is reported with
+  the verdict.
 Exit 0 pass, 1 fail, 2 error (bad input, a recipe that cannot be built, or a simulated recipe: nothing deployable
 to gate); one line on stdout, and with --verdict the same as JSON.
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,7 @@ from engine import results
 from engine.data import Dataset
 from engine.errors import QuantscopeError, RecipeError
 from engine.export.sources import MeasureOptions, measure_for_export
-from engine.measure import (
-    Latency, LatencyProtocol, batch_is_dynamic, latency_feed, latency_of_runs, open_session,
-)
+from engine.measure import Latency, LatencyProtocol, batch_is_dynamic, latency_feed, measure_latencies, open_session
 from engine.metrics import METRICS
 from engine.provenance import machine, software
 from engine.recipe import Recipe
@@ -41,7 +40,7 @@ from engine.text import error_line
 
 PASS, FAIL, ERROR = 0, 1, 2
 VERDICT_WORDS = {PASS: "pass", FAIL: "fail", ERROR: "error"}
-# Per model timed: fp32 and the artifact each get up to cap_seconds, in alternation.
+# Per model timed: fp32 and the artifact each get up to cap_seconds, in alternation, over 3 to 8 blocks.
 GATE_PROTOCOL = LatencyProtocol(warmup_runs=5, min_runs=20, target_precision=0.02, cap_seconds=3.0)
 
 
@@ -79,40 +78,12 @@ class Verdict:
 
 def interleaved_latency(paths: dict[str, Path], dataset: Dataset, threads: int = 1,
                         protocol: LatencyProtocol = GATE_PROTOCOL) -> dict[str, Latency]:
-    """Each model's latency at batch 1 (or its fixed batch size), all timed in one loop: a run of each in turn,
-    the order reversed every round, until every median's interval is within protocol.target_precision (after
-    min_runs rounds) or cap_seconds per model have passed."""
-    sessions = {name: open_session(path, threads) for name, path in paths.items()}
-    first = next(iter(sessions.values()))
+    """Each model's latency at batch 1 (or its fixed batch size) by engine.measure's block protocol, the models
+    timed together: in every block a fresh session on each, a run of each in turn, the order reversed every round."""
+    first = open_session(next(iter(paths.values())), threads)
     batch = 1 if batch_is_dynamic(first) else first.get_inputs()[0].shape[0]
-    feed = latency_feed(dataset, batch)
-    outputs = {name: [session.get_outputs()[0].name] for name, session in sessions.items()}
-    for name, session in sessions.items():
-        for _ in range(protocol.warmup_runs):
-            session.run(outputs[name], feed)
-    timings_ns: dict[str, list[int]] = {name: [] for name in sessions}
-
-    def latencies() -> dict[str, Latency]:
-        return {name: latency_of_runs(np.array(runs) / 1e6, batch, threads, protocol)
-                for name, runs in timings_ns.items()}
-
-    order = list(sessions)
-    started, rounds, next_check = time.perf_counter(), 0, protocol.min_runs
-    while True:
-        for name in order if rounds % 2 == 0 else reversed(order):
-            begin = time.perf_counter_ns()
-            sessions[name].run(outputs[name], feed)
-            timings_ns[name].append(time.perf_counter_ns() - begin)
-        rounds += 1
-        if rounds < protocol.min_runs:
-            continue
-        if time.perf_counter() - started >= protocol.cap_seconds * len(sessions):
-            break
-        if rounds >= next_check:
-            next_check = rounds + max(1, rounds // 10)  # checking costs a sort: every +10%
-            if not any(latency.capped for latency in latencies().values()):
-                break
-    return latencies()
+    del first
+    return measure_latencies(paths, latency_feed(dataset, batch), threads, protocol)
 
 
 def _metric_check(row: pd.Series, reference: pd.Series, limits: Limits) -> Check:
@@ -139,8 +110,6 @@ def _latency_check(reference: pd.Series, row: pd.Series, data: Dataset, threads:
                                 data, threads)
     fp32, recipe = timed["fp32"], timed["recipe"]
     ratio = recipe.p50_ms / fp32.p50_ms
-    if fp32.ci_low_ms is None or recipe.ci_low_ms is None:  # cannot happen with GATE_PROTOCOL's 20 runs
-        raise RecipeError("too few timed runs for a latency interval")
     low, high = recipe.ci_low_ms / fp32.ci_high_ms, recipe.ci_high_ms / fp32.ci_low_ms
     margin = (ratio - low) / ratio
     passed = low <= limit  # fails only when the whole interval is above the limit: slower beyond the noise
@@ -149,7 +118,7 @@ def _latency_check(reference: pd.Series, row: pd.Series, data: Dataset, threads:
     return Check("latency", passed, text, {
         "ratio": ratio, "ratio_ci_low": low, "ratio_ci_high": high, "margin": margin, "max_ratio": limit,
         "batch": recipe.batch, "threads": threads, "fp32": asdict(fp32), "recipe": asdict(recipe),
-        "method": "fp32 and the recipe timed in one run, interleaved (order alternating each round); "
+        "method": "fp32 and the recipe timed in one run, interleaved in every block (order alternating each round); "
                   f"{GATE_PROTOCOL.describe()} each; fails only when the ratio's 95% interval lies wholly above the "
                   "limit"})
 

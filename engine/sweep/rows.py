@@ -161,15 +161,15 @@ def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, bat
     A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
     (with latency_batch saying N), leaving the other columns empty.
     """
-    session = open_session(artifact_path, threads)
+    session = open_session(artifact_path, threads)  # to read the batch size: the protocol opens its own to time
     if batch_is_dynamic(session):
         sizes = {results.SINGLE_EXAMPLE: 1} | ({results.BATCH_N: batch} if batch else {})
     else:
         fixed = session.get_inputs()[0].shape[0]
         sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
+    del session
     feeds = {columns: latency_feed(dataset, size) for columns, size in sizes.items()}
-    timings = {columns: measure_latency(session, feed, threads, protocol) for columns, feed in feeds.items()}
-    del session  # its memory is not the fresh session's business
+    timings = {columns: measure_latency(artifact_path, feed, threads, protocol) for columns, feed in feeds.items()}
     try:
         peaks = dict(zip(feeds, peak_memory(artifact_path, list(feeds.values()), threads)))
         ram = results.ram_columns(PEAK_MEMORY_PROTOCOL, peaks)
