@@ -10,8 +10,8 @@ Three budgets, one per CLI flag:
   stops at the first point that meets the drop and bisects back to the fewest moves that do, never reverting more
   for a better figure. The verdict says whether the drop's 95% interval, too, is within D.
 - MaxSizeRatio (--max-size-ratio R): artifact bytes at most R times the fp32 model's. Bytes have no noise.
-- MaxLatency (--max-latency-ms T): the median batch-1 latency at most T ms (a timed row; the adaptive protocol
-  has the median within +-2%).
+- MaxLatency (--max-latency-ms T): the median batch-1 latency at most T ms (a timed row; its 95% interval, over
+  fresh sessions, says how precise: engine.measure).
 
 The noise rule: for the size and latency budgets the point with the best metric among those that meet it is the
 target, but a point only counts as better than another when their paired difference's 95% interval excludes 0
