@@ -26,6 +26,7 @@ from engine.errors import QuantscopeError
 from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
 from engine.data import load_dataset
+from engine.measure import capped_at
 from engine.model import load_model
 from engine.recipe import Granularity, Recipe
 from engine.sweep import PRESETS, default_grid, grid
@@ -307,7 +308,7 @@ def mixed_command(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message[:60])
 
         curve = mixed.mixed_curve(model, dataset, recipes, budget, args.out, Path(workdir), table, calibration,
-                                  args.mask, args.threads, args.batch, progress)
+                                  args.mask, args.threads, args.batch, progress, protocol=capped_at(args.latency_cap))
     written = mixed.write_curve(curve, args.out)
     print(format_table(curve.rows))
     print(curve.ladder.describe())
@@ -341,7 +342,7 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
                                     batch=args.batch, scheduler=args.scheduler,
                                     calibration_dataset_id=calibration and calibration.id, mask=args.mask,
-                                    extra_sets=extra_sets, shifts=args.shift)
+                                    extra_sets=extra_sets, shifts=args.shift, latency_cap=args.latency_cap)
     if args.detach:
         print(job_id)
         return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.jobs.executor import cpu_count
 from engine.masking import AUTO, NO_MASK
+from engine.measure import ADAPTIVE, capped_at
 from engine.sweep import DEFAULT_LATENCY_BATCH
 
 
@@ -20,6 +21,16 @@ def thread_count(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a thread count or 'all'; got {text!r}") from None
+
+
+def latency_cap(text: str) -> float:
+    """--latency-cap: seconds of timing per artifact and batch size."""
+    try:
+        seconds = float(text)
+        capped_at(seconds)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error) if "cap" in str(error) else f"seconds; got {text!r}") from None
+    return seconds
 
 
 def add_data_options(parser: argparse.ArgumentParser, slices: bool = True) -> None:
@@ -39,7 +50,7 @@ def add_data_options(parser: argparse.ArgumentParser, slices: bool = True) -> No
 
 
 def add_timing_options(parser: argparse.ArgumentParser, batch: bool = True) -> None:
-    """--threads, and --batch / --no-batch where the command times artifacts itself."""
+    """--threads, and --batch / --no-batch and --latency-cap where the command times artifacts itself."""
     parser.add_argument("--threads", type=thread_count, default=1,
                         help="onnxruntime intra-op threads: a number, or 'all' for every core (default 1)")
     if batch:
@@ -48,3 +59,7 @@ def add_timing_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
                            help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
         sizes.add_argument("--no-batch", dest="batch", action="store_const", const=None,
                            help="time single examples only")
+        parser.add_argument("--latency-cap", type=latency_cap, default=ADAPTIVE.cap_seconds, metavar="SECONDS",
+                            help="time each artifact for at most this long per batch size, in blocks of fresh "
+                                 f"sessions until its median's 95%% interval is within "
+                                 f"+-{ADAPTIVE.target_precision * 100:g}%% (default {ADAPTIVE.cap_seconds:g})")

@@ -104,6 +104,16 @@ class LatencyProtocol:
 
 
 ADAPTIVE = LatencyProtocol()
+MAX_LATENCY_CAP_SECONDS = 600.0
+
+
+def capped_at(seconds: float) -> LatencyProtocol:
+    """The default protocol with its time cap set to `seconds` per artifact and batch size (--latency-cap): a
+    shorter cap finishes sooner with a wider interval, which the row states."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_LATENCY_CAP_SECONDS:
+        raise ValueError(f"a latency cap is seconds per artifact and batch size, above 0 and at most "
+                         f"{MAX_LATENCY_CAP_SECONDS:g}; got {seconds!r}")
+    return replace(ADAPTIVE, cap_seconds=float(seconds))
 
 
 @dataclass(frozen=True)

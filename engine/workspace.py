@@ -35,6 +35,7 @@ from engine.jobs.kinds.mixed import MixedParams, MixedRun
 from engine.jobs.kinds.sensitivity import TABLE, SensitivityParams, SensitivityRun
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.masking import AUTO
+from engine.measure import ADAPTIVE
 from engine.jobs.processes import kill_runner, launch_runner, runner_is_alive
 from engine.model import load_model
 from engine.model_zip import is_zip
@@ -152,15 +153,17 @@ class Workspace:
     def submit_sweep(self, model_id: str, dataset_id: str, recipes: Sequence[Recipe], owner: str,
                      threads: int = 1, batch: int | None = DEFAULT_LATENCY_BATCH, scheduler: str | None = None,
                      workers: int | None = None, calibration_dataset_id: str | None = None,
-                     mask: str = AUTO, extra_sets: Sequence[tuple[str, str]] = (), shifts: Sequence[str] = ()) -> str:
+                     mask: str = AUTO, extra_sets: Sequence[tuple[str, str]] = (), shifts: Sequence[str] = (),
+                     latency_cap: float = ADAPTIVE.cap_seconds) -> str:
         """Queue a sweep and start its runner; returns the job id at once. Static recipes calibrate on
         `calibration_dataset_id` if given, else on validation rows held out of scoring (engine.sweep.plan);
         `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each
-        (name, dataset id) of `extra_sets` and on each synthetic shift ("noise:0.1": engine.shifts)."""
+        (name, dataset id) of `extra_sets` and on each synthetic shift ("noise:0.1": engine.shifts). Each artifact
+        is timed for at most `latency_cap` seconds per batch size (engine.measure)."""
         self._check_data(model_id, owner, dataset_id, calibration_dataset_id, *(data_id for _, data_id in extra_sets))
         try:
             params = SweepParams(tuple(recipes), threads, batch, scheduler, workers, calibration_dataset_id, mask,
-                                 tuple(extra_sets), tuple(shifts))
+                                 tuple(extra_sets), tuple(shifts), latency_cap)
         except DataError as error:  # a shift or set name the sweep cannot use
             raise WorkspaceError(str(error)) from None
         return self._submit(SweepRun.name, owner, model_id, dataset_id, params.to_dict(), len(params.recipes))
@@ -195,7 +198,7 @@ class Workspace:
 
     def submit_mixed_on_table(self, table_job_id: str, owner: str, **options) -> str:
         """A mixed-precision search on a finished sensitivity job's model, data and candidates, which lends it its
-        table; `options`: the budget, and batch."""
+        table; `options`: the budget, batch and latency_cap."""
         job = self.job(table_job_id)
         self.sensitivity(table_job_id)  # a finished table, or a WorkspaceError saying why not
         params = MixedParams.for_table(SensitivityParams.from_dict(job.params), **options)

@@ -23,6 +23,7 @@ from engine.export.gate import ERROR, Limits, Verdict, gate, write_verdict
 from engine.export.sources import MeasureOptions, measure_for_export, source_from_job
 from engine.export.verify import verify
 from engine.formatting import metric_text, ratio_text
+from engine.measure import ADAPTIVE
 from engine.recipe import Recipe
 from engine.text import size_text
 
@@ -83,7 +84,7 @@ def add_commands(commands) -> None:
 
 def _options(args: argparse.Namespace) -> MeasureOptions:
     return MeasureOptions(args.label_column, args.slice_column, args.calibration_data, args.mask, args.threads,
-                          getattr(args, "batch", None))
+                          getattr(args, "batch", None), getattr(args, "latency_cap", ADAPTIVE.cap_seconds))
 
 
 def _recipe(path: Path) -> Recipe:

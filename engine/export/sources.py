@@ -20,6 +20,7 @@ from engine.data import Dataset, load_dataset
 from engine.errors import RecipeError, WorkspaceError
 from engine.export.bundle import DataFile, ExportSource
 from engine.masking import AUTO
+from engine.measure import ADAPTIVE, capped_at
 from engine.model import load_model
 from engine.recipe import Recipe
 from engine.store.blobs import sha256_file
@@ -38,6 +39,7 @@ class MeasureOptions:
     mask: str = AUTO  # which output positions fidelity counts (engine.masking)
     threads: int = 1
     batch: int | None = DEFAULT_LATENCY_BATCH  # None: time single examples only
+    latency_cap: float = ADAPTIVE.cap_seconds  # seconds of timing per artifact and batch size (engine.measure)
 
 
 def _data_file(role: str, path: Path, rows: int, options: MeasureOptions) -> DataFile:
@@ -70,7 +72,8 @@ def measure_for_export(model_path: Path, data_path: Path, recipe: Recipe, workdi
             bar.refresh()
 
         table = sweep(model, dataset, recipes, workdir, options.threads, options.batch, progress=advance,
-                      calibration_data=calibration, mask=options.mask, timed=timed)
+                      calibration_data=calibration, mask=options.mask, timed=timed,
+                      protocol=capped_at(options.latency_cap))
     failed = results.failed_rows(table)
     if not failed.empty:
         first = failed.iloc[0]

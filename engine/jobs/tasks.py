@@ -1,7 +1,8 @@
 """The work itself: typed tasks a job hands to its executor, and the worker loop that runs them.
 
 A task is a frozen dataclass with a `run(model, plan)` method (plan: engine.sweep.plan.DataPlan, the rows
-that score and those that calibrate) that reuses engine.sweep's building blocks unchanged; what it returns is typed too (`Built`, `Timed`, or the reference and ranges themselves).
+that score and those that calibrate) that reuses engine.sweep's building blocks unchanged; what it returns is
+typed too (`Built`, `Timed`, or the reference and ranges themselves).
 A configuration that raises comes back as a failed row plus its traceback, so one bad recipe never sinks
 the job.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from engine.data import Dataset, load_dataset
 from engine.errors import is_disk_full
+from engine.measure import LatencyProtocol
 from engine.model import LoadedModel, load_model
 from engine.onnx_files import has_external_data, packed
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
@@ -231,13 +233,15 @@ class TimeTask:
     artifact_path: Path
     threads: int
     batch: int
+    protocol: LatencyProtocol
     lock_path: Path
     reference: Reference
 
     def run(self, model: LoadedModel, plan: DataPlan) -> Timed:
         try:
             with exclusive(self.lock_path):
-                return Timed({**self.row, **time_artifact(self.artifact_path, plan.scored, self.threads, self.batch)})
+                timed = time_artifact(self.artifact_path, plan.scored, self.threads, self.batch, self.protocol)
+                return Timed({**self.row, **timed})
         except Exception as error:
             return Timed(self.reference.failed_row(self.recipe, error), traceback.format_exc())
 

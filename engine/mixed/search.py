@@ -41,7 +41,7 @@ from engine import results
 from engine.data import Dataset
 from engine.errors import DataError, QuantscopeError
 from engine.masking import AUTO, apply_mask
-from engine.measure import open_session, predict
+from engine.measure import ADAPTIVE, LatencyProtocol, open_session, predict
 from engine.mixed.budgets import Budget, MaxDrop
 from engine.mixed.ladder import Ladder, ladder_from_table
 from engine.model import LoadedModel
@@ -113,6 +113,7 @@ def mixed_curve(
     batch: int | None = DEFAULT_LATENCY_BATCH,
     progress: Progress | None = None,
     keeper: Keeper | None = None,
+    protocol: LatencyProtocol = ADAPTIVE,
 ) -> Curve:
     """The sensitivity table of `recipes` (computed in `workdir` unless given), its ladder, and the points of the
     ladder the budget needs, measured, their artifacts under out_dir/artifacts (fp32's too: the curve's far end),
@@ -125,8 +126,8 @@ def mixed_curve(
     else:
         check_table(table, model, recipes, dataset, calibration_data)
     ladder = ladder_from_table(model, table, list(recipes))
-    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), calibration, mask, threads, batch, progress,
-                    keeper)
+    points = Points(model, plan, ladder, Path(out_dir), Path(workdir), calibration, mask, threads, batch, protocol,
+                    progress, keeper)
     points.measure_fp32()
     if isinstance(budget, MaxDrop):
         _accuracy_control(points, budget)
@@ -211,9 +212,9 @@ class Points:
 
     def __init__(self, model: LoadedModel, plan: DataPlan, ladder: Ladder, out_dir: Path, workdir: Path,
                  calibration: CalibrationSet | None, mask: str, threads: int, batch: int | None,
-                 progress: Progress | None, keeper: Keeper | None = None) -> None:
+                 protocol: LatencyProtocol, progress: Progress | None, keeper: Keeper | None = None) -> None:
         self.model, self.plan, self.ladder, self.out_dir = model, plan, ladder, out_dir
-        self.threads, self.batch, self.progress, self.keeper = threads, batch, progress, keeper
+        self.threads, self.batch, self.protocol, self.progress, self.keeper = threads, batch, protocol, progress, keeper
         self.reference = reference_for(model, plan.scored, workdir, mask)
         self.calibration = calibration  # on plan.calibration; shared with the sensitivity table when it computed one
         self.rows: dict[int | None, dict] = {}  # moves applied -> row; None: the fp32 reference
@@ -251,7 +252,7 @@ class Points:
         try:
             with nonfinite_range_warnings_silenced():  # the curve's sensitivity table counts them
                 row = measure_recipe(self.model, self.plan.scored, recipe, self.out_dir, self.reference,
-                                     self.threads, self.batch, self.calibration)
+                                     self.threads, self.batch, self.calibration, self.protocol)
         except QuantscopeError:
             raise
         except Exception as error:  # onnxruntime cannot build this point: a failed row, the curve goes on

@@ -14,6 +14,7 @@ import pandas as pd
 from engine.data import Dataset
 from engine.errors import QuantscopeError
 from engine.masking import AUTO
+from engine.measure import ADAPTIVE, LatencyProtocol
 from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.shifts import Shift
@@ -38,14 +39,15 @@ def sweep(
     extra_sets: dict[str, Dataset] | None = None,
     shifts: Sequence[Shift] = (),
     timed: bool = True,
+    protocol: LatencyProtocol = ADAPTIVE,
 ) -> pd.DataFrame:
     """Measure every recipe, one after another; the table of engine.results, Pareto fronts flagged.
 
     Static recipes calibrate on `calibration_data`, else on validation rows held out of scoring for every
     recipe (engine.sweep.plan). Recipes that calibrate alike share their activation ranges, computed once.
     `mask` chooses which output positions fidelity counts (engine.masking). Every row is also scored on each of
-    `extra_sets` and on each synthetic shift of the scored rows (engine.shifts). With `timed` False nothing is
-    timed (the CI gate times its own way: engine.export.gate)."""
+    `extra_sets` and on each synthetic shift of the scored rows (engine.shifts). Artifacts are timed by `protocol`;
+    with `timed` False nothing is timed (the CI gate times its own way: engine.export.gate)."""
     out_dir = Path(out_dir)
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data, extra_sets, shifts)
     reference = reference_for(model, plan.scored, out_dir, mask, plan.extras)
@@ -56,7 +58,7 @@ def sweep(
             progress(done, len(recipes), recipe.short_name())
         try:
             row = measure_recipe(model, plan.scored, recipe, out_dir, reference, threads, batch, calibration,
-                                 extras=plan.extras, timed=timed)
+                                 protocol, plan.extras, timed)
             rows.append({**row, **plan.columns(recipe)})
         except QuantscopeError:
             raise

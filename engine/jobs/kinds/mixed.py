@@ -33,6 +33,7 @@ from engine.jobs.kinds import register
 from engine.jobs.kinds.sensitivity import TABLE, SensitivityParams, SensitivityRun, table_configuration
 from engine.jobs.run import JobRun
 from engine.masking import AUTO
+from engine.measure import ADAPTIVE, LatencyProtocol, capped_at
 from engine.mixed import Budget, MaxDrop, MaxLatency, MaxSizeRatio, curve_candidates, mixed_curve
 from engine.model import load_model
 from engine.recipe import Calibration, Granularity, Recipe
@@ -64,6 +65,7 @@ class MixedParams:
     max_drop: float | None = None
     max_size_ratio: float | None = None
     max_latency_ms: float | None = None
+    latency_cap: float = ADAPTIVE.cap_seconds  # seconds of timing per point and batch size (engine.measure)
 
     def __post_init__(self) -> None:
         for name in ("bits", "activations"):
@@ -82,12 +84,17 @@ class MixedParams:
         try:
             self.budget()
             self.recipes()
+            self.protocol()
         except (RecipeError, ValueError) as error:  # ValueError: a granularity or calibration with no such name
             raise WorkspaceError(str(error)) from None
 
     def budget(self) -> Budget:
         name = next(name for name in BUDGETS if getattr(self, name) is not None)
         return BUDGETS[name](getattr(self, name))
+
+    def protocol(self) -> LatencyProtocol:
+        """How every point is timed."""
+        return capped_at(self.latency_cap)
 
     def recipes(self) -> list[Recipe]:
         """The candidates of the curve's table: the fewest weight bits' one is the curve's uniform start."""
@@ -103,9 +110,9 @@ class MixedParams:
     def for_table(cls, table: SensitivityParams, **options) -> MixedParams:
         """The curve on a sensitivity job's candidates (one granularity and calibration; activations none, 8, 16
         or 8,16), scored and run with as many threads as it was, so that its table is the one the curve reads;
-        `options`: the budget, and batch."""
-        if unknown := sorted(set(options) - {*BUDGETS, "batch"}):
-            raise WorkspaceError(f"a curve on a table takes a budget and batch; got {', '.join(unknown)}")
+        `options`: the budget, batch and latency_cap."""
+        if unknown := sorted(set(options) - {*BUDGETS, "batch", "latency_cap"}):
+            raise WorkspaceError(f"a curve on a table takes a budget, batch and latency_cap; got {', '.join(unknown)}")
         for name, values in (("granularity", table.granularities), ("calibration", table.calibrations)):
             if len(values) != 1:
                 raise WorkspaceError(f"a curve takes one {name}; the table compares {', '.join(map(str, values))}")
@@ -139,7 +146,8 @@ class MixedRun(JobRun):
         asked = calibration_rows_asked(self.params.recipes())
         plan = plan_identity(dataset.summary["rows"], asked, calibration and calibration.fingerprint)
         candidates = ", ".join(recipe.key() for recipe in self.params.recipes())  # they order the ladder: its columns
-        self.scoring = f"mixed-precision point of the curve of {candidates}; {plan}; fidelity mask: {self.params.mask}"
+        self.scoring = (f"mixed-precision point of the curve of {candidates}; {plan}; fidelity mask: {self.params.mask}"
+                        f"; latency: {self.params.protocol().describe()}")
         self.committed = {row[results.RECIPE_KEY]: row for row in jobs.result_rows(self.conn, self.job_id)}
         table = self._lent_table(dataset, calibration)
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -177,7 +185,7 @@ class MixedRun(JobRun):
 
         return mixed_curve(model, validation, self.params.recipes(), self.params.budget(), self.scratch,
                            self.scratch / "work", table, calibration_data, self.params.mask, self.params.threads,
-                           self.params.batch, progress, keeper=self)
+                           self.params.batch, progress, keeper=self, protocol=self.params.protocol())
 
     def _configuration(self, recipe_key: str) -> cache.Configuration:
         return cache.Configuration(self.job.model_id, self.fingerprint, recipe_key, self.params.threads,

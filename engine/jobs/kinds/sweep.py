@@ -32,6 +32,7 @@ from engine.jobs.tasks import (
     BuildTask, Built, CalibrateTask, JobInputs, ReferenceTask, Task, Timed, TimeTask,
 )
 from engine.masking import AUTO
+from engine.measure import ADAPTIVE, LatencyProtocol, capped_at
 from engine.model_zip import is_zip, unpack_model_zip
 from engine.realise.calibration import CalibrationKey, Ranges, calibration_key
 from engine.recipe import Recipe
@@ -57,6 +58,7 @@ class SweepParams:
     mask: str = AUTO  # which output positions fidelity counts: engine.masking's AUTO, NO_MASK or an input's name
     extra_sets: tuple[tuple[str, str], ...] = ()  # (name, dataset id) of each extra evaluation set
     shifts: tuple[str, ...] = ()  # synthetic shifts of the scored rows, engine.shifts specs such as "noise:0.1"
+    latency_cap: float = ADAPTIVE.cap_seconds  # seconds of timing per artifact and batch size (engine.measure)
 
     def __post_init__(self) -> None:
         unique = tuple({recipe.key(): recipe for recipe in self.recipes}.values())  # a recipe twice is one row
@@ -76,18 +78,28 @@ class SweepParams:
         names: list[str] = []
         for name in [name for name, _ in self.extra_sets] + list(self.shifts):
             names.append(check_set_name(name, names))
+        try:
+            self.protocol()
+        except ValueError as error:
+            raise WorkspaceError(str(error)) from None
+
+    def protocol(self) -> LatencyProtocol:
+        """How every artifact of the sweep is timed."""
+        return capped_at(self.latency_cap)
 
     def to_dict(self) -> dict:
         return {"recipes": [recipe.to_json() for recipe in self.recipes], "threads": self.threads,
                 "batch": self.batch, "scheduler": self.scheduler, "workers": self.workers,
                 "calibration_dataset": self.calibration_dataset, "mask": self.mask,
-                "extra_sets": [list(pair) for pair in self.extra_sets], "shifts": list(self.shifts)}
+                "extra_sets": [list(pair) for pair in self.extra_sets], "shifts": list(self.shifts),
+                "latency_cap": self.latency_cap}
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepParams:
         return cls(tuple(Recipe.from_json(text) for text in data["recipes"]), data["threads"], data["batch"],
                    data.get("scheduler"), data.get("workers"), data.get("calibration_dataset"), data.get("mask", AUTO),
-                   tuple(tuple(pair) for pair in data.get("extra_sets", ())), tuple(data.get("shifts", ())))
+                   tuple(tuple(pair) for pair in data.get("extra_sets", ())), tuple(data.get("shifts", ())),
+                   data.get("latency_cap", ADAPTIVE.cap_seconds))
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class SweepRun(JobRun):
         super().__init__(*args)
         self.params = params = SweepParams.from_dict(self.job.params)
         self.recipes, self.threads, self.batch = params.recipes, params.threads, params.batch
+        self.protocol = params.protocol()
         self.workers = params.workers or cpu_count()
         self.fingerprint: str | None = None
         self.plan: str | None = None  # engine.sweep.plan.plan_identity: which rows score, what calibrates
@@ -166,7 +179,8 @@ class SweepRun(JobRun):
 
     def _configuration(self, recipe: Recipe) -> cache.Configuration:
         return cache.Configuration(self.job.model_id, self.fingerprint, recipe.key(), self.threads, self.batch,
-                                   f"{self.plan}; fidelity mask: {self.params.mask}")
+                                   f"{self.plan}; fidelity mask: {self.params.mask}; "
+                                   f"latency: {self.protocol.describe()}")
 
     def _copy_cached(self, missing: list[tuple[int, Recipe]]) -> list[tuple[int, Recipe]]:
         """Commit the rows the cache already holds; the configurations still to compute."""
@@ -228,7 +242,8 @@ class SweepRun(JobRun):
                 waiting = self.to_time.popleft()
                 self.executor.start(TimeTask(self.inputs, waiting.position, waiting.recipe, waiting.row,
                                              waiting.artifact_sha, self.store.artifacts.path(waiting.artifact_sha),
-                                             self.threads, self.batch, self.store.latency_lock, self.reference))
+                                             self.threads, self.batch, self.protocol, self.store.latency_lock,
+                                             self.reference))
             return
         while len(self._running(BuildTask | CalibrateTask)) < self.workers and (task := self._next_build()):
             self.executor.start(task)
