@@ -1,6 +1,6 @@
 """The options every measuring command of `quantscope` takes alike (sweep, sensitivity, mixed, export, gate):
-how to read the data, what calibrates, what fidelity counts, and how latency is timed. One home, so that a
-flag means the same in every command."""
+how to read the data, what calibrates, what fidelity counts, how latency is timed, and where a job computes. One
+home, so that a flag means the same in every command."""
 
 from __future__ import annotations
 
@@ -48,3 +48,9 @@ def add_timing_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
                            help=f"also time batches of this size (default {DEFAULT_LATENCY_BATCH})")
         sizes.add_argument("--no-batch", dest="batch", action="store_const", const=None,
                            help="time single examples only")
+
+
+def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    """--scheduler: the job's heavy tasks on a Dask cluster (engine.jobs.executor.DaskExecutor)."""
+    parser.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build and measure on, as a job in "
+                                            "the workspace; default: this machine")
