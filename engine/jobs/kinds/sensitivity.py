@@ -175,18 +175,17 @@ class SensitivityRun(JobRun):
                 elif key not in calibrating:
                     calibrating.add(key)
                     self.executor.start(CalibrateTask(inputs, key, recipe))
-            running = ", ".join(f"{'calibrating ' if isinstance(task, CalibrateTask) else ''}{task.describe()}"
-                                for task in self.executor.running())
-            self.beat(f"{len(results)} of {len(recipes)} candidates on the Dask cluster; running {running}",
+            running = ", ".join(f"{'calibrating ' if isinstance(task, CalibrateTask) else 'measuring '}"
+                                f"{task.describe()}" for task in self.executor.running())
+            self.beat(f"{len(results)} of {len(recipes)} candidates on the Dask cluster" + (running and f"; {running}"),
                       done=len(results), total=len(recipes))  # raises JobLost if cancelled
             for task, outcome in self.executor.collect(REMOTE_POLL_SECONDS):
-                if isinstance(task, CalibrateTask):
+                if isinstance(task, CalibrateTask) and not (outcome.error and _ends_the_table(outcome.error)):
+                    # the shared ranges; after a calibration onnxruntime cannot do, none: each of its candidates
+                    # then calibrates itself and, as in the runner, records the error as its own
                     calibrating.discard(task.key)
-                    if outcome.error is None or not _ends_the_table(outcome.error):
-                        # a calibration onnxruntime cannot do: each of its candidates tries again and, as in the
-                        # runner, records the error as its own
-                        ranges[task.key] = outcome.value
-                        continue
+                    ranges[task.key] = outcome.value
+                    continue
                 if outcome.error is not None:
                     raise self._cluster_failure(task, outcome.error, outcome.detail)
                 results[task.position] = outcome.value
