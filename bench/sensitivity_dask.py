@@ -9,8 +9,9 @@ with the CLI's default candidates (W8A8 and W4A8 static, per channel, minmax):
     dask   a LocalCluster of N worker processes (default 2) on loopback: the runner computes the fp32 reference,
            one calibration task per calibration key, then one task per candidate (engine.jobs.tasks.SensitivityTask)
 
-Printed: each side's wall seconds from submit to done (the cluster's start-up is not counted), the ratio, and
-whether the two tables are equal in every figure (sensitivity.json byte for byte); exit 1 unless they are.
+Printed: each side's wall seconds from submit to done (the cluster starts first and is not counted), round by round
+(`--rounds`, local then dask each round) and their medians, the ratio, and whether the two tables are equal in
+every figure (sensitivity.json byte for byte); exit 1 unless they are.
 On a shared machine the seconds are noisy; the equality is not.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -47,21 +50,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="text_encoder", choices=sorted(SAMPLES))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="local then dask, this many times (default 1)")
     args = parser.parse_args()
     from distributed import LocalCluster
 
     sample = SAMPLES[args.model]
-    with tempfile.TemporaryDirectory(prefix="quantscope-bench-") as scratch:
-        local_seconds, local = timed_table(Path(scratch) / "local", sample, None)
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", processes=True,
-                          dashboard_address=None) as cluster:
-            dask_seconds, remote = timed_table(Path(scratch) / "dask", sample, cluster.scheduler_address)
-    equal = json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
+    seconds: dict[str, list[float]] = {"local": [], "dask": []}
+    equal = True
+    with tempfile.TemporaryDirectory(prefix="quantscope-bench-") as scratch, \
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", processes=True,
+                         dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        for round_ in range(args.rounds):  # side by side, so that the machine's load weighs on both alike
+            local_seconds, local = timed_table(Path(scratch) / f"local{round_}", sample, None)
+            dask_seconds, remote = timed_table(Path(scratch) / f"dask{round_}", sample, cluster.scheduler_address)
+            seconds["local"].append(local_seconds)
+            seconds["dask"].append(dask_seconds)
+            equal &= json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
+            print(f"round {round_ + 1}: local {local_seconds:.1f} s, dask {dask_seconds:.1f} s", flush=True)
     names = ", ".join(candidate["candidate"] for candidate in local["candidates"])
     print(f"{args.model}: {len(local['rows'])} rows, candidates {names}")
-    print(f"local (the runner alone)    {local_seconds:7.1f} s")
-    print(f"dask ({args.workers} worker processes) {dask_seconds:7.1f} s")
-    print(f"ratio local / dask          {local_seconds / dask_seconds:7.2f}x")
+    local_median, dask_median = statistics.median(seconds["local"]), statistics.median(seconds["dask"])
+    print(f"local (the runner alone)    {local_median:7.1f} s (median of {args.rounds})")
+    print(f"dask ({args.workers} worker processes) {dask_median:7.1f} s")
+    print(f"ratio local / dask          {local_median / dask_median:7.2f}x")
     print(f"tables equal in every figure: {'yes' if equal else 'NO'}")
     return 0 if equal else 1
 
