@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from engine import mixed, results, sensitivity
-from engine.cli_options import add_data_options, add_timing_options
+from engine.cli_options import add_data_options, add_scheduler_option, add_timing_options
 from engine.errors import QuantscopeError
 from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also score every recipe on a synthetic shift of the scored rows (repeatable): "
                           "noise, scale, brightness, contrast or dropout, e.g. noise:0.1")
     run.add_argument("--detach", action="store_true", help="print the job id and return; the job runs on")
-    run.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build on; default: local processes")
+    add_scheduler_option(run)
 
     torch_export = commands.add_parser(
         "from-torch", help="export your own PyTorch model to ONNX by running your code that builds it (needs torch)"
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="minmax, percentile, entropy and/or mse (default minmax)")
     add_timing_options(sens, batch=False)
     add_data_options(sens, slices=False)
+    add_scheduler_option(sens)
 
     _add_mixed_parser(commands)
 
@@ -237,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sensitivity_command(args: argparse.Namespace) -> int:
-    """The sensitivity table of the model on the data, with a progress bar; its files in --out."""
+    """The sensitivity table of the model on the data, with a progress bar; its files in --out. With --scheduler
+    it is computed by a job of the workspace on that Dask cluster."""
+    if args.scheduler:
+        return sensitivity_as_job(args)
     model = load_model(args.model)
     dataset = load_dataset(args.data, model.summary.inputs, label_column=args.label_column)
     calibration = None if args.calibration_data is None else load_dataset(
@@ -251,7 +255,30 @@ def sensitivity_command(args: argparse.Namespace) -> int:
 
         table = sensitivity.sensitivity_table(model, dataset, recipes, Path(workdir), calibration, args.mask,
                                               args.threads, progress)
-    json_path, csv_path = table.write(args.out)
+    return _wrote_table(table, args.out)
+
+
+def sensitivity_as_job(args: argparse.Namespace) -> int:
+    """The table computed by a sensitivity job of the workspace (here: on the --scheduler's cluster), followed."""
+    workspace = Workspace.open()
+    model, dataset, calibration = _add_job_inputs(workspace, args)
+    job_id = workspace.submit_sensitivity(
+        model.id, dataset.id, CLI_OWNER, bits=args.bits, granularities=[g.value for g in args.granularity],
+        activations=args.activations, calibrations=args.calibration, threads=args.threads,
+        calibration_dataset=calibration and calibration.id, mask=args.mask, scheduler=args.scheduler)
+    try:
+        job = follow(workspace, job_id, args.model.name, unit="candidate")
+    except KeyboardInterrupt:
+        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if job.state is not JobState.DONE:
+        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    return _wrote_table(workspace.sensitivity(job_id), args.out)
+
+
+def _wrote_table(table: sensitivity.SensitivityTable, out: Path) -> int:
+    json_path, csv_path = table.write(out)
     print(table.describe())
     print(f"table: {json_path}, {csv_path}")
     if table.rows.empty:
@@ -331,12 +358,7 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     """Submit the sweep as a job; with --detach print its id, otherwise follow it and print the table."""
     workspace = Workspace.open()
     recipes = recipes_from(args)
-    model = workspace.add_model(args.model, args.model.name, CLI_OWNER)
-    dataset = workspace.add_dataset(args.data, args.data.name, model.id, CLI_OWNER,
-                                    label_column=args.label_column, slice_column=args.slice_column)
-    calibration = None if args.calibration_data is None else workspace.add_dataset(
-        args.calibration_data, args.calibration_data.name, model.id, CLI_OWNER, label_column=args.label_column,
-        slice_column=args.slice_column)
+    model, dataset, calibration = _add_job_inputs(workspace, args)
     extra_sets = [(name, workspace.add_dataset(path, path.name, model.id, CLI_OWNER, label_column=args.label_column,
                                                slice_column=args.slice_column).id) for name, path in args.also]
     job_id = workspace.submit_sweep(model.id, dataset.id, recipes, CLI_OWNER, threads=args.threads,
@@ -363,9 +385,21 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(workspace, job_id: str, label: str):
+def _add_job_inputs(workspace: Workspace, args: argparse.Namespace):
+    """The command's model, data and calibration data (or None) added to the workspace, for a job."""
+    slices = getattr(args, "slice_column", None)
+    model = workspace.add_model(args.model, args.model.name, CLI_OWNER)
+    dataset = workspace.add_dataset(args.data, args.data.name, model.id, CLI_OWNER,
+                                    label_column=args.label_column, slice_column=slices)
+    calibration = None if args.calibration_data is None else workspace.add_dataset(
+        args.calibration_data, args.calibration_data.name, model.id, CLI_OWNER, label_column=args.label_column,
+        slice_column=slices)
+    return model, dataset, calibration
+
+
+def follow(workspace, job_id: str, label: str, unit: str = "config"):
     """A progress bar on stderr, fed by polling the job's row in SQLite, until the job ends."""
-    with tqdm(total=1, desc=label, unit="config", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=1, desc=label, unit=unit, file=sys.stderr, leave=False) as bar:
         while True:
             job = workspace.wait(job_id, timeout=0.25)
             bar.total, bar.n = job.total, job.done

@@ -1,6 +1,6 @@
 """The options every measuring command of `quantscope` takes alike (sweep, sensitivity, mixed, export, gate):
-how to read the data, what calibrates, what fidelity counts, and how latency is timed. One home, so that a
-flag means the same in every command."""
+how to read the data, what calibrates, what fidelity counts, how latency is timed, and where a job computes. One
+home, so that a flag means the same in every command."""
 
 from __future__ import annotations
 
@@ -63,3 +63,9 @@ def add_timing_options(parser: argparse.ArgumentParser, batch: bool = True) -> N
                             help="time each artifact for at most this long per batch size, in blocks of fresh "
                                  f"sessions until its median's 95%% interval is within "
                                  f"+-{ADAPTIVE.target_precision * 100:g}%% (default {ADAPTIVE.cap_seconds:g})")
+
+
+def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    """--scheduler: the job's heavy tasks on a Dask cluster (engine.jobs.executor.DaskExecutor)."""
+    parser.add_argument("--scheduler", help="a Dask scheduler (tcp://host:8786) to build and measure on, as a job in "
+                                            "the workspace; default: this machine")

@@ -171,7 +171,8 @@ class Workspace:
     def submit_sensitivity(self, model_id: str, dataset_id: str, owner: str, **options) -> str:
         """Queue a sensitivity table (engine.sensitivity) and start its runner; returns the job id at once.
         `options` are SensitivityParams' fields: the candidates as the CLI names them (bits, granularities,
-        activations, calibrations, group_size), threads, calibration_dataset (an id) and mask."""
+        activations, calibrations, group_size), threads, calibration_dataset (an id), mask, and scheduler (a Dask
+        scheduler's address, e.g. tcp://host:8786, to measure the candidates on; None: the runner itself)."""
         self._check_data(model_id, owner, dataset_id, options.get("calibration_dataset"))
         params = SensitivityParams(**options)
         return self._submit(SensitivityRun.name, owner, model_id, dataset_id, params.to_dict(), 1)

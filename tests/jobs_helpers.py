@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from engine import results
 from engine.data import load_dataset
@@ -129,3 +134,14 @@ def assert_rows_kept(workspace: Workspace, job_id: str, before: dict[str, tuple]
 
 def wait_for_group_to_exit(group: int, timeout: float = 10) -> None:
     wait_until(lambda: not live_group_members(group), timeout=timeout, what=f"process group {group} to exit")
+
+
+@contextmanager
+def local_dask_cluster(monkeypatch, workers: int = 2) -> Iterator:
+    """A Dask cluster of `workers` worker processes on loopback, closed on leaving (skips without distributed)."""
+    distributed = pytest.importorskip("distributed")
+    # Spawned Dask workers re-run the parent's __main__; Streamlit page tests can leave a page script there.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster

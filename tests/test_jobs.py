@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +26,7 @@ from engine.workspace import Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
 from tests.jobs_helpers import (
     FP32, GRID, OWNER, TIMEOUT, W2, W3, W4_GROUP, W8_STATIC, add_sample, assert_store_is_consistent, comparable,
-    run_sweep, runner_pid, stored_results, wait_until,
+    local_dask_cluster, run_sweep, runner_pid, stored_results, wait_until,
 )
 
 
@@ -221,15 +220,11 @@ def test_the_cache_means_a_configuration_is_computed_once(workspace):
 
 
 def test_a_dask_cluster_gives_the_table_of_local_processes(tmp_path, monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    # Spawned Dask workers re-run the parent's __main__; Streamlit page tests can leave a page script there.
-    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     recipes = [FP32, W8_STATIC, W4_GROUP, W3]
     local = Workspace.open(tmp_path / "local")
     local_table = local.results(run_sweep(local, recipes))
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                                  dashboard_address=None) as cluster:
+    with local_dask_cluster(monkeypatch) as cluster:
         remote = Workspace.open(tmp_path / "remote")
         job_id = run_sweep(remote, recipes, scheduler=cluster.scheduler_address)
     remote_table = remote.results(job_id)

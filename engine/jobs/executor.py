@@ -8,9 +8,11 @@ WorkerPool (local): long-lived worker processes forked from a forkserver that ha
 engine. Each loads the job's model and dataset once and runs task after task. A segfault or an OOM kill
 ends that worker only: its task comes back as WorkerDied and the next task gets a fresh worker.
 
-DaskExecutor: builds and calibrations go to a Dask cluster with the model and dataset bytes (no shared disk
-assumed) and come back with the artifact bytes. The reference and every timing run in a local WorkerPool,
-against the artifact stored in the workspace, so every row's latency comes from the same machine and protocol.
+DaskExecutor: builds, calibrations and sensitivity candidates go to a Dask cluster with the model and dataset
+bytes (no shared disk assumed) and come back with the artifact bytes (a candidate: its rows). The reference and
+every timing run in a local WorkerPool, against the artifact stored in the workspace, so every row's latency comes
+from the same machine and protocol. A task whose worker dies is rescheduled by Dask itself (its scheduler's
+`allowed-failures`); once Dask gives up it comes back as WorkerDied.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import time
 import traceback
@@ -25,11 +28,21 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from engine.errors import DiskFull
+from engine.errors import DiskFull, WorkspaceError
 from engine.jobs import tasks
-from engine.jobs.tasks import BuildTask, CalibrateTask, Task
+from engine.jobs.tasks import BuildTask, CalibrateTask, SensitivityTask, Task
+from engine.text import error_line
 
 FORKSERVER_PRELOAD = ["engine.jobs.tasks"]  # imported once by the forkserver, inherited by every worker
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
+REMOTE_TASKS = BuildTask | CalibrateTask | SensitivityTask  # what a DaskExecutor sends to the cluster
+WITH_REFERENCE = BuildTask | SensitivityTask  # remote tasks that compare with the fp32 reference, scattered once
+
+
+def check_scheduler_address(address: str | None) -> None:
+    """A job's `scheduler` parameter: None (local processes) or a Dask scheduler's address."""
+    if address is not None and not SCHEDULER_ADDRESS.match(address):
+        raise WorkspaceError(f"a Dask scheduler address looks like tcp://host:8786; got {address!r}")
 
 
 class WorkerDied(Exception):
@@ -171,21 +184,24 @@ class DaskExecutor:
     remote_builds = True
 
     def __init__(self, address: str, job_id: str) -> None:
-        from distributed import Client  # only jobs with a scheduler pay for importing distributed
+        from distributed import Client, KilledWorker  # only jobs with a scheduler pay for importing distributed
 
         self._client = Client(address, timeout="20s")
+        self._killed_worker = KilledWorker
         self._job_id = job_id
         self._local = WorkerPool()
         self._scattered: dict[int, Any] = {}  # id of a local object -> its future on the cluster, sent once
         self._futures: list[tuple[Task, Any]] = []  # (task, distributed.Future)
 
     def start(self, task: Task) -> None:
-        if not isinstance(task, BuildTask | CalibrateTask):
+        if not isinstance(task, REMOTE_TASKS):
             self._local.start(task)
             return
         remote = replace(task, artifact_path=None) if isinstance(task, BuildTask) else task
         inputs = self._scatter(task.inputs, task.inputs.as_bytes)
-        reference = self._scatter(task.reference, task.reference.in_memory) if isinstance(task, BuildTask) else None
+        reference = None
+        if isinstance(task, WITH_REFERENCE):  # sent once, not inside every task
+            reference, remote = self._scatter(task.reference, task.reference.in_memory), replace(remote, reference=None)
         key = f"quantscope-{type(task).__name__}-{self._job_id}-{uuid.uuid4().hex[:8]}"
         self._futures.append((task, self._client.submit(_run_remote, remote, inputs, reference, key=key)))
 
@@ -205,6 +221,8 @@ class DaskExecutor:
             elif future.status in ("error", "cancelled", "lost"):
                 if future.status == "error":
                     error, detail = future.exception(), "".join(traceback.format_tb(future.traceback())) or None
+                    if isinstance(error, self._killed_worker):  # every worker that tried it died
+                        error = WorkerDied(f"the Dask workers running it died ({error_line(error)})")
                 else:
                     error, detail = WorkerDied(f"the Dask task was {future.status}"), None
                 finished.append((task, Outcome(error=error, detail=detail)))
@@ -220,7 +238,7 @@ class DaskExecutor:
 
 def _run_remote(task: Task, inputs: tasks.JobInputs, reference) -> Any:
     """On a Dask worker: the task with the job's bytes (and the reference) the cluster already holds."""
-    with_reference = {"reference": reference} if isinstance(task, BuildTask) else {}
+    with_reference = {"reference": reference} if isinstance(task, WITH_REFERENCE) else {}
     return tasks.execute(replace(task, inputs=inputs, **with_reference))
 
 

@@ -1,8 +1,8 @@
 """The work itself: typed tasks a job hands to its executor, and the worker loop that runs them.
 
 A task is a frozen dataclass with a `run(model, plan)` method (plan: engine.sweep.plan.DataPlan, the rows
-that score and those that calibrate) that reuses engine.sweep's building blocks unchanged; what it returns is
-typed too (`Built`, `Timed`, or the reference and ranges themselves).
+that score and those that calibrate) that reuses engine.sweep's (or engine.sensitivity's) building blocks
+unchanged; what it returns is typed too (`Built`, `Timed`, a CandidateResult, or the reference and ranges).
 A configuration that raises comes back as a failed row plus its traceback, so one bad recipe never sinks
 the job.
 
@@ -33,6 +33,7 @@ from engine.model import LoadedModel, load_model
 from engine.onnx_files import has_external_data, packed
 from engine.realise.calibration import CalibrationKey, CalibrationSet, Ranges, calibration_key
 from engine.recipe import Recipe
+from engine.sensitivity.compute import CandidateResult, Scoring, candidate_result, prepare_candidate
 from engine.sweep import Reference, build_and_evaluate, reference_for, time_artifact
 from engine.shifts import Shift
 from engine.sweep.plan import DataPlan, plan_data
@@ -204,10 +205,8 @@ class BuildTask:
 
     def _build(self, model: LoadedModel, plan: DataPlan, artifact_path: Path) -> Built:
         try:
-            known = {} if self.ranges is None else {calibration_key(self.recipe): self.ranges}
-            calibration = None if plan.calibration is None else CalibrationSet(plan.calibration, known)
-            row = build_and_evaluate(model, plan.scored, self.recipe, artifact_path, self.reference, calibration,
-                                     plan.extras)
+            row = build_and_evaluate(model, plan.scored, self.recipe, artifact_path, self.reference,
+                                     _calibration(plan, self.recipe, self.ranges), plan.extras)
             return Built({**row, **plan.columns(self.recipe)})
         except Exception as error:
             if is_disk_full(error):
@@ -249,7 +248,38 @@ class TimeTask:
         return self.recipe.short_name()
 
 
-Task = ReferenceTask | CalibrateTask | BuildTask | TimeTask
+@dataclass(frozen=True)
+class SensitivityTask:
+    """One candidate of a sensitivity table (engine.sensitivity): build its artifact, read its points and measure
+    their cells, against the runner's fp32 reference and with the ranges its calibration key was given once."""
+
+    inputs: JobInputs
+    position: int  # the candidate's place in the table
+    recipe: Recipe
+    reference: Reference
+    mask: str  # engine.masking: AUTO, NO_MASK or the mask input's name
+    threads: int
+    ranges: Ranges | None = None
+
+    def run(self, model: LoadedModel, plan: DataPlan) -> CandidateResult:
+        _crash_if_asked(self.recipe)
+        with tempfile.TemporaryDirectory(prefix="quantscope-") as scratch:  # its artifacts: only its rows go back
+            workdir = Path(scratch)
+            scoring = Scoring.of(model, plan.scored, workdir, self.mask, self.threads, self.reference)
+            candidate = prepare_candidate(model, self.recipe, workdir, _calibration(plan, self.recipe, self.ranges))
+            return candidate_result(scoring, candidate, lambda message: None)
+
+    def describe(self) -> str:
+        return self.recipe.short_name()
+
+
+Task = ReferenceTask | CalibrateTask | BuildTask | TimeTask | SensitivityTask
+
+
+def _calibration(plan: DataPlan, recipe: Recipe, ranges: Ranges | None) -> CalibrationSet | None:
+    """The plan's calibration rows, with the recipe's ranges when they were computed once for every task."""
+    known = {} if ranges is None else {calibration_key(recipe): ranges}
+    return None if plan.calibration is None else CalibrationSet(plan.calibration, known)
 
 
 def _crash_if_asked(recipe: Recipe) -> None:

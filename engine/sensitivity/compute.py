@@ -135,12 +135,15 @@ class Scoring:
     measured: dict[str, OnlyThis] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model: LoadedModel, data: Dataset, workdir: Path, mask: str, threads: int) -> Scoring:
+    def of(cls, model: LoadedModel, data: Dataset, workdir: Path, mask: str, threads: int,
+           reference: Reference | None = None) -> Scoring:
         """Scoring on `data`; `mask` (AUTO, NO_MASK or an input's name) marks padding, which fidelity ignores where
-        the output has a sequence axis too (detected as in a sweep) and range statistics and SQNR ignore inside."""
+        the output has a sequence axis too (detected as in a sweep) and range statistics and SQNR ignore inside.
+        `reference`: the fp32 reference already computed on `data` with this mask (a Dask worker's), else anew."""
         padding = choose_padding(data, mask)
         fidelity = mask if mask in (AUTO, NO_MASK) else AUTO  # a classifier's pooled output has no padding to mask
-        return cls(model, data, reference_for(model, data, Path(workdir), fidelity), padding, threads)
+        reference = reference or reference_for(model, data, Path(workdir), fidelity)
+        return cls(model, data, reference, padding, threads)
 
     def __post_init__(self) -> None:
         self.mask = self.reference.masking.mask(self.data)
@@ -330,6 +333,36 @@ def cell_row(scoring: Scoring, candidate: Candidate, point: Point, alone: OnlyTh
     )
 
 
+@dataclass(frozen=True)
+class CandidateResult:
+    """What one candidate adds to the table, small enough to come back from a Dask worker: its summary, its rows,
+    the identity of each point it measured (in its order) and the range statistics known of their tensors."""
+
+    summary: dict
+    rows: list[dict]
+    points: list[dict]  # columns.point_identity
+    ranges: dict[str, RangeStats]  # by tensor
+
+    @classmethod
+    def of(cls, scoring: Scoring, candidate: Candidate, rows: list[dict]) -> CandidateResult:
+        known = [p for p in candidate.rows if p.kind != ACTIVATIONS or p.tensor in scoring.ranges]
+        return cls(candidate_summary(scoring, candidate), rows, [columns.point_identity(p) for p in candidate.rows],
+                   {point.tensor: point_ranges(scoring, point) for point in known})
+
+
+def candidate_result(scoring: Scoring, candidate: Candidate, progress: Callable[[str], None]) -> CandidateResult:
+    """A prepared candidate measured: the one way its cells are computed, in this process or on a Dask worker."""
+    rows = [] if candidate.error is not None else measure_candidate(scoring, candidate, progress)
+    return CandidateResult.of(scoring, candidate, rows)
+
+
+def table_scoring(model: LoadedModel, dataset: Dataset, recipes: Sequence[Recipe], workdir: Path,
+                  calibration_data: Dataset | None, mask: str, threads: int) -> tuple[DataPlan, Scoring]:
+    """Which rows score and which calibrate (engine.sweep.plan), and the scoring every cell shares."""
+    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
+    return plan, Scoring.of(model, plan.scored, workdir, mask, threads)
+
+
 def sensitivity_table(
     model: LoadedModel,
     dataset: Dataset,
@@ -346,8 +379,7 @@ def sensitivity_table(
     calibrate on `calibration_data`, else on validation rows held out of scoring for every cell
     (engine.sweep.plan), all of them from one CalibrationSet: `calibration` when the caller shares its own (on
     those same rows: engine.mixed measures its curve with the table's ranges), else a new one."""
-    plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
-    scoring = Scoring.of(model, plan.scored, workdir, mask, threads)
+    plan, scoring = table_scoring(model, dataset, recipes, workdir, calibration_data, mask, threads)
     calibration = shared_calibration(plan, calibration)
     candidates = [restrict(prepare_candidate(model, recipe, workdir, calibration), only) for recipe in recipes]
     total = sum(candidate.cells for candidate in candidates)
@@ -359,11 +391,10 @@ def sensitivity_table(
             progress(done, total, message)
         done += 1
 
-    rows = [row for candidate in candidates if candidate.error is None
-            for row in measure_candidate(scoring, candidate, step)]
+    results = [candidate_result(scoring, candidate, step) for candidate in candidates]
     if progress:
         progress(total, total, "done")
-    return assemble(model, plan, scoring, candidates, rows)
+    return assemble(model, plan, scoring, recipes, results)
 
 
 def shared_calibration(plan: DataPlan, calibration: CalibrationSet | None) -> CalibrationSet | None:
@@ -379,25 +410,32 @@ def shared_calibration(plan: DataPlan, calibration: CalibrationSet | None) -> Ca
     return calibration
 
 
-def assemble(model: LoadedModel, plan: DataPlan, scoring: Scoring, candidates: Sequence[Candidate],
-             rows: list[dict]) -> SensitivityTable:
-    """The table's rows with what they rest on: data, reference, candidates and every point's statistics."""
+def assemble(model: LoadedModel, plan: DataPlan, scoring: Scoring, recipes: Sequence[Recipe],
+             results: Sequence[CandidateResult]) -> SensitivityTable:
+    """The candidates' rows, in the order of `recipes`, with what they rest on: data, reference, candidates and
+    every point's statistics (a tensor's as first measured, in that order)."""
     info = {
         "model": model.source,
-        **plan.columns(next((c.recipe for c in candidates if calibration_key(c.recipe)), Recipe.fp32())),
+        **plan.columns(next((recipe for recipe in recipes if calibration_key(recipe)), Recipe.fp32())),
         "task": scoring.reference.task.value,
         columns.METRIC_NAME: scoring.reference.metric,
         columns.FP32_METRIC: scoring.fp32_metric,
         "fidelity_mask": scoring.reference.masking.describe(),
         "padding_mask": scoring.padding.describe(),
     }
-    summaries = [candidate_summary(scoring, c) for c in candidates]
+    ranges: dict[str, RangeStats] = {}
+    for result in results:
+        for tensor, stats in result.ranges.items():
+            ranges.setdefault(tensor, stats)
     points = {}
-    for candidate in candidates:
-        for point in candidate.rows:
-            if point.key not in points and (point.kind != ACTIVATIONS or point.tensor in scoring.ranges):
-                points[point.key] = columns.point_record(point, point_ranges(scoring, point))
-    return SensitivityTable(info, summaries, list(points.values()), columns.rows_table(rows))
+    for result in results:
+        for identity in result.points:
+            key = identity[columns.KIND], identity[columns.LAYER], identity[columns.TENSOR]
+            if key not in points and identity[columns.TENSOR] in ranges:
+                points[key] = columns.point_record(identity, ranges[identity[columns.TENSOR]])
+    rows = [row for result in results for row in result.rows]
+    return SensitivityTable(info, [result.summary for result in results], list(points.values()),
+                            columns.rows_table(rows))
 
 
 def candidate_summary(scoring: Scoring, candidate: Candidate) -> dict:

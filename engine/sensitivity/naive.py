@@ -18,8 +18,8 @@ from engine.model import LoadedModel
 from engine.realise.calibration import CalibrationSet
 from engine.recipe import Recipe
 from engine.sensitivity.compute import (
-    Candidate, CellModels, OnlyThis, PointKey, Progress, Scoring, assemble, measure_candidate, only_this,
-    prepare_candidate, restrict,
+    Candidate, CandidateResult, CellModels, OnlyThis, PointKey, Progress, Scoring, assemble, measure_candidate,
+    only_this, prepare_candidate, restrict,
 )
 from engine.sensitivity.graphs import compose
 from engine.sensitivity.points import Point
@@ -70,7 +70,7 @@ def naive_table(
     plan = plan_data(dataset, calibration_rows_asked(recipes), calibration_data)
     scoring = Scoring.of(model, plan.scored, workdir, mask, threads)
     models = FromScratch(model, plan, workdir)
-    candidates, rows = [], []
+    measured: list[tuple[Candidate, list[dict]]] = []
     done = 0
 
     def step(message: str) -> None:
@@ -82,9 +82,9 @@ def naive_table(
     for recipe in recipes:
         calibration = None if plan.calibration is None else CalibrationSet(plan.calibration)
         candidate = prepare_candidate(model, recipe, Path(workdir), calibration)  # which points there are
-        candidates.append(candidate)
-        if candidate.error is not None:
-            continue
-        rows += measure_candidate(scoring, restrict(candidate, only), step, models)
+        rows = [] if candidate.error is not None else measure_candidate(scoring, restrict(candidate, only), step,
+                                                                        models)
+        measured.append((candidate, rows))
     scoring.ranges.update(models.kept_ranges)
-    return assemble(model, plan, scoring, candidates, rows)
+    return assemble(model, plan, scoring, recipes,
+                    [CandidateResult.of(scoring, candidate, rows) for candidate, rows in measured])

@@ -113,10 +113,14 @@ def failed_row(point: Point, candidate: str, metric_name: str, error: str) -> di
     return {**_identity(point, candidate, metric_name), ERROR: error}
 
 
-def point_record(point: Point, ranges: RangeStats) -> dict:
-    """A point as the JSON's `points` list holds it: identity, range statistics and histogram."""
-    return {LAYER: point.layer, KIND: point.kind, OP_TYPE: point.op_type, TENSOR: point.tensor, PARAMS: point.params,
-            "ranges": ranges.to_dict()}
+def point_identity(point: Point) -> dict:
+    """What names a point in the JSON's `points` list, without its arrays."""
+    return {LAYER: point.layer, KIND: point.kind, OP_TYPE: point.op_type, TENSOR: point.tensor, PARAMS: point.params}
+
+
+def point_record(identity: dict, ranges: RangeStats) -> dict:
+    """A point as the JSON's `points` list holds it: identity (point_identity), range statistics and histogram."""
+    return {**identity, "ranges": ranges.to_dict()}
 
 
 def rows_table(rows: Sequence[dict]) -> pd.DataFrame:

@@ -1,15 +1,22 @@
-"""The sensitivity job: engine.sensitivity's table of one model, computed by the runner, kept in the workspace.
+"""The sensitivity job: engine.sensitivity's table of one model, computed by the runner or on a Dask cluster, kept
+in the workspace.
 
-The table is computed in the runner process itself by `sensitivity_table`, whose cells share one scoring (the
-fp32 reference, one calibration per key, probes): split over worker processes, each would redo that sharing.
-Its progress callback, called between cells, writes the job's progress (cells done of cells) with the heartbeat
-and so stops the table at the next cell once the job is cancelled; a heartbeat thread covers the long steps with
-no cell boundary (calibrating and building a candidate's artifact).
+Without a scheduler the table is computed in the runner process itself by `sensitivity_table`, whose cells share
+one scoring (the fp32 reference, one calibration per key, probes): split over local worker processes, each would
+redo that sharing. Its progress callback, called between cells, writes the job's progress (cells done of cells)
+with the heartbeat and so stops the table at the next cell once the job is cancelled; a heartbeat thread covers
+the long steps with no cell boundary (calibrating and building a candidate's artifact).
+
+With a scheduler (the runner's executor is then a DaskExecutor) each candidate is one task on the cluster
+(tasks.SensitivityTask: build, read its points, measure its cells, the same code as in the runner), after the
+runner has computed the fp32 reference once and one CalibrateTask per calibration key has computed the ranges its
+candidates share, so that the table is the local one. Progress counts candidates; cancel stops between tasks; a
+task Dask gives up on (its workers died) fails the job in one line.
 
 The finished table is one JSON blob in the workspace (engine.sensitivity's sensitivity.json), recorded as the
 job's one result row; an earlier job of the same configuration (model, data, candidates, scoring, engine
-version) lends its table instead of computing it again. A resumed job computes its table from the start: the
-cells share the scoring set up at its beginning, so a partial table is not kept.
+version; wherever it ran) lends its table instead of computing it again. A resumed job computes its table from
+the start: the cells share the scoring set up at its beginning, so a partial table is not kept.
 """
 
 from __future__ import annotations
@@ -18,18 +25,24 @@ import json
 import shutil
 from dataclasses import dataclass
 
-from engine.errors import RecipeError, WorkspaceError
+from engine.errors import DiskFull, QuantscopeError, RecipeError, WorkspaceError
+from engine.jobs.executor import WorkerDied, check_scheduler_address
 from engine.jobs.kinds import register
+from engine.jobs.kinds.sweep import REMOTE_POLL_SECONDS
 from engine.jobs.run import JobFailed, JobRun
-from engine.jobs.tasks import DataSource
+from engine.jobs.tasks import CalibrateTask, JobInputs, SensitivityTask
 from engine.masking import AUTO
-from engine.model import load_model
+from engine.model import LoadedModel, load_model
+from engine.realise.calibration import calibration_key
 from engine.recipe import Calibration, Granularity, Recipe
 from engine.sensitivity import (
     DEFAULT_ACTIVATIONS, DEFAULT_BITS, DYNAMIC, SensitivityTable, candidates, sensitivity_table,
 )
-from engine.store import DatasetRecord, cache, jobs, library
+from engine.sensitivity.compute import CandidateResult, assemble, table_scoring
+from engine.sweep.plan import calibration_rows_asked
+from engine.store import DatasetRecord, cache, jobs
 from engine.store.db import transaction
+from engine.text import error_line
 
 TABLE = "table"  # the result row's field: the sha256 of the table's JSON among the workspace's blobs
 
@@ -47,8 +60,10 @@ class SensitivityParams:
     threads: int = 1
     calibration_dataset: str | None = None  # a dataset id to calibrate on; None: held-out validation rows
     mask: str = AUTO  # engine.masking's AUTO, NO_MASK or an input's name
+    scheduler: str | None = None  # a Dask scheduler address; None: the runner computes the table itself
 
     def __post_init__(self) -> None:
+        check_scheduler_address(self.scheduler)
         for name in ("bits", "granularities", "activations", "calibrations"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         wrong = [a for a in self.activations if a not in (None, 8, 16, DYNAMIC)]
@@ -69,7 +84,7 @@ class SensitivityParams:
         return {"bits": list(self.bits), "granularities": list(self.granularities),
                 "activations": list(self.activations), "calibrations": list(self.calibrations),
                 "group_size": self.group_size, "threads": self.threads,
-                "calibration_dataset": self.calibration_dataset, "mask": self.mask}
+                "calibration_dataset": self.calibration_dataset, "mask": self.mask, "scheduler": self.scheduler}
 
     @classmethod
     def from_dict(cls, data: dict) -> SensitivityParams:
@@ -93,9 +108,10 @@ class SensitivityRun(JobRun):
         super().__init__(*args)
         self.params = SensitivityParams.from_dict(self.job.params)
         self.scratch = self.store.job_dir(self.job_id) / "scratch"  # the candidates' artifacts; cleared on start
+        self.calibrations: int | None = None  # calibration tasks run on the cluster (None: computed in the runner)
 
     def work(self) -> str:
-        model, dataset, calibration = self._records()
+        model, dataset, calibration = self.job_records()
         configuration = self._configuration(dataset, calibration)
         earlier = jobs.earlier_result(self.conn, self.name, configuration.key())
         if earlier is not None and self.store.blobs.path(earlier[TABLE]).is_file():
@@ -113,16 +129,9 @@ class SensitivityRun(JobRun):
         sha = self.store.blobs.put_bytes(json.dumps(table.to_dict()).encode())
         self._commit(configuration, {TABLE: sha, "rows": len(table.rows), "points": len(table.points),
                                      "candidates": [c["candidate"] for c in table.candidates]}, cached=False)
-        return f"done: {len(table.rows)} rows ({len(table.points)} points, {len(table.candidates)} candidates)"
-
-    def _records(self):
-        model = library.find_model(self.conn, self.job.model_id)
-        dataset = library.find_dataset(self.conn, self.job.dataset_id)
-        wanted = self.params.calibration_dataset
-        calibration = None if wanted is None else library.find_dataset(self.conn, wanted)
-        if model is None or dataset is None or (wanted is not None and calibration is None):
-            raise JobFailed("the job's model or data is no longer in the workspace")
-        return model, dataset, calibration
+        where = "" if self.calibrations is None else f"; on the Dask cluster with {self.calibrations} calibration" \
+            f"{'s' * (self.calibrations != 1)}"
+        return f"done: {len(table.rows)} rows ({len(table.points)} points, {len(table.candidates)} candidates){where}"
 
     def _configuration(self, dataset: DatasetRecord, calibration: DatasetRecord | None) -> cache.Configuration:
         return table_configuration(self.job.model_id, self.params, dataset, calibration)
@@ -130,8 +139,10 @@ class SensitivityRun(JobRun):
     def _compute(self, model_record, dataset: DatasetRecord, calibration: DatasetRecord | None) -> SensitivityTable:
         self.beat("loading the model and data; calibrating and building each candidate")
         model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
-        validation = self._source(dataset).load(model)
-        calibration_data = None if calibration is None else self._source(calibration).load(model)
+        validation = self.data_source(dataset).load(model)
+        calibration_data = None if calibration is None else self.data_source(calibration).load(model)
+        if self.executor.remote_builds:
+            return self._compute_on_cluster(model, model_record, validation, dataset, calibration_data, calibration)
 
         def progress(done: int, total: int, message: str) -> None:
             self.beat(f"{done} of {total} cells: {message}", done=done, total=total)  # raises JobLost if cancelled
@@ -139,12 +150,66 @@ class SensitivityRun(JobRun):
         return sensitivity_table(model, validation, self.params.recipes(), self.scratch, calibration_data,
                                  self.params.mask, self.params.threads, progress)
 
-    def _source(self, dataset: DatasetRecord) -> DataSource:
-        return DataSource(dataset.sha256, self.store.blobs.path(dataset.sha256), dataset.filename,
-                          dataset.label_column, dataset.slice_column)
+    def _compute_on_cluster(self, model: LoadedModel, model_record, validation, dataset: DatasetRecord,
+                            calibration_data, calibration: DatasetRecord | None) -> SensitivityTable:
+        """One task per candidate on the Dask cluster, each calibration key calibrated once by its own task."""
+        recipes, params = self.params.recipes(), self.params
+        self.beat("computing the fp32 reference")
+        plan, scoring = table_scoring(model, validation, recipes, self.scratch, calibration_data, params.mask,
+                                      params.threads)
+        inputs = JobInputs(model_record.id, self.store.blobs.path(model_record.id), self.data_source(dataset),
+                           None if calibration is None else self.data_source(calibration),
+                           calibration_rows_asked(recipes), scratch=self.scratch)
+        waiting = list(enumerate(recipes))
+        ranges, calibrating, results = {}, set(), {}
+        while waiting or self.executor.running():
+            for position, recipe in list(waiting):  # a candidate starts once its ranges are known
+                key = calibration_key(recipe)
+                if key is None or key in ranges:
+                    waiting.remove((position, recipe))
+                    self.executor.start(SensitivityTask(inputs, position, recipe, scoring.reference, params.mask,
+                                                        params.threads, ranges.get(key)))
+                elif key not in calibrating:
+                    calibrating.add(key)
+                    self.executor.start(CalibrateTask(inputs, key, recipe))
+            running = ", ".join(f"{'calibrating ' if isinstance(task, CalibrateTask) else 'measuring '}"
+                                f"{task.describe()}" for task in self.executor.running())
+            self.beat(f"{len(results)} of {len(recipes)} candidates on the Dask cluster" + (running and f"; {running}"),
+                      done=len(results), total=len(recipes))  # raises JobLost if cancelled
+            for task, outcome in self.executor.collect(REMOTE_POLL_SECONDS):
+                if isinstance(task, CalibrateTask) and not (outcome.error and _ends_the_table(outcome.error)):
+                    # the shared ranges; after a calibration onnxruntime cannot do, none: each of its candidates
+                    # then calibrates itself and, as in the runner, records the error as its own
+                    calibrating.discard(task.key)
+                    ranges[task.key] = outcome.value
+                    continue
+                if outcome.error is not None:
+                    raise self._cluster_failure(task, outcome.error, outcome.detail)
+                results[task.position] = outcome.value
+        self.calibrations = len(ranges)
+        ordered: list[CandidateResult] = [results[position] for position in range(len(recipes))]
+        return assemble(model, plan, scoring, recipes, ordered)
+
+    @staticmethod
+    def _cluster_failure(task: CalibrateTask | SensitivityTask, error: BaseException, detail: str | None
+                         ) -> Exception:
+        """The job's end when a task fails as a whole (in the runner, the same errors would end the table too: a
+        user's error, a full disk; a candidate onnxruntime cannot build is a row's error, not the task's)."""
+        if isinstance(error, DiskFull):
+            return error
+        what = f"calibrating for {task.recipe.short_name()}" if isinstance(task, CalibrateTask) else \
+            f"measuring {task.recipe.short_name()}"
+        cause = "its Dask worker was lost" if isinstance(error, WorkerDied) else "it failed"
+        return JobFailed(f"{what} on the Dask cluster: {cause}: {error_line(error)}; resume computes the table again",
+                         detail)
 
     def _commit(self, configuration: cache.Configuration, row: dict, cached: bool) -> None:
         """The table's row under its configuration's key, where a later job of the same configuration finds it."""
         with transaction(self.conn):
             jobs.add_result(self.conn, self.job_id, configuration.key(), 0, row, None, cached=cached)
-            jobs.count_all_done(self.conn, self.job_id)  # the progress counted cells: all of them are in the table
+            jobs.count_all_done(self.conn, self.job_id)  # the progress counted cells (on a cluster: candidates)
+
+
+def _ends_the_table(error: BaseException) -> bool:
+    """What ends the table wherever it is computed: the user's error, a full disk, and on a cluster a lost worker."""
+    return isinstance(error, QuantscopeError | WorkerDied)

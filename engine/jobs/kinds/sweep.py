@@ -16,7 +16,6 @@ disturb it, and each job already keeps every core busy, so two at once would fin
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections import deque
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from engine import results
 from engine.errors import DiskFull, WorkspaceError
-from engine.jobs.executor import Outcome, WorkerDied, cpu_count
+from engine.jobs.executor import Outcome, WorkerDied, check_scheduler_address, cpu_count
 from engine.jobs.kinds import register
 from engine.jobs.run import HEARTBEAT_SECONDS, JobFailed, JobRun
 from engine.jobs.tasks import (
@@ -42,7 +41,6 @@ from engine.shifts import Shift
 from engine.sweep.plan import calibration_rows_asked, check_set_name, plan_identity
 
 REMOTE_POLL_SECONDS = 0.1
-SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d+$")
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,7 @@ class SweepParams:
         for name, value in counts.items():
             if not isinstance(value, int) or value < 1:
                 raise WorkspaceError(f"{name} must be a positive integer; got {value!r}")
-        if self.scheduler is not None and not SCHEDULER_ADDRESS.match(self.scheduler):
-            raise WorkspaceError(f"a Dask scheduler address looks like tcp://host:8786; got {self.scheduler!r}")
+        check_scheduler_address(self.scheduler)
         object.__setattr__(self, "extra_sets", tuple(tuple(pair) for pair in self.extra_sets))
         object.__setattr__(self, "shifts", tuple(Shift.parse(spec).name for spec in self.shifts))
         names: list[str] = []
