@@ -122,6 +122,10 @@ THREADS = (
     "times on this machine. Every time says which it used."
 )
 TIME_BATCHES = "Also time groups of examples at once, as a server answering many requests would."
+LATENCY_CAP = (
+    "How long each recipe may be timed, for each batch size. Timing stops sooner once its figure is within 2%; "
+    "a shorter limit finishes the sweep sooner, and every time shows how precise it turned out."
+)
 CALIBRATION_DATA = (
     "Recipes that shrink the numbers passed between layers first look at example inputs to learn their ranges. "
     "By default the first rows of your validation data are used for that and left out of the scores, so no "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.jobs.executor import cpu_count
+from engine.measure import ADAPTIVE
 from engine.recipe import INTEGER_WEIGHT_BITS, Calibration, Granularity, Recipe
 from engine.sweep import DEFAULT_LATENCY_BATCH, grid
 
@@ -56,6 +57,7 @@ class MeasureChoice:
     shifts: tuple[str, ...] = ()
     threads: int = 1
     batch: int | None = DEFAULT_LATENCY_BATCH
+    latency_cap: float = ADAPTIVE.cap_seconds  # seconds of timing per recipe and batch size
 
 
 def set_names(filenames: list[str]) -> list[str]:

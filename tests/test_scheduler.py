@@ -8,6 +8,8 @@ stops when the job is taken away. tests/test_jobs.py runs the same scheduler wit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine import results
@@ -15,6 +17,7 @@ from engine.errors import WorkspaceError
 from engine.jobs.kinds import kind_named
 from engine.jobs.kinds.sweep import SweepParams, SweepRun
 from engine.jobs.tasks import BuildTask, CalibrateTask, TimeTask
+from engine.measure import ADAPTIVE
 from engine.realise.calibration import calibration_key
 from engine.recipe import ActivationSpec, Recipe
 from engine.store import Store
@@ -85,6 +88,13 @@ def test_a_sweep_without_batch_n_timing_asks_for_single_examples_only(store):
     assert [task.batch for task in started(executor, TimeTask)] == [None, None]
 
 
+def test_the_latency_cap_reaches_every_timing(store):
+    executor = FakeExecutor()
+    job, _ = run_with(store, queued_sweep(store, [GRID["fp32"], W4_GROUP], latency_cap=0.5), executor)
+    assert job.state is JobState.DONE
+    assert [task.protocol for task in started(executor, TimeTask)] == [replace(ADAPTIVE, cap_seconds=0.5)] * 2
+
+
 def test_a_worker_death_fails_its_row_and_the_calibration_waiters_and_the_job_goes_on(store):
     w8_tensor = GRID["W8A8 static tensor minmax"]
     recipes = [GRID["fp32"], W4_GROUP, w8_tensor, W8_CHANNEL, GRID["W3 weight-only channel"]]
@@ -124,6 +134,9 @@ def test_sweep_parameters_are_checked_before_a_job_is_queued():
         SweepParams((W4_GROUP,), threads=0)
     with pytest.raises(WorkspaceError, match="tcp://host:8786"):
         SweepParams((W4_GROUP,), scheduler="localhost")
-    params = SweepParams((W4_GROUP, W4_GROUP, GRID["fp32"]), batch=8)
+    for cap in (0, -1.0, float("nan"), 601, "2"):
+        with pytest.raises(WorkspaceError, match="a latency cap is seconds per artifact and batch size"):
+            SweepParams((W4_GROUP,), latency_cap=cap)
+    params = SweepParams((W4_GROUP, W4_GROUP, GRID["fp32"]), batch=8, latency_cap=0.75)
     assert params.recipes == (W4_GROUP, GRID["fp32"])  # a recipe twice is one row
     assert SweepParams.from_dict(params.to_dict()) == params

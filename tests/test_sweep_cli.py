@@ -28,12 +28,16 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+LATENCY_CAP = "0.5"
+
+
 @pytest.fixture(scope="module", params=list(SAMPLES))
 def swept(request, tmp_path_factory):
-    """The default sweep of one sample model, run through the CLI."""
+    """The default sweep of one sample model, run through the CLI, each artifact timed for at most 0.5 s per batch
+    size (the protocol's own tests are in test_measure.py)."""
     sample = SAMPLES[request.param]
     out = tmp_path_factory.mktemp(sample.name)
-    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out)
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--latency-cap", LATENCY_CAP)
     assert result.returncode == 0, result.stderr
     return sample, out, result
 
@@ -56,6 +60,7 @@ def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
             assert row["threads"] == 1 and row["latency_batch"] == 32
             assert 0 < row["ram_b1_peak_bytes"] <= row["ram_bN_peak_bytes"]  # the batch-N peak includes batch 1's
             assert "fresh process" in row["ram_protocol"]
+            assert row["latency_protocol"].endswith(f"or {LATENCY_CAP} s in all")
     assert {"pareto_size", "pareto_latency", "pareto_ram", "pareto_3d"} <= set(table.columns)
     assert table["pareto_size"].any() and table["pareto_3d"].any()
     assert "metric = top1" in result.stdout and "1 thread(s)" in result.stdout
@@ -157,6 +162,14 @@ def _bad_recipe(tmp_path):
                     "--weights", "9"], "weight bits must be 2-8"),
     ],
 )
+def test_a_latency_cap_outside_its_range_is_refused_before_anything_runs(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", tmp_path / "o", "--latency-cap", "0")
+    assert result.returncode == 2 and not (tmp_path / "o").exists()
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --latency-cap: a latency cap is seconds per artifact and batch size, above 0 and at most 600; got 0.0")
+
+
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path, make_args, message):
     result = run_cli(*make_args(tmp_path))
     assert result.returncode == 2

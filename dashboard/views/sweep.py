@@ -28,6 +28,7 @@ from dashboard.sweep_form import (
 )
 from engine.sweep import DEFAULT_LATENCY_BATCH
 from engine.errors import QuantscopeError
+from engine.measure import ADAPTIVE, MAX_LATENCY_CAP_SECONDS
 from engine.recipe import Calibration, Granularity, Recipe
 from engine.sweep import PRESETS
 from engine.workspace import JobInfo, JobState
@@ -108,9 +109,12 @@ def choose_measuring(model_id: str | None, dataset_id: str | None) -> MeasureCho
                                       help=help_text.THREADS)
         batches = timing_column.checkbox(f"Also time batches of {DEFAULT_LATENCY_BATCH}", value=True,
                                          key="time_batches", help=help_text.TIME_BATCHES)
+        latency_cap = timing_column.number_input("Seconds of timing per recipe", min_value=0.1,
+                                                 max_value=MAX_LATENCY_CAP_SECONDS, value=ADAPTIVE.cap_seconds,
+                                                 step=0.5, key="latency_cap", help=help_text.LATENCY_CAP)
     names = set_names([others[data_id].filename for data_id in extra_ids])
     return MeasureChoice(calibration, tuple(zip(names, extra_ids)), tuple(shifts), threads,
-                         DEFAULT_LATENCY_BATCH if batches else None)
+                         DEFAULT_LATENCY_BATCH if batches else None, float(latency_cap))
 
 
 def recipe_list(recipes: list[Recipe]) -> None:
@@ -180,7 +184,7 @@ if st.button("Start sweep", type="primary", disabled=not ready, help=help_text.S
         state.choose(state.CHOSEN_JOB, ws.submit_sweep(
             model_id, dataset_id, recipes, owner=owner, threads=measuring.threads, batch=measuring.batch,
             calibration_dataset_id=measuring.calibration_dataset, extra_sets=measuring.extra_sets,
-            shifts=measuring.shifts))
+            shifts=measuring.shifts, latency_cap=measuring.latency_cap))
     except QuantscopeError as error:
         st.error(str(error))
 
