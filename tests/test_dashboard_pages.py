@@ -22,7 +22,7 @@ from streamlit.testing.v1 import app_test as app_test_module
 
 import dashboard.samples
 from dashboard import errors, help_text, jobs_view, report, sensitivity_view, state, sweep_form
-from dashboard.samples import SAMPLE_OWNER, ensure_sample_sweeps
+from dashboard.samples import SAMPLE_LATENCY_CAP, SAMPLE_OWNER, ensure_sample_sweeps
 from dashboard.workspace_link import LINK_INPUT
 from engine import results
 from engine.allowed_paths import ALLOWED_DIRS_VARIABLE
@@ -572,6 +572,7 @@ def test_sample_sweeps_are_submitted_once_and_shared(ws):
     job_ids = ensure_sample_sweeps(ws)
     assert len(job_ids) == len(SAMPLES)
     assert ensure_sample_sweeps(ws) == job_ids  # submitted or finished: never a second time
+    assert {ws.job(job_id).params["latency_cap"] for job_id in job_ids} == {SAMPLE_LATENCY_CAP}
     shared_names = {model.name for model in ws.models("anyone") if model.owner == SAMPLE_OWNER}
     assert shared_names == set(SAMPLES)
     for job_id in job_ids:
