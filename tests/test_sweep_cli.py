@@ -148,6 +148,14 @@ def _bad_recipe(tmp_path):
     return path
 
 
+def test_a_latency_cap_outside_its_range_is_refused_before_anything_runs(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", tmp_path / "o", "--latency-cap", "0")
+    assert result.returncode == 2 and not (tmp_path / "o").exists()
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --latency-cap: a latency cap is seconds per artifact and batch size, above 0 and at most 600; got 0.0")
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [
@@ -162,14 +170,6 @@ def _bad_recipe(tmp_path):
                     "--weights", "9"], "weight bits must be 2-8"),
     ],
 )
-def test_a_latency_cap_outside_its_range_is_refused_before_anything_runs(tmp_path):
-    sample = SAMPLES["breast_cancer_mlp"]
-    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", tmp_path / "o", "--latency-cap", "0")
-    assert result.returncode == 2 and not (tmp_path / "o").exists()
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "argument --latency-cap: a latency cap is seconds per artifact and batch size, above 0 and at most 600; got 0.0")
-
-
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path, make_args, message):
     result = run_cli(*make_args(tmp_path))
     assert result.returncode == 2
