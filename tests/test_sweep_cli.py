@@ -148,6 +148,14 @@ def _bad_recipe(tmp_path):
     return path
 
 
+def test_a_latency_cap_outside_its_range_is_refused_before_anything_runs(tmp_path):
+    sample = SAMPLES["breast_cancer_mlp"]
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", tmp_path / "o", "--latency-cap", "0")
+    assert result.returncode == 2 and not (tmp_path / "o").exists()
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --latency-cap: a latency cap is seconds per artifact and batch size, above 0 and at most 600; got 0.0")
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [
@@ -162,14 +170,6 @@ def _bad_recipe(tmp_path):
                     "--weights", "9"], "weight bits must be 2-8"),
     ],
 )
-def test_a_latency_cap_outside_its_range_is_refused_before_anything_runs(tmp_path):
-    sample = SAMPLES["breast_cancer_mlp"]
-    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", tmp_path / "o", "--latency-cap", "0")
-    assert result.returncode == 2 and not (tmp_path / "o").exists()
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "argument --latency-cap: a latency cap is seconds per artifact and batch size, above 0 and at most 600; got 0.0")
-
-
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path, make_args, message):
     result = run_cli(*make_args(tmp_path))
     assert result.returncode == 2
@@ -241,6 +241,27 @@ def test_calibration_data_calibrates_static_rows_and_every_validation_row_is_sco
     assert rows["fp32"]["calibration_source"] is None
     assert all(row["latency_batch"] is None and row["latency_b1_runs"] >= 15 and row["latency_b1_blocks"] >= 3
                for row in rows.values())
+
+
+def test_every_timed_row_states_its_latency_relative_to_fp32_timed_in_the_same_blocks(tmp_path):
+    """The quantized row's ratio to fp32 at batch 1 and batch N, inside its interval, from the interleaved timing
+    the protocol text names; fp32's is 1 exactly and it was timed alone; the JSON is strict."""
+    sample = SAMPLES["breast_cancer_mlp"]
+    out = tmp_path / "out"
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--weights", "8", "--activations",
+                     "8", "--latency-cap", "0.3")
+    assert result.returncode == 0, result.stderr
+    text = (out / "results.json").read_text()
+    rows = {row["name"]: row for row in json.loads(text, parse_constant=lambda name: pytest.fail(f"JSON has {name}"))}
+    quantized, fp32 = rows["W8A8 static channel minmax"], rows["fp32"]
+    for size in ("b1", "bN"):
+        ratio, low, high = (quantized[f"latency_{size}_vs_fp32{end}"] for end in ("", "_ci_low", "_ci_high"))
+        assert 0 < low <= ratio <= high
+        assert (fp32[f"latency_{size}_vs_fp32"], fp32[f"latency_{size}_vs_fp32_ci_low"],
+                fp32[f"latency_{size}_vs_fp32_ci_high"]) == (1.0, 1.0, 1.0)
+    assert "fp32 timed interleaved in the same blocks" in quantized["latency_protocol"]
+    assert "twice the cap" in quantized["latency_protocol"] and "timed alone" in fp32["latency_protocol"]
+    assert "b1 x fp32" in result.stdout
 
 
 def test_extra_sets_and_shifts_give_per_set_figures_and_fp32_matches_a_plain_run(tmp_path):
