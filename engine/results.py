@@ -103,7 +103,6 @@ BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_r
                          "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped", "latency_bN_blocks",
                          "ram_bN_peak_bytes", "latency_bN_vs_fp32", "latency_bN_vs_fp32_ci_low",
                          "latency_bN_vs_fp32_ci_high")
-LATENCY_VS_FP32 = SINGLE_EXAMPLE.vs_fp32  # the latency to compare across rows and runs: batch 1, over fp32's
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
 RAM = SINGLE_EXAMPLE.ram  # the memory users compare: the session loaded and answering one example
 # Every column a timing writes: what legitimately differs between two timings of the same artifact.
@@ -202,6 +201,18 @@ def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | No
     if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
         return None
     return max(p50 - low, high - p50) / p50
+
+
+def latency_vs_fp32(row, reference) -> float | None:
+    """The row's batch-1 latency over fp32's: the ratio timed interleaved with fp32 where the row has it, else
+    (rows timed without the original) the quotient of the two medians, timed at different moments; None untimed."""
+    ratio = row.get(SINGLE_EXAMPLE.vs_fp32)
+    if ratio is not None and not (isinstance(ratio, float) and math.isnan(ratio)):
+        return float(ratio)
+    ms, fp32_ms = row.get(LATENCY), None if reference is None else reference.get(LATENCY)
+    if ms is None or fp32_ms is None or not (ms > 0 and fp32_ms > 0):  # also False for NaN
+        return None
+    return float(ms / fp32_ms)
 
 
 def set_figures(rows: int, metric_name: str, scores: dict[str, float], sureness) -> dict:
