@@ -60,7 +60,10 @@ def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
             assert row["threads"] == 1 and row["latency_batch"] == 32
             assert 0 < row["ram_b1_peak_bytes"] <= row["ram_bN_peak_bytes"]  # the batch-N peak includes batch 1's
             assert "fresh process" in row["ram_protocol"]
-            assert row["latency_protocol"].endswith(f"or {LATENCY_CAP} s in all")
+            protocol, versus = row["latency_protocol"].split("; vs fp32: ")
+            assert protocol.endswith(f"or {LATENCY_CAP} s in all")
+            assert versus.startswith("the fp32 model itself" if row["name"] == "fp32" else "fp32 timed interleaved")
+            assert row["latency_b1_vs_fp32_ci_low"] <= row["latency_b1_vs_fp32"] <= row["latency_b1_vs_fp32_ci_high"]
     assert {"pareto_size", "pareto_latency", "pareto_ram", "pareto_3d"} <= set(table.columns)
     assert table["pareto_size"].any() and table["pareto_3d"].any()
     assert "metric = top1" in result.stdout and "1 thread(s)" in result.stdout
