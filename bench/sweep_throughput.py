@@ -17,7 +17,9 @@ calibrate alike share one calibration, there is no result cache to hit (the work
 every artifact is timed alone with engine.measure's protocol. Printed per round:
   - the floor for any executor doing this work: reference + builds / cores + timings (timings exclusive),
     from the naive loop's own step times, and the job system's wall time against it;
-  - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1), and
+  - latency p50, jobs / naive, over every timed row and batch size (undisturbed timing keeps it near 1; the
+    machine's speed drifting between the two sides' timings moves it too), the same for the latency relative to
+    fp32 timed interleaved with it (the drift cancels within each side's blocks: the figure that should hold), and
     each side against the same artifacts timed alone, one fresh process each (bench/time_alone.py), outside
     both sides' wall times: the yardstick that says which side, if either, was disturbed;
   - what the latency protocol costs and what its intervals are worth: the naive loop's timed artifacts timed
@@ -51,7 +53,7 @@ from engine.jobs.executor import cpu_count  # noqa: E402
 from engine.measure import ADAPTIVE, LatencyProtocol  # noqa: E402
 from engine.model import load_model  # noqa: E402
 from engine.results import (  # noqa: E402
-    ARTIFACT, BATCH_N, METRIC, SIMULATED, SINGLE_EXAMPLE, latency_precision, results_table,
+    ARTIFACT, BATCH_N, METRIC, SIMULATED, SINGLE_EXAMPLE, is_reference, latency_precision, results_table,
 )
 from engine.realise.calibration import CalibrationSet  # noqa: E402
 from engine.sweep import DEFAULT_LATENCY_BATCH, build_and_evaluate, reference_for, time_artifact  # noqa: E402
@@ -83,7 +85,9 @@ def naive(model_path: Path, data_path: Path, out: Path) -> dict:
         steps["builds"] += time.perf_counter() - begin
         if not row[SIMULATED]:
             begin = time.perf_counter()
-            row.update(time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH))
+            fp32 = None if recipe.is_reference else model.file
+            row.update(time_artifact(row[ARTIFACT], dataset, 1, DEFAULT_LATENCY_BATCH, ADAPTIVE, fp32,
+                                     recipe.is_reference))
             steps["timings"] += time.perf_counter() - begin
         rows.append(row)
     wall = time.perf_counter() - started
@@ -129,13 +133,15 @@ def timed_alone(loop: dict, model_path: Path, data_path: Path):
     return table
 
 
-def latency_ratios(tops, bottoms) -> list[float]:
-    """tops / bottoms p50 for every timed row and batch size (same recipe order in both tables)."""
+def latency_ratios(tops, bottoms, figure: str = "p50") -> list[float]:
+    """tops / bottoms of a latency figure ("p50", or "vs_fp32" for the ratio to fp32 timed beside it) for every
+    timed row and batch size (same recipe order in both tables); fp32's own ratio (1 by definition) left out."""
+    quantized = [figure != "vs_fp32" or not is_reference(row) for _, row in bottoms.iterrows()]
     return [
         top / bottom
         for columns in (SINGLE_EXAMPLE, BATCH_N)
-        for top, bottom in zip(tops[columns.p50], bottoms[columns.p50])
-        if top == top and bottom == bottom  # both timed (NaN is not equal to itself)
+        for top, bottom, counted in zip(tops[getattr(columns, figure)], bottoms[getattr(columns, figure)], quantized)
+        if counted and top == top and bottom == bottom  # both timed (NaN is not equal to itself)
     ]
 
 
@@ -182,6 +188,9 @@ def report_round(round_: int, loop: dict, job_seconds: float, job_table, alone_t
     ratios = latency_ratios(job_table, loop["table"])
     print(f"  same metrics: {job_table[METRIC].equals(loop['table'][METRIC])}; latency p50 over {len(ratios)} "
           f"timings, jobs / naive: {ratio_text(ratios)}")
+    relative = latency_ratios(job_table, loop["table"], "vs_fp32")
+    print(f"  latency vs fp32 (timed interleaved with fp32) over {len(relative)} timings, jobs / naive: "
+          f"{ratio_text(relative)}")
     print(f"  against each artifact timed alone in a fresh process: jobs / alone "
           f"{ratio_text(latency_ratios(job_table, alone_table))}; naive / alone "
           f"{ratio_text(latency_ratios(loop['table'], alone_table))}")

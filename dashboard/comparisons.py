@@ -16,7 +16,7 @@ from engine.recipe import Recipe
 from engine.results import (
     CALIBRATION_NOTE, CALIBRATION_SOURCE, DESCRIPTION, FIDELITY_MASK, FLOAT_LAYERS, LATENCY, METRIC_NAME, NAME,
     PER_SLICE, RAM, RAM_PROTOCOL, RECIPE, ROWS_SCORED, SCORED_ROWS, SINGLE_EXAMPLE, SIZE_BYTES, SIZE_IS_ESTIMATE,
-    SIZE_RATIO, THREADS, Goal, latency_precision, metric_name, recommend,
+    SIZE_RATIO, THREADS, Goal, latency_precision, latency_vs_fp32, metric_name, recommend,
 )
 from engine.text import size_text
 
@@ -41,7 +41,7 @@ def recommendation_text(table: pd.DataFrame, tolerance: float, goal: Goal) -> st
         )
     row, reference = found.row, found.reference
     gains = [f"{ratio_text(row[SIZE_BYTES] / reference[SIZE_BYTES])} the size"]
-    speed = speed_text(reference[LATENCY], row[LATENCY])
+    speed = _speed(row, reference)
     if speed:
         gains.append(speed)
     return f"{goal.word} model {phrase}: {row[NAME]} ({row[DESCRIPTION]}) — {', '.join(gains)}; {change_text(row)}."
@@ -106,7 +106,7 @@ def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
     estimate = " (estimated)" if row.get(SIZE_IS_ESTIMATE) else ""
     latency, ram = row.get(LATENCY), row.get(RAM)
     timed = latency is not None and not _is_nan(latency)
-    speed = speed_text(reference[LATENCY], latency) if reference is not None and timed else None
+    speed = _speed(row, reference) if timed else None
     return Headline(
         size=size_text(row[SIZE_BYTES]) + estimate,
         size_ratio=ratio_text(row[SIZE_RATIO]),
@@ -114,6 +114,21 @@ def headline(row: pd.Series, reference: pd.Series | None) -> Headline:
         speed=speed or "-",
         ram=size_text(ram) if ram is not None and not _is_nan(ram) else "not measured",
     )
+
+
+def _speed(row: pd.Series, reference: pd.Series | None) -> str | None:
+    """'3.1x faster' than the original, from the ratio timed beside it where the row has one."""
+    ratio = latency_vs_fp32(row, reference)
+    return None if ratio is None else speed_text(1.0, ratio)
+
+
+def vs_fp32_text(row: pd.Series, names=SINGLE_EXAMPLE) -> str | None:
+    """'0.42x fp32 (95%: 0.40-0.44)': the latency over the original's timed in the same blocks; None without."""
+    ratio, low, high = row.get(names.vs_fp32), row.get(names.vs_fp32_ci_low), row.get(names.vs_fp32_ci_high)
+    if ratio is None or _is_nan(ratio):
+        return None
+    interval = "" if low is None or _is_nan(low) else f" (95%: {low:.2f}-{high:.2f})"
+    return f"{ratio:.2f}x fp32{interval}"
 
 
 def how_measured(row: pd.Series) -> list[str]:
@@ -135,6 +150,10 @@ def how_measured(row: pd.Series) -> list[str]:
             else f"median of {runs} runs"
         notes.append(f"Time per example: {median} with {int(row[THREADS])} thread(s), within ±{precision:.1%} with "
                      f"95% confidence{capped}.")
+    relative = vs_fp32_text(row)
+    if relative is not None and not Recipe.from_json(row[RECIPE]).is_reference:
+        notes.append(f"Time per example against the original, both timed in the same sessions' blocks so the "
+                     f"machine's drift cancels: {relative}.")
     if isinstance(row.get(RAM_PROTOCOL), str):
         notes.append(f"Memory: {row[RAM_PROTOCOL]}.")
     return notes

@@ -12,6 +12,11 @@ from engine.metrics import METRICS
 from engine.text import MB, size_unit
 
 RAM_TITLE, RAM_BATCH_TITLE = "RAM, 1 example (MB)", "RAM, batch (MB)"
+VS_ORIGINAL_TITLE, VS_ORIGINAL_INTERVAL_TITLE = "Time vs original", "Time vs original, 95%"
+
+
+def _interval_text(low, high) -> str | None:
+    return None if pd.isna(low) or pd.isna(high) else f"{low:.2f}-{high:.2f}x"
 
 
 def _size_title(table: pd.DataFrame) -> str:
@@ -36,6 +41,9 @@ def results_view(table: pd.DataFrame) -> pd.DataFrame:
     view[_size_title(table)] = table[results.SIZE_BYTES] / unit
     view["Size vs original"] = table[results.SIZE_RATIO]
     view["1 example (ms)"] = table[results.SINGLE_EXAMPLE.p50]
+    view[VS_ORIGINAL_TITLE] = table[results.SINGLE_EXAMPLE.vs_fp32]
+    view[VS_ORIGINAL_INTERVAL_TITLE] = [_interval_text(low, high) for low, high in zip(
+        table[results.SINGLE_EXAMPLE.vs_fp32_ci_low], table[results.SINGLE_EXAMPLE.vs_fp32_ci_high])]
     view["Slowest 5% (ms)"] = table[results.SINGLE_EXAMPLE.p95]
     view[_batch_title(table)] = table[results.BATCH_N.p50]
     view[RAM_TITLE] = table[results.SINGLE_EXAMPLE.ram] / MB
@@ -55,6 +63,8 @@ def results_columns(table: pd.DataFrame) -> dict:
         _size_title(table): st.column_config.NumberColumn(format="%.1f", help=help_text.COLUMN_SIZE),
         "Size vs original": st.column_config.NumberColumn(format="%.2fx", help=help_text.COLUMN_SIZE_RATIO),
         "1 example (ms)": st.column_config.NumberColumn(format="%.4f", help=help_text.COLUMN_LATENCY),
+        VS_ORIGINAL_TITLE: st.column_config.NumberColumn(format="%.2fx", help=help_text.COLUMN_LATENCY_VS_FP32),
+        VS_ORIGINAL_INTERVAL_TITLE: st.column_config.TextColumn(help=help_text.COLUMN_LATENCY_VS_FP32_INTERVAL),
         "Slowest 5% (ms)": st.column_config.NumberColumn(format="%.4f", help=help_text.COLUMN_LATENCY_P95),
         _batch_title(table): st.column_config.NumberColumn(format="%.3f", help=help_text.COLUMN_BATCH),
         RAM_TITLE: st.column_config.NumberColumn(format="%.1f", help=help_text.COLUMN_RAM),

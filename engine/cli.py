@@ -161,6 +161,7 @@ TABLE_COLUMNS = {
     results.SINGLE_EXAMPLE.p95: "b1 p95 ms",
     results.SINGLE_EXAMPLE.runs: "b1 runs",
     results.SINGLE_EXAMPLE.blocks: "b1 blocks",
+    results.SINGLE_EXAMPLE.vs_fp32: "b1 x fp32",
     results.BATCH_N.p50: "bN p50 ms",
     results.RAM: "b1 RAM MB",
     results.SIMULATED: "simulated",
@@ -185,8 +186,11 @@ def format_table(table: pd.DataFrame) -> str:
         latency = "no row was timed"
     else:
         latency = f"onnxruntime, {threads} thread(s)" + (f", bN = batch {batch}" if batch is not None else "")
-        latency += f"; {results.timed_rows(table)[results.LATENCY_PROTOCOL].iloc[0]}"
-        latency += "; b1 +- = the median's 95% interval, between sessions (! = stopped by the time cap first)"
+        timed = results.timed_rows(table)
+        quantized = [not results.is_reference(row) for _, row in timed.iterrows()]  # fp32's says "timed alone"
+        latency += f"; {timed[results.LATENCY_PROTOCOL][quantized if any(quantized) else slice(None)].iloc[0]}"
+        latency += ("; b1 +- = the median's 95% interval, between sessions (! = stopped by the time cap first); "
+                    "b1 x fp32 = the latency over fp32's timed in the same blocks, the figure to compare across runs")
     memory = results.timed_rows(table)[results.RAM_PROTOCOL].dropna()
     ram = f"; b1 RAM = {memory.iloc[0]}" if not memory.empty else ""
     return f"{text}\nmetric = {results.metric_name(table)}; latency: {latency}{ram}; * = on the 3-D Pareto front"

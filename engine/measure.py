@@ -32,6 +32,15 @@ added. With one block (`max_blocks` 1: the single-session protocol this replaced
 own and covers the spread within the session only. The latency says how many blocks and runs it took and
 whether the cap (or `max_blocks`) ended it before its interval was as narrow as asked.
 
+Relative to a reference (`latency_ratio`). The machine's speed drifts over seconds to minutes (host contention,
+frequency): one artifact timed in consecutive processes read anywhere from 0.23 to 0.62 ms while each process's own
+blocks agreed within +-5%. So two models timed at different moments cannot be compared in milliseconds; timed
+together (`measure_latencies`: each block a fresh session on each, runs interleaved) a slow spell hits both alike,
+and their ratio is what holds. Block i gives the paired ratio r_i of the two block medians; the ratio is the median
+of the r_i, its interval ratio * exp(+-h) with h = max(between, within) as above but on log r_i: between from the
+standard deviation of the log r_i, within from each block's log-ratio half-width sqrt(a^2 + b^2), a and b the two
+block medians' own relative half-widths (independent sessions).
+
 Peak memory (`peak_memory`): a fresh process opens its own session on the artifact and runs the same feeds;
 engine.peak_memory says how and why.
 """
@@ -128,6 +137,7 @@ class Latency:
     capped: bool  # the time cap (or the most blocks) ended the timing before the interval was as narrow as asked
     blocks: int  # fresh sessions timed
     block_p50s_ms: tuple[float, ...]  # each block's median, in the order timed
+    block_half_widths_ms: tuple[float | None, ...] = ()  # each block median's own 95% half-width (None: < 6 runs)
 
     @property
     def precision(self) -> float | None:
@@ -290,6 +300,7 @@ def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protoc
         capped=False,
         blocks=len(blocks),
         block_p50s_ms=tuple(block_p50s),
+        block_half_widths_ms=tuple(_half_width(runs) for runs in blocks),
     )
     reached = protocol.target_precision is not None and latency.precision is not None \
         and latency.precision <= protocol.target_precision
@@ -298,12 +309,50 @@ def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protoc
 
 def _between_sessions_half_width(blocks: list[np.ndarray], block_p50s: np.ndarray) -> float:
     """h = max(between, within) of the module's docstring, for two or more blocks."""
-    n = len(blocks)
-    between = _T_975[n - 2] * _MEDIAN_SPREAD * float(np.std(block_p50s, ddof=1)) / math.sqrt(n)
-    own = [_half_width(runs) for runs in blocks]
-    own = [width for width in own if width is not None]
+    return _blocks_half_width(block_p50s, [_half_width(runs) for runs in blocks])
+
+
+def _blocks_half_width(block_values: np.ndarray, own_half_widths: list[float | None]) -> float:
+    """max(between, within) over n >= 2 block values, given each block's own half-width (None: unknown)."""
+    n = len(block_values)
+    between = _T_975[n - 2] * _MEDIAN_SPREAD * float(np.std(block_values, ddof=1)) / math.sqrt(n)
+    own = [width for width in own_half_widths if width is not None]
     within = _MEDIAN_SPREAD * math.sqrt(float(np.mean(np.square(own))) / n) if own else 0.0
     return max(between, within)
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """One latency over another's, the two timed in the same blocks: the median of the per-block ratios and its
+    95% interval (None where a single block has too few runs to bound its medians)."""
+
+    ratio: float
+    ci_low: float | None
+    ci_high: float | None
+    blocks: int
+
+
+SAME_AS_REFERENCE = LatencyRatio(1.0, 1.0, 1.0, 0)  # the reference against itself: exactly 1, nothing timed
+
+
+def latency_ratio(latency: Latency, reference: Latency) -> LatencyRatio:
+    """`latency` over `reference`, both from one measure_latencies call (block i of each timed at the same
+    moment), as the module's docstring says: paired per block, so the machine's drift between blocks cancels."""
+    if latency.blocks != reference.blocks or latency.blocks < 1:
+        raise ValueError(f"a latency ratio pairs blocks timed together; got {latency.blocks} and "
+                         f"{reference.blocks} blocks")
+    logs = np.log(np.array(latency.block_p50s_ms)) - np.log(np.array(reference.block_p50s_ms))
+    ratio = float(np.median(np.exp(logs)))
+    own = [None if a is None or b is None else math.hypot(a / p, b / q) for a, b, p, q in
+           zip(latency.block_half_widths_ms, reference.block_half_widths_ms, latency.block_p50s_ms,
+               reference.block_p50s_ms)]
+    if latency.blocks == 1:
+        half = own[0] if own else None
+    else:
+        half = _blocks_half_width(logs, own)
+    if half is None:
+        return LatencyRatio(ratio, None, None, latency.blocks)
+    return LatencyRatio(ratio, ratio * math.exp(-half), ratio * math.exp(half), latency.blocks)
 
 
 def _half_width(timings_ms: np.ndarray) -> float | None:

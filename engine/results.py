@@ -76,8 +76,11 @@ class LatencyColumns:
     """The columns of one timed batch size (engine.measure's protocol): the median (of the block medians) and 95th
     percentile of the runs, how many runs, the median's 95% interval (covering the spread between sessions), whether
     the time cap stopped the timing before the interval was as narrow as asked, how many blocks (fresh sessions)
-    were timed, and the peak memory of a fresh session loading the artifact and running that batch
-    (engine.measure.peak_memory)."""
+    were timed, the peak memory of a fresh session loading the artifact and running that batch
+    (engine.measure.peak_memory), and the latency relative to fp32 timed interleaved in the same blocks
+    (engine.measure.latency_ratio) with its 95% interval: the figure that holds across rows and runs on a machine
+    whose speed drifts. 1 exactly on the fp32 row; None where the original could not be timed (the protocol says
+    why)."""
 
     p50: str
     p95: str
@@ -87,14 +90,19 @@ class LatencyColumns:
     capped: str
     blocks: str
     ram: str
+    vs_fp32: str
+    vs_fp32_ci_low: str
+    vs_fp32_ci_high: str
 
 
 SINGLE_EXAMPLE = LatencyColumns("latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_runs",
                                 "latency_b1_ci_low_ms", "latency_b1_ci_high_ms", "latency_b1_capped",
-                                "latency_b1_blocks", "ram_b1_peak_bytes")
+                                "latency_b1_blocks", "ram_b1_peak_bytes", "latency_b1_vs_fp32",
+                                "latency_b1_vs_fp32_ci_low", "latency_b1_vs_fp32_ci_high")
 BATCH_N = LatencyColumns("latency_bN_p50_ms", "latency_bN_p95_ms", "latency_bN_runs",
                          "latency_bN_ci_low_ms", "latency_bN_ci_high_ms", "latency_bN_capped", "latency_bN_blocks",
-                         "ram_bN_peak_bytes")
+                         "ram_bN_peak_bytes", "latency_bN_vs_fp32", "latency_bN_vs_fp32_ci_low",
+                         "latency_bN_vs_fp32_ci_high")
 LATENCY = SINGLE_EXAMPLE.p50  # the latency users compare: one example at a time, median run
 RAM = SINGLE_EXAMPLE.ram  # the memory users compare: the session loaded and answering one example
 # Every column a timing writes: what legitimately differs between two timings of the same artifact.
@@ -123,7 +131,8 @@ OPTIONAL_COLUMNS = (
     ARTIFACT, SIMULATED, SIZE_BYTES, SIZE_RATIO, METRIC, METRIC_CI_LOW, METRIC_CI_HIGH, DELTA, DELTA_CI_LOW,
     DELTA_CI_HIGH, FLOAT_LAYERS, PER_SLICE, EXTRA_SETS, ERROR, THREADS, LATENCY_BATCH,
     SINGLE_EXAMPLE.p50, SINGLE_EXAMPLE.p95, SINGLE_EXAMPLE.runs, SINGLE_EXAMPLE.blocks, BATCH_N.p50, BATCH_N.p95,
-    SINGLE_EXAMPLE.ram, BATCH_N.ram,
+    SINGLE_EXAMPLE.ram, BATCH_N.ram, SINGLE_EXAMPLE.vs_fp32, SINGLE_EXAMPLE.vs_fp32_ci_low,
+    SINGLE_EXAMPLE.vs_fp32_ci_high, BATCH_N.vs_fp32,
 )
 
 
@@ -163,14 +172,20 @@ def measured_row(recipe: Recipe, artifact, reference_bytes: int, task: str, metr
     }
 
 
-def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: dict[LatencyColumns, object]) -> dict:
+def latency_columns(threads: int, batch_n: int | None, protocol: str, timings: dict[LatencyColumns, object],
+                    ratios: dict[LatencyColumns, object] | None = None) -> dict:
     """The latency columns of a timed row; `timings` maps SINGLE_EXAMPLE and/or BATCH_N to an
-    engine.measure.Latency, `protocol` says how its runs were chosen."""
+    engine.measure.Latency, `ratios` (where fp32 was timed beside it) to an engine.measure.LatencyRatio over fp32's,
+    `protocol` says how its runs were chosen."""
     columns = {THREADS: threads, LATENCY_BATCH: batch_n, LATENCY_PROTOCOL: protocol, MACHINE: machine_json()}
     for names, latency in timings.items():
+        ratio = (ratios or {}).get(names)
         columns.update({names.p50: latency.p50_ms, names.p95: latency.p95_ms, names.runs: latency.runs,
                         names.ci_low: latency.ci_low_ms, names.ci_high: latency.ci_high_ms,
-                        names.capped: latency.capped, names.blocks: latency.blocks})
+                        names.capped: latency.capped, names.blocks: latency.blocks,
+                        names.vs_fp32: None if ratio is None else ratio.ratio,
+                        names.vs_fp32_ci_low: None if ratio is None else ratio.ci_low,
+                        names.vs_fp32_ci_high: None if ratio is None else ratio.ci_high})
     return columns
 
 
@@ -186,6 +201,18 @@ def latency_precision(row, names: LatencyColumns = SINGLE_EXAMPLE) -> float | No
     if any(value is None or (isinstance(value, float) and math.isnan(value)) for value in (p50, low, high)):
         return None
     return max(p50 - low, high - p50) / p50
+
+
+def latency_vs_fp32(row, reference) -> float | None:
+    """The row's batch-1 latency over fp32's: the ratio timed interleaved with fp32 where the row has it, else
+    (rows timed without the original) the quotient of the two medians, timed at different moments; None untimed."""
+    ratio = row.get(SINGLE_EXAMPLE.vs_fp32)
+    if ratio is not None and not (isinstance(ratio, float) and math.isnan(ratio)):
+        return float(ratio)
+    ms, fp32_ms = row.get(LATENCY), None if reference is None else reference.get(LATENCY)
+    if ms is None or fp32_ms is None or not (ms > 0 and fp32_ms > 0):  # also False for NaN
+        return None
+    return float(ms / fp32_ms)
 
 
 def set_figures(rows: int, metric_name: str, scores: dict[str, float], sureness) -> dict:

@@ -367,5 +367,11 @@ def test_a_row_says_what_its_figures_rest_on(digits_table):
     blocks, runs = int(static[results.SINGLE_EXAMPLE.blocks]), int(static[results.SINGLE_EXAMPLE.runs])
     assert blocks >= 3 and notes[3].startswith(
         f"Time per example: the median of {blocks} fresh sessions' medians ({runs} runs) with 1 thread(s), within ±")
-    assert notes[4] == f"Memory: {PEAK_MEMORY_PROTOCOL}." and "fresh process" in notes[4]
+    names = results.SINGLE_EXAMPLE
+    ratio, low, high = static[names.vs_fp32], static[names.vs_fp32_ci_low], static[names.vs_fp32_ci_high]
+    assert low <= ratio <= high and notes[4].startswith("Time per example against the original, both timed in the same")
+    assert notes[4].endswith(f"{ratio:.2f}x fp32 (95%: {low:.2f}-{high:.2f}).")
+    assert notes[5] == f"Memory: {PEAK_MEMORY_PROTOCOL}." and "fresh process" in notes[5]
     assert comparisons.headline(static, None).ram.endswith(" MB")
+    fp32 = digits_table.set_index(results.NAME).loc["fp32"]
+    assert not any(note.startswith("Time per example against") for note in comparisons.how_measured(fp32))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engine.measure import (
-    ADAPTIVE, _T_975, Latency, LatencyProtocol, _median_rank_bounds, latency_of_blocks, measure_latencies,
-    measure_latency, median_interval,
+    ADAPTIVE, _T_975, Latency, LatencyProtocol, _median_rank_bounds, latency_of_blocks, latency_ratio,
+    measure_latencies, measure_latency, median_interval,
 )
 
 SINGLE_SESSION = LatencyProtocol(min_blocks=1, max_blocks=1)  # the protocol before blocks: one session's runs
@@ -148,6 +148,63 @@ def test_models_timed_together_get_fresh_sessions_each_block_and_the_same_rounds
     assert timed["fp32"].blocks == timed["int8"].blocks == len(machines["int8.onnx"].opened) >= 3
     assert timed["fp32"].runs == timed["int8"].runs
     assert timed["int8"].p50_ms / timed["fp32"].p50_ms == pytest.approx(0.4, rel=0.02)
+
+
+class _DriftingMachine:
+    """Two models on one machine whose speed changes from block to block (host contention, frequency): in block i
+    every run of either model takes its own median times speeds[i], give or take a seeded +-0.5% jitter."""
+
+    def __init__(self, medians_ms: dict[str, float], speeds: list[float]):
+        self.clock, self.medians_ms, self.speeds = _Clock(), medians_ms, speeds
+        self.generator = np.random.default_rng(5)
+        self.opened = 0
+
+    def open(self, model, threads):
+        speed = self.speeds[(self.opened // len(self.medians_ms)) % len(self.speeds)]  # a block opens each model
+        self.opened += 1
+        self.clock.now += 2_000_000
+        return _Session(self.clock, self.medians_ms[model] * speed, 0.005, self.generator)
+
+    def timed(self, protocol=ADAPTIVE) -> dict[str, Latency]:
+        return measure_latencies({"artifact": "int8.onnx", "fp32": "fp32.onnx"}, {"x": np.zeros((1, 2))}, 1,
+                                 protocol, self.open, self.clock)
+
+
+def test_a_drifting_machine_moves_the_latency_but_not_its_ratio_to_fp32():
+    """The artifact runs at 0.4x fp32 throughout; the machine's speed wanders over 1-2.7x between blocks. Timed on
+    a fast spell and on a slow one, the absolute p50s disagree far beyond their own intervals' agreement, while
+    both ratios' intervals hold 0.4 and are narrow: the drift hits both models alike within a block."""
+    medians = {"int8.onnx": 0.4, "fp32.onnx": 1.0}
+    fast = _DriftingMachine(medians, [1.0, 1.3, 1.1, 1.6, 1.2, 1.4, 1.0, 1.5]).timed()
+    slow = _DriftingMachine(medians, [2.2, 2.7, 1.9, 2.5, 2.1, 2.6, 2.3, 2.0]).timed()
+    assert slow["artifact"].p50_ms > 1.5 * fast["artifact"].p50_ms
+    assert fast["artifact"].capped and fast["artifact"].precision > 0.05  # the drift widens the absolute figure
+    for timed in (fast, slow):
+        relative = latency_ratio(timed["artifact"], timed["fp32"])
+        assert relative.ci_low <= 0.4 <= relative.ci_high and relative.ci_low <= relative.ratio <= relative.ci_high
+        assert relative.ci_high / relative.ci_low < 1.05 and relative.blocks == timed["artifact"].blocks
+    with pytest.raises(ValueError, match="pairs blocks"):
+        latency_ratio(fast["artifact"], latency_of_blocks([np.ones(10)], 1, 1, ADAPTIVE))
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 8])
+def test_the_ratio_interval_covers_the_true_ratio_at_least_95_percent_of_the_time(blocks):
+    """Per block a machine speed drawn over 0.5-2x (shared by both models), and for each model its own session
+    effect (sd 5%) and 10 runs at +-1%; the true ratio 0.4. In 1000 seeded trials the paired interval holds 0.4 at
+    least 95% of the time, within what 1000 trials can tell (0.93 is 3 standard errors below 0.95)."""
+    generator = np.random.default_rng(13)
+    covered = 0
+    for _ in range(1000):
+        speeds = np.exp(generator.uniform(np.log(0.5), np.log(2.0), blocks))
+
+        def timed(median):
+            sessions = median * speeds * (1 + 0.05 * generator.standard_normal(blocks))
+            return latency_of_blocks([s * (1 + 0.01 * generator.standard_normal(10)) for s in sessions], 1, 1,
+                                     ADAPTIVE)
+
+        relative = latency_ratio(timed(0.4), timed(1.0))
+        covered += relative.ci_low <= 0.4 <= relative.ci_high
+    assert covered / 1000 >= 0.93
 
 
 @pytest.mark.parametrize("blocks", [2, 3, 5, 8])

@@ -60,7 +60,10 @@ def test_sweep_writes_a_row_per_recipe_with_every_column(swept):
             assert row["threads"] == 1 and row["latency_batch"] == 32
             assert 0 < row["ram_b1_peak_bytes"] <= row["ram_bN_peak_bytes"]  # the batch-N peak includes batch 1's
             assert "fresh process" in row["ram_protocol"]
-            assert row["latency_protocol"].endswith(f"or {LATENCY_CAP} s in all")
+            protocol, versus = row["latency_protocol"].split("; vs fp32: ")
+            assert protocol.endswith(f"or {LATENCY_CAP} s in all")
+            assert versus.startswith("the fp32 model itself" if row["name"] == "fp32" else "fp32 timed interleaved")
+            assert row["latency_b1_vs_fp32_ci_low"] <= row["latency_b1_vs_fp32"] <= row["latency_b1_vs_fp32_ci_high"]
     assert {"pareto_size", "pareto_latency", "pareto_ram", "pareto_3d"} <= set(table.columns)
     assert table["pareto_size"].any() and table["pareto_3d"].any()
     assert "metric = top1" in result.stdout and "1 thread(s)" in result.stdout
@@ -241,6 +244,27 @@ def test_calibration_data_calibrates_static_rows_and_every_validation_row_is_sco
     assert rows["fp32"]["calibration_source"] is None
     assert all(row["latency_batch"] is None and row["latency_b1_runs"] >= 15 and row["latency_b1_blocks"] >= 3
                for row in rows.values())
+
+
+def test_every_timed_row_states_its_latency_relative_to_fp32_timed_in_the_same_blocks(tmp_path):
+    """The quantized row's ratio to fp32 at batch 1 and batch N, inside its interval, from the interleaved timing
+    the protocol text names; fp32's is 1 exactly and it was timed alone; the JSON is strict."""
+    sample = SAMPLES["breast_cancer_mlp"]
+    out = tmp_path / "out"
+    result = run_cli("sweep", sample.model_path, sample.data_path, "--out", out, "--weights", "8", "--activations",
+                     "8", "--latency-cap", "0.3")
+    assert result.returncode == 0, result.stderr
+    text = (out / "results.json").read_text()
+    rows = {row["name"]: row for row in json.loads(text, parse_constant=lambda name: pytest.fail(f"JSON has {name}"))}
+    quantized, fp32 = rows["W8A8 static channel minmax"], rows["fp32"]
+    for size in ("b1", "bN"):
+        ratio, low, high = (quantized[f"latency_{size}_vs_fp32{end}"] for end in ("", "_ci_low", "_ci_high"))
+        assert 0 < low <= ratio <= high
+        assert (fp32[f"latency_{size}_vs_fp32"], fp32[f"latency_{size}_vs_fp32_ci_low"],
+                fp32[f"latency_{size}_vs_fp32_ci_high"]) == (1.0, 1.0, 1.0)
+    assert "fp32 timed interleaved in the same blocks" in quantized["latency_protocol"]
+    assert "twice the cap" in quantized["latency_protocol"] and "timed alone" in fp32["latency_protocol"]
+    assert "b1 x fp32" in result.stdout
 
 
 def test_extra_sets_and_shifts_give_per_set_figures_and_fp32_matches_a_plain_run(tmp_path):

@@ -122,7 +122,10 @@ def _latency_figures(row: pd.Series | None) -> dict | None:
         timings[key] = {"p50_ms": _number(row[names.p50]), "p95_ms": _number(row[names.p95]),
                         "runs": int(row[names.runs]), "ci_low_ms": _number(row.get(names.ci_low)),
                         "ci_high_ms": _number(row.get(names.ci_high)), "capped": bool(row.get(names.capped)),
-                        "blocks": None if pd.isna(row.get(names.blocks)) else int(row[names.blocks])}
+                        "blocks": None if pd.isna(row.get(names.blocks)) else int(row[names.blocks]),
+                        "vs_fp32": _number(row.get(names.vs_fp32)),
+                        "vs_fp32_ci_low": _number(row.get(names.vs_fp32_ci_low)),
+                        "vs_fp32_ci_high": _number(row.get(names.vs_fp32_ci_high))}
     if timings["batch_n"] is not None:
         timings["batch_n"]["batch"] = int(row[results.LATENCY_BATCH])
     return timings

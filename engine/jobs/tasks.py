@@ -221,8 +221,8 @@ class BuildTask:
 
 @dataclass(frozen=True)
 class TimeTask:
-    """Add the latency columns to a built row. Holds the workspace's latency lock, so timings never overlap
-    (across jobs and processes)."""
+    """Add the latency columns to a built row, the artifact timed beside the original model (the ratio to fp32).
+    Holds the workspace's latency lock, so timings never overlap (across jobs and processes)."""
 
     inputs: JobInputs
     position: int
@@ -238,8 +238,10 @@ class TimeTask:
 
     def run(self, model: LoadedModel, plan: DataPlan) -> Timed:
         try:
+            fp32 = None if self.recipe.is_reference else model.file  # written before the lock: it is no timing
             with exclusive(self.lock_path):
-                timed = time_artifact(self.artifact_path, plan.scored, self.threads, self.batch, self.protocol)
+                timed = time_artifact(self.artifact_path, plan.scored, self.threads, self.batch, self.protocol, fp32,
+                                      self.recipe.is_reference)
                 return Timed({**self.row, **timed})
         except Exception as error:
             return Timed(self.reference.failed_row(self.recipe, error), traceback.format_exc())

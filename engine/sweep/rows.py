@@ -17,8 +17,8 @@ import numpy as np
 from engine import results
 from engine.data import Dataset
 from engine.measure import (
-    ADAPTIVE, PEAK_MEMORY_PROTOCOL, LatencyProtocol, MemoryNotMeasured, batch_is_dynamic, latency_feed,
-    measure_latency, open_session, peak_memory, predict,
+    ADAPTIVE, PEAK_MEMORY_PROTOCOL, SAME_AS_REFERENCE, LatencyProtocol, MemoryNotMeasured, batch_is_dynamic,
+    latency_feed, latency_ratio, measure_latencies, measure_latency, open_session, peak_memory, predict,
 )
 from engine.metrics import Task, detect_task, evaluate, primary_metric
 from engine.model import LoadedModel
@@ -27,6 +27,7 @@ from engine.realise import quantize
 from engine.realise.calibration import CalibrationSet
 from engine.masking import AUTO, Masking, apply_mask, choose_masking
 from engine.recipe import Recipe
+from engine.text import error_line
 from engine.uncertainty import uncertainty
 
 DEFAULT_LATENCY_BATCH = 32
@@ -154,9 +155,16 @@ def build_and_evaluate(
 
 
 def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, batch: int | None,
-                  protocol: LatencyProtocol = ADAPTIVE) -> dict:
+                  protocol: LatencyProtocol = ADAPTIVE, fp32: Path | str | None = None,
+                  is_fp32: bool = False) -> dict:
     """Latency and peak-memory columns at batch 1 and, unless `batch` is None, at `batch`; nothing else may run
     meanwhile.
+
+    The artifact is timed together with `fp32`, the original model (engine.measure.measure_latencies: a fresh
+    session on each in every block, runs interleaved), so each size also gets the latency relative to fp32's,
+    which the machine's drift does not move. `is_fp32`: the artifact is the original itself, timed alone, ratio 1
+    exactly. Without `fp32`, or if onnxruntime cannot open it, the ratio columns stay empty and the protocol says
+    why; the artifact is timed alone then.
 
     A model with a fixed batch size is timed at that size only: as batch 1 if it is 1, else as batch N
     (with latency_batch saying N), leaving the other columns empty.
@@ -169,13 +177,36 @@ def time_artifact(artifact_path: Path | str, dataset: Dataset, threads: int, bat
         sizes = {results.SINGLE_EXAMPLE: 1} if fixed == 1 else {results.BATCH_N: fixed}
     del session
     feeds = {columns: latency_feed(dataset, size) for columns, size in sizes.items()}
-    timings = {columns: measure_latency(artifact_path, feed, threads, protocol) for columns, feed in feeds.items()}
+    beside, how = _fp32_beside(fp32, threads) if not is_fp32 else (None, "the fp32 model itself: ratio 1, timed alone")
+    timings, ratios = {}, {}
+    for columns, feed in feeds.items():
+        if beside is None:
+            timings[columns] = measure_latency(artifact_path, feed, threads, protocol)
+            ratios[columns] = SAME_AS_REFERENCE if is_fp32 else None
+        else:
+            timed = measure_latencies({"artifact": artifact_path, "fp32": beside}, feed, threads, protocol)
+            timings[columns] = timed["artifact"]
+            ratios[columns] = latency_ratio(timed["artifact"], timed["fp32"])
     try:
         peaks = dict(zip(feeds, peak_memory(artifact_path, list(feeds.values()), threads)))
         ram = results.ram_columns(PEAK_MEMORY_PROTOCOL, peaks)
     except MemoryNotMeasured as reason:
         ram = results.ram_columns(str(reason), {})
-    return {**results.latency_columns(threads, sizes.get(results.BATCH_N), protocol.describe(), timings), **ram}
+    described = f"{protocol.describe()}; vs fp32: {how}"
+    return {**results.latency_columns(threads, sizes.get(results.BATCH_N), described, timings, ratios), **ram}
+
+
+def _fp32_beside(fp32: Path | str | None, threads: int) -> tuple[Path | str | None, str]:
+    """The original model to time beside an artifact, or None; and how the ratio to fp32 was had, or why not."""
+    if fp32 is None:
+        return None, "not measured (no original model given)"
+    try:
+        open_session(fp32, threads)
+    except Exception as error:  # the row keeps its own latency; only the comparison is lost
+        return None, f"not measured (onnxruntime cannot open the original model: {error_line(error)})"
+    return fp32, ("fp32 timed interleaved in the same blocks (a fresh session on each per block, the order "
+                  "alternating; the cap is per model, so this timing takes up to twice the cap); ratio = median of "
+                  "the per-block ratios, its 95% interval from their spread")
 
 
 def measure_recipe(
@@ -196,5 +227,6 @@ def measure_recipe(
     artifact_path = Path(out_dir) / "artifacts" / f"{recipe.slug()}.onnx"
     row = build_and_evaluate(model, dataset, recipe, artifact_path, reference, calibration, extras)
     if timed and not row[results.SIMULATED]:
-        row.update(time_artifact(artifact_path, dataset, threads, batch, protocol))
+        original = None if recipe.is_reference else model.file
+        row.update(time_artifact(artifact_path, dataset, threads, batch, protocol, original, recipe.is_reference))
     return row
