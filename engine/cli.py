@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from engine import mixed, results, sensitivity
 from engine.cli_options import add_data_options, add_scheduler_option, add_timing_options
-from engine.errors import QuantscopeError
+from engine.errors import QuantscopeError, WorkspaceError
 from engine.export import cli as export_cli
 from engine.from_torch import DEFAULT_OPSET, EXAMPLE_DTYPES, export_from_torch
 from engine.data import load_dataset
@@ -317,13 +317,21 @@ def _add_mixed_parser(commands) -> None:
     command.add_argument("--calibration", default="minmax", help="minmax, percentile, entropy or mse (default minmax)")
     add_timing_options(command)
     add_data_options(command, slices=False)
+    add_scheduler_option(command)
+
+
+def _budget(args: argparse.Namespace) -> mixed.Budget:
+    return next(kind(value) for kind, value in ((mixed.MaxDrop, args.max_drop),
+                                                (mixed.MaxSizeRatio, args.max_size_ratio),
+                                                (mixed.MaxLatency, args.max_latency_ms)) if value is not None)
 
 
 def mixed_command(args: argparse.Namespace) -> int:
-    """Measure the curve the budget needs, with a progress bar; exit 1 naming the closest point when none meets it."""
-    budget = next(kind(value) for kind, value in ((mixed.MaxDrop, args.max_drop),
-                                                  (mixed.MaxSizeRatio, args.max_size_ratio),
-                                                  (mixed.MaxLatency, args.max_latency_ms)) if value is not None)
+    """Measure the curve the budget needs, with a progress bar; exit 1 naming the closest point when none meets it.
+    With --scheduler it is measured by a job of the workspace, its sensitivity table on that Dask cluster."""
+    budget = _budget(args)
+    if args.scheduler:
+        return mixed_as_job(args, budget)
     recipes = mixed.curve_candidates(args.bits, args.granularity, args.activations, args.calibration)
     model = load_model(args.model)
     dataset = load_dataset(args.data, model.summary.inputs, label_column=args.label_column)
@@ -348,6 +356,41 @@ def mixed_command(args: argparse.Namespace) -> int:
         print(f"quantscope: {curve.verdict()}", file=sys.stderr)
         return EXIT_JOB_DID_NOT_FINISH
     print(curve.verdict())
+    return 0
+
+
+def mixed_as_job(args: argparse.Namespace, budget: mixed.Budget) -> int:
+    """The curve measured by a mixed job of the workspace (its table on the --scheduler's cluster), followed; the
+    files of the in-process command in --out, the artifacts copied there from the workspace's store."""
+    if args.table is not None:
+        raise WorkspaceError("--table goes without --scheduler: a job borrows the table of a finished sensitivity "
+                             "job of the same candidates, or computes it on the cluster")
+    workspace = Workspace.open()
+    model, dataset, calibration = _add_job_inputs(workspace, args)
+    job_id = workspace.submit_mixed(
+        model.id, dataset.id, CLI_OWNER, bits=args.bits, granularity=args.granularity, activations=args.activations,
+        calibration=args.calibration, threads=args.threads, batch=args.batch, mask=args.mask,
+        calibration_dataset=calibration and calibration.id, max_drop=args.max_drop,
+        max_size_ratio=args.max_size_ratio, max_latency_ms=args.max_latency_ms, latency_cap=args.latency_cap,
+        scheduler=args.scheduler)
+    try:
+        job = follow(workspace, job_id, args.model.name, unit="step")
+    except KeyboardInterrupt:
+        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if job.state is not JobState.DONE:
+        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    rows = workspace.results(job_id)
+    written = mixed.export_points(rows, args.out)
+    print(format_table(rows))
+    print(f"curve: {', '.join(str(path) for path in written)}; job {job_id}")
+    chosen = results.chosen_point(rows)
+    verdict = mixed.budget_verdict(budget, chosen, None if chosen is not None else budget.closest(rows))
+    if chosen is None:
+        print(f"quantscope: {verdict}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    print(verdict)
     return 0
 
 

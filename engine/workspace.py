@@ -191,8 +191,10 @@ class Workspace:
     def submit_mixed(self, model_id: str, dataset_id: str, owner: str, **options) -> str:
         """Queue a mixed-precision search (engine.mixed, as `quantscope mixed`) and start its runner; returns the job
         id at once. `options` are MixedParams' fields: the candidates (bits, granularity, activations, calibration,
-        group_size), threads, batch, calibration_dataset (an id), mask, and exactly one budget (max_drop,
-        max_size_ratio or max_latency_ms). A finished sensitivity job of the same candidates lends its table."""
+        group_size), threads, batch, calibration_dataset (an id), mask, exactly one budget (max_drop,
+        max_size_ratio or max_latency_ms), and scheduler (a Dask scheduler's address to compute the sensitivity
+        table on; the points are built and timed by the runner either way). A finished sensitivity job of the same
+        candidates lends its table."""
         self._check_data(model_id, owner, dataset_id, options.get("calibration_dataset"))
         params = MixedParams(**options)
         return self._submit(MixedRun.name, owner, model_id, dataset_id, params.to_dict(), 1)

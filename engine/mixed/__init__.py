@@ -15,11 +15,12 @@ engine.results rows with the MIXED_* columns saying which point of which curve e
 """
 
 from engine.mixed.budgets import Budget, MaxDrop, MaxLatency, MaxSizeRatio
-from engine.mixed.files import CHOSEN_FILE, CURVE_STEM, read_table, write_curve
+from engine.mixed.files import CHOSEN_FILE, CURVE_STEM, export_points, read_table, write_curve
 from engine.mixed.ladder import Ladder, Move, curve_candidates, ladder_from_table, point_nodes
-from engine.mixed.search import Curve, check_table, mixed_curve
+from engine.mixed.search import Curve, budget_verdict, check_table, mixed_curve
 
 __all__ = [
     "CHOSEN_FILE", "CURVE_STEM", "Budget", "Curve", "Ladder", "MaxDrop", "MaxLatency", "MaxSizeRatio", "Move",
-    "check_table", "curve_candidates", "ladder_from_table", "mixed_curve", "point_nodes", "read_table", "write_curve",
+    "budget_verdict", "check_table", "curve_candidates", "export_points", "ladder_from_table", "mixed_curve",
+    "point_nodes", "read_table", "write_curve",
 ]

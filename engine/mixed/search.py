@@ -81,12 +81,15 @@ class Curve:
     table: SensitivityTable = field(repr=False)
 
     def verdict(self) -> str:
-        """One line: the chosen point, or that none meets the budget and which comes closest."""
-        if self.chosen is not None:
-            return f"chosen: {point_text(self.chosen, self.budget)}"
-        closest = "no point was measured" if self.closest is None else \
-            f"closest: {point_text(self.closest, self.budget)}"
-        return f"no point of the curve meets {self.budget.describe()}; {closest}"
+        return budget_verdict(self.budget, self.chosen, self.closest)
+
+
+def budget_verdict(budget: Budget, chosen: pd.Series | None, closest: pd.Series | None) -> str:
+    """One line: the chosen point, or that none meets the budget and which comes closest."""
+    if chosen is not None:
+        return f"chosen: {point_text(chosen, budget)}"
+    closest_text = "no point was measured" if closest is None else f"closest: {point_text(closest, budget)}"
+    return f"no point of the curve meets {budget.describe()}; {closest_text}"
 
 
 def point_text(row: pd.Series, budget: Budget) -> str:

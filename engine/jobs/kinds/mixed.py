@@ -1,5 +1,5 @@
-"""The mixed-precision job: engine.mixed's measured curve of one model, computed by the runner, its points kept as
-the job's results rows.
+"""The mixed-precision job: engine.mixed's measured curve of one model, computed by the runner (its sensitivity table
+on a Dask cluster when the job names a scheduler), its points kept as the job's results rows.
 
 What `quantscope mixed` does, as a job: the sensitivity table of the curve's candidates, the ladder read off it,
 and the points the budget needs, built, scored and timed one after another in the runner process (engine.mixed's
@@ -12,6 +12,13 @@ job holds the workspace's turn to compute throughout: nothing else of the produc
   the table's activation ranges. A lent table was calibrated in its own job: the curve calibrates once more, on the
   same rows with the same method (check_table refuses a table scored or calibrated on other rows), so its ranges
   are the table's again, at the cost of one calibration per static candidate.
+- With a scheduler (the runner's executor is a DaskExecutor) and no table to borrow, the table's cells are computed
+  on the cluster by exactly the sensitivity kind's code (sensitivity.table_on_cluster: the fp32 reference in the
+  runner, one calibration task per key, one task per candidate), so the table is the local one, and the curve then
+  calibrates again as for a lent table (same rows, same method: the same ranges, the same points). The points stay
+  in the runner: each depends on the ones measured before it (bisection), so there is nothing to run beside it, and
+  each must be timed here, alone, on the artifact stored in the workspace. Building a point remotely would only add
+  shipping its model and artifact both ways to a build that takes a fraction of its timing.
 - Points: each is committed as a results row the moment it is measured (fp32 at position 0, the point with k moves
   at k + 1), its artifact moved into the workspace's store as a sweep row's is, so Workspace.results and
   artifact_path serve it and it exports like any row. At the end the budget's choice is marked on its row
@@ -30,12 +37,14 @@ from pathlib import Path
 from engine import results
 from engine.errors import RecipeError, WorkspaceError
 from engine.jobs.kinds import register
-from engine.jobs.kinds.sensitivity import TABLE, SensitivityParams, SensitivityRun, table_configuration
+from engine.jobs.executor import check_scheduler_address
+from engine.jobs.kinds.sensitivity import (
+    TABLE, SensitivityParams, SensitivityRun, TableData, table_configuration, table_on_cluster,
+)
 from engine.jobs.run import JobRun
 from engine.masking import AUTO
 from engine.measure import ADAPTIVE, LatencyProtocol, capped_at
 from engine.mixed import Budget, MaxDrop, MaxLatency, MaxSizeRatio, curve_candidates, mixed_curve
-from engine.model import load_model
 from engine.recipe import Calibration, Granularity, Recipe
 from engine.sensitivity import DEFAULT_ACTIVATIONS, DEFAULT_BITS, SensitivityTable
 from engine.store import DatasetRecord, cache, jobs
@@ -66,8 +75,10 @@ class MixedParams:
     max_size_ratio: float | None = None
     max_latency_ms: float | None = None
     latency_cap: float = ADAPTIVE.cap_seconds  # seconds of timing per point and batch size (engine.measure)
+    scheduler: str | None = None  # a Dask scheduler address to compute the table on; None: the runner computes it
 
     def __post_init__(self) -> None:
+        check_scheduler_address(self.scheduler)
         for name in ("bits", "activations"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         given = [name for name in BUDGETS if getattr(self, name) is not None]
@@ -139,6 +150,7 @@ class MixedRun(JobRun):
         self.scoring = ""  # what a point's row (its MIXED_* columns too) depends on besides its recipe: cache key
         self.fingerprint = ""
         self.committed: dict[str, dict] = {}  # recipe key -> row: a resumed job's points
+        self.calibrations: int | None = None  # calibration tasks of a table computed on the cluster (None: none was)
 
     def work(self) -> str:
         model, dataset, calibration = self.job_records()
@@ -160,8 +172,10 @@ class MixedRun(JobRun):
         self._mark_chosen(curve.chosen)
         measured = len(curve.rows)
         self.beat(force=True, done=measured, total=measured)  # the points planned were those the budget needed
+        where = "" if self.calibrations is None else \
+            f" on the Dask cluster with {self.calibrations} calibration{'s' * (self.calibrations != 1)}"
         source = ("the sensitivity table from an earlier sensitivity job" if table is not None
-                  else "the sensitivity table computed (no finished sensitivity job of these candidates)")
+                  else f"the sensitivity table computed{where} (no finished sensitivity job of these candidates)")
         points = measured - 1
         return f"done: {curve.verdict()}. fp32 and {points} point{'s' * (points != 1)} measured; {source}"
 
@@ -176,16 +190,17 @@ class MixedRun(JobRun):
     def _compute(self, model_record, dataset: DatasetRecord, calibration: DatasetRecord | None,
                  table: SensitivityTable | None):
         self.beat("loading the model and data" + ("" if table else "; computing the sensitivity table"))
-        model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
-        validation = self.data_source(dataset).load(model)
-        calibration_data = None if calibration is None else self.data_source(calibration).load(model)
+        recipes, params, workdir = self.params.recipes(), self.params, self.scratch / "work"
+        data = TableData.load(self, model_record, dataset, calibration, recipes, self.scratch)
+        if table is None and self.executor.remote_builds:
+            table, self.calibrations = table_on_cluster(self, data, recipes, params.mask, params.threads, workdir)
 
         def progress(done: int, total: int, message: str) -> None:
             self.beat(f"{done} of {total}: {message}", done=done, total=total)  # raises JobLost if cancelled
 
-        return mixed_curve(model, validation, self.params.recipes(), self.params.budget(), self.scratch,
-                           self.scratch / "work", table, calibration_data, self.params.mask, self.params.threads,
-                           self.params.batch, progress, keeper=self, protocol=self.params.protocol())
+        return mixed_curve(data.model, data.validation, recipes, params.budget(), self.scratch, workdir, table,
+                           data.calibration, params.mask, params.threads, params.batch, progress, keeper=self,
+                           protocol=params.protocol())
 
     def _configuration(self, recipe_key: str) -> cache.Configuration:
         return cache.Configuration(self.job.model_id, self.fingerprint, recipe_key, self.params.threads,

@@ -10,8 +10,9 @@ the long steps with no cell boundary (calibrating and building a candidate's art
 With a scheduler (the runner's executor is then a DaskExecutor) each candidate is one task on the cluster
 (tasks.SensitivityTask: build, read its points, measure its cells, the same code as in the runner), after the
 runner has computed the fp32 reference once and one CalibrateTask per calibration key has computed the ranges its
-candidates share, so that the table is the local one. Progress counts candidates; cancel stops between tasks; a
-task Dask gives up on (its workers died) fails the job in one line.
+candidates share, so that the table is the local one (`table_on_cluster`, which a mixed-precision job computes its
+table with too). Progress counts candidates; cancel stops between tasks; a task Dask gives up on (its workers died)
+fails the job in one line.
 
 The finished table is one JSON blob in the workspace (engine.sensitivity's sensitivity.json), recorded as the
 job's one result row; an earlier job of the same configuration (model, data, candidates, scoring, engine
@@ -23,8 +24,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from engine.data import Dataset
 from engine.errors import DiskFull, QuantscopeError, RecipeError, WorkspaceError
 from engine.jobs.executor import WorkerDied, check_scheduler_address
 from engine.jobs.kinds import register
@@ -40,7 +44,7 @@ from engine.sensitivity import (
 )
 from engine.sensitivity.compute import CandidateResult, assemble, table_scoring
 from engine.sweep.plan import calibration_rows_asked
-from engine.store import DatasetRecord, cache, jobs
+from engine.store import DatasetRecord, ModelRecord, cache, jobs
 from engine.store.db import transaction
 from engine.text import error_line
 
@@ -138,76 +142,96 @@ class SensitivityRun(JobRun):
 
     def _compute(self, model_record, dataset: DatasetRecord, calibration: DatasetRecord | None) -> SensitivityTable:
         self.beat("loading the model and data; calibrating and building each candidate")
-        model = load_model(self.store.blobs.path(model_record.id), name=model_record.name)
-        validation = self.data_source(dataset).load(model)
-        calibration_data = None if calibration is None else self.data_source(calibration).load(model)
+        recipes, params = self.params.recipes(), self.params
+        data = TableData.load(self, model_record, dataset, calibration, recipes, self.scratch)
         if self.executor.remote_builds:
-            return self._compute_on_cluster(model, model_record, validation, dataset, calibration_data, calibration)
+            table, self.calibrations = table_on_cluster(self, data, recipes, params.mask, params.threads,
+                                                        self.scratch)
+            return table
 
         def progress(done: int, total: int, message: str) -> None:
             self.beat(f"{done} of {total} cells: {message}", done=done, total=total)  # raises JobLost if cancelled
 
-        return sensitivity_table(model, validation, self.params.recipes(), self.scratch, calibration_data,
-                                 self.params.mask, self.params.threads, progress)
-
-    def _compute_on_cluster(self, model: LoadedModel, model_record, validation, dataset: DatasetRecord,
-                            calibration_data, calibration: DatasetRecord | None) -> SensitivityTable:
-        """One task per candidate on the Dask cluster, each calibration key calibrated once by its own task."""
-        recipes, params = self.params.recipes(), self.params
-        self.beat("computing the fp32 reference")
-        plan, scoring = table_scoring(model, validation, recipes, self.scratch, calibration_data, params.mask,
-                                      params.threads)
-        inputs = JobInputs(model_record.id, self.store.blobs.path(model_record.id), self.data_source(dataset),
-                           None if calibration is None else self.data_source(calibration),
-                           calibration_rows_asked(recipes), scratch=self.scratch)
-        waiting = list(enumerate(recipes))
-        ranges, calibrating, results = {}, set(), {}
-        while waiting or self.executor.running():
-            for position, recipe in list(waiting):  # a candidate starts once its ranges are known
-                key = calibration_key(recipe)
-                if key is None or key in ranges:
-                    waiting.remove((position, recipe))
-                    self.executor.start(SensitivityTask(inputs, position, recipe, scoring.reference, params.mask,
-                                                        params.threads, ranges.get(key)))
-                elif key not in calibrating:
-                    calibrating.add(key)
-                    self.executor.start(CalibrateTask(inputs, key, recipe))
-            running = ", ".join(f"{'calibrating ' if isinstance(task, CalibrateTask) else 'measuring '}"
-                                f"{task.describe()}" for task in self.executor.running())
-            self.beat(f"{len(results)} of {len(recipes)} candidates on the Dask cluster" + (running and f"; {running}"),
-                      done=len(results), total=len(recipes))  # raises JobLost if cancelled
-            for task, outcome in self.executor.collect(REMOTE_POLL_SECONDS):
-                if isinstance(task, CalibrateTask) and not (outcome.error and _ends_the_table(outcome.error)):
-                    # the shared ranges; after a calibration onnxruntime cannot do, none: each of its candidates
-                    # then calibrates itself and, as in the runner, records the error as its own
-                    calibrating.discard(task.key)
-                    ranges[task.key] = outcome.value
-                    continue
-                if outcome.error is not None:
-                    raise self._cluster_failure(task, outcome.error, outcome.detail)
-                results[task.position] = outcome.value
-        self.calibrations = len(ranges)
-        ordered: list[CandidateResult] = [results[position] for position in range(len(recipes))]
-        return assemble(model, plan, scoring, recipes, ordered)
-
-    @staticmethod
-    def _cluster_failure(task: CalibrateTask | SensitivityTask, error: BaseException, detail: str | None
-                         ) -> Exception:
-        """The job's end when a task fails as a whole (in the runner, the same errors would end the table too: a
-        user's error, a full disk; a candidate onnxruntime cannot build is a row's error, not the task's)."""
-        if isinstance(error, DiskFull):
-            return error
-        what = f"calibrating for {task.recipe.short_name()}" if isinstance(task, CalibrateTask) else \
-            f"measuring {task.recipe.short_name()}"
-        cause = "its Dask worker was lost" if isinstance(error, WorkerDied) else "it failed"
-        return JobFailed(f"{what} on the Dask cluster: {cause}: {error_line(error)}; resume computes the table again",
-                         detail)
+        return sensitivity_table(data.model, data.validation, recipes, self.scratch, data.calibration, params.mask,
+                                 params.threads, progress)
 
     def _commit(self, configuration: cache.Configuration, row: dict, cached: bool) -> None:
         """The table's row under its configuration's key, where a later job of the same configuration finds it."""
         with transaction(self.conn):
             jobs.add_result(self.conn, self.job_id, configuration.key(), 0, row, None, cached=cached)
             jobs.count_all_done(self.conn, self.job_id)  # the progress counted cells (on a cluster: candidates)
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A job's model and data as the runner loaded them, and as the cluster's tasks load them (`stored`)."""
+
+    model: LoadedModel
+    validation: Dataset
+    calibration: Dataset | None
+    stored: JobInputs
+
+    @classmethod
+    def load(cls, run: JobRun, model_record: ModelRecord, dataset: DatasetRecord, calibration: DatasetRecord | None,
+             recipes: Sequence[Recipe], scratch: Path) -> TableData:
+        model = load_model(run.store.blobs.path(model_record.id), name=model_record.name)
+        calibration_source = None if calibration is None else run.data_source(calibration)
+        stored = JobInputs(model_record.id, run.store.blobs.path(model_record.id), run.data_source(dataset),
+                           calibration_source, calibration_rows_asked(recipes), scratch=scratch)
+        return cls(model, stored.validation.load(model),
+                   None if calibration_source is None else calibration_source.load(model), stored)
+
+
+def table_on_cluster(run: JobRun, data: TableData, recipes: Sequence[Recipe], mask: str, threads: int,
+                     workdir: Path) -> tuple[SensitivityTable, int]:
+    """The table of `recipes` computed on the run's Dask cluster (its executor a DaskExecutor), equal to the one
+    `sensitivity_table` computes in the runner; and how many calibration tasks it ran. The fp32 reference is
+    computed once in the runner (in `workdir`), each calibration key by one CalibrateTask, each candidate by one
+    SensitivityTask once its ranges are known. Progress counts candidates; the beat between polls stops a cancelled
+    job; a task that fails as a whole fails the job in one line. What the sensitivity and mixed kinds both call."""
+    executor = run.executor
+    run.beat("computing the fp32 reference")
+    plan, scoring = table_scoring(data.model, data.validation, recipes, workdir, data.calibration, mask, threads)
+    waiting = list(enumerate(recipes))
+    ranges, calibrating, results = {}, set(), {}
+    while waiting or executor.running():
+        for position, recipe in list(waiting):  # a candidate starts once its ranges are known
+            key = calibration_key(recipe)
+            if key is None or key in ranges:
+                waiting.remove((position, recipe))
+                executor.start(SensitivityTask(data.stored, position, recipe, scoring.reference, mask, threads,
+                                               ranges.get(key)))
+            elif key not in calibrating:
+                calibrating.add(key)
+                executor.start(CalibrateTask(data.stored, key, recipe))
+        running = ", ".join(f"{'calibrating ' if isinstance(task, CalibrateTask) else 'measuring '}"
+                            f"{task.describe()}" for task in executor.running())
+        run.beat(f"{len(results)} of {len(recipes)} candidates on the Dask cluster" + (running and f"; {running}"),
+                 done=len(results), total=len(recipes))  # raises JobLost if cancelled
+        for task, outcome in executor.collect(REMOTE_POLL_SECONDS):
+            if isinstance(task, CalibrateTask) and not (outcome.error and _ends_the_table(outcome.error)):
+                # the shared ranges; after a calibration onnxruntime cannot do, none: each of its candidates
+                # then calibrates itself and, as in the runner, records the error as its own
+                calibrating.discard(task.key)
+                ranges[task.key] = outcome.value
+                continue
+            if outcome.error is not None:
+                raise _cluster_failure(task, outcome.error, outcome.detail)
+            results[task.position] = outcome.value
+    ordered: list[CandidateResult] = [results[position] for position in range(len(recipes))]
+    return assemble(data.model, plan, scoring, recipes, ordered), len(ranges)
+
+
+def _cluster_failure(task: CalibrateTask | SensitivityTask, error: BaseException, detail: str | None) -> Exception:
+    """The job's end when a task fails as a whole (in the runner, the same errors would end the table too: a
+    user's error, a full disk; a candidate onnxruntime cannot build is a row's error, not the task's)."""
+    if isinstance(error, DiskFull):
+        return error
+    what = f"calibrating for {task.recipe.short_name()}" if isinstance(task, CalibrateTask) else \
+        f"measuring {task.recipe.short_name()}"
+    cause = "its Dask worker was lost" if isinstance(error, WorkerDied) else "it failed"
+    return JobFailed(f"{what} on the Dask cluster: {cause}: {error_line(error)}; resume computes the table again",
+                     detail)
 
 
 def _ends_the_table(error: BaseException) -> bool:
