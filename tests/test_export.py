@@ -274,10 +274,11 @@ def test_gate_passes_fails_and_errs_with_exit_codes_0_1_2(tmp_path, capsys):
 
 
 def test_gate_latency_is_compared_with_fp32_timed_in_the_same_run(tmp_path):
-    """The original gated against itself differs only by noise: a limit of 1x passes (the margin says how much
-    noise there was) and a limit of half its time fails."""
+    """The original gated against itself differs only by noise: a limit of 1.1x passes (the margin says how much
+    noise there was; at exactly 1x a correct 95% interval lies wholly above the limit 2.5% of the time) and a
+    limit of half its time fails."""
     options = MeasureOptions()
-    same = gate(DIGITS.model_path, DIGITS.data_path, Recipe.fp32(), Limits(0.0, max_latency_ratio=1.0), options)
+    same = gate(DIGITS.model_path, DIGITS.data_path, Recipe.fp32(), Limits(0.0, max_latency_ratio=1.1), options)
     assert same.code == PASS, same.line
     latency = next(check for check in same.checks if check.name == "latency").figures
     assert latency["margin"] == pytest.approx((latency["ratio"] - latency["ratio_ci_low"]) / latency["ratio"])
