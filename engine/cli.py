@@ -270,14 +270,8 @@ def sensitivity_as_job(args: argparse.Namespace) -> int:
         model.id, dataset.id, CLI_OWNER, bits=args.bits, granularities=[g.value for g in args.granularity],
         activations=args.activations, calibrations=args.calibration, threads=args.threads,
         calibration_dataset=calibration and calibration.id, mask=args.mask, scheduler=args.scheduler)
-    try:
-        job = follow(workspace, job_id, args.model.name, unit="candidate")
-    except KeyboardInterrupt:
-        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if job.state is not JobState.DONE:
-        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
-        return EXIT_JOB_DID_NOT_FINISH
+    if (code := followed_to_the_end(workspace, job_id, args.model.name, unit="candidate")) is not None:
+        return code
     return _wrote_table(workspace.sensitivity(job_id), args.out)
 
 
@@ -373,14 +367,8 @@ def mixed_as_job(args: argparse.Namespace, budget: mixed.Budget) -> int:
         calibration_dataset=calibration and calibration.id, max_drop=args.max_drop,
         max_size_ratio=args.max_size_ratio, max_latency_ms=args.max_latency_ms, latency_cap=args.latency_cap,
         scheduler=args.scheduler)
-    try:
-        job = follow(workspace, job_id, args.model.name, unit="step")
-    except KeyboardInterrupt:
-        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if job.state is not JobState.DONE:
-        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
-        return EXIT_JOB_DID_NOT_FINISH
+    if (code := followed_to_the_end(workspace, job_id, args.model.name, unit="step")) is not None:
+        return code
     rows = workspace.results(job_id)
     written = mixed.export_points(rows, args.out)
     print(format_table(rows))
@@ -415,14 +403,8 @@ def sweep_as_job(args: argparse.Namespace) -> int:
     if args.detach:
         print(job_id)
         return 0
-    try:
-        job = follow(workspace, job_id, args.model.name)
-    except KeyboardInterrupt:
-        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if job.state is not JobState.DONE:
-        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
-        return EXIT_JOB_DID_NOT_FINISH
+    if (code := followed_to_the_end(workspace, job_id, args.model.name)) is not None:
+        return code
     table = workspace.results(job_id)
     print(format_table(table))
     if args.out:
@@ -442,6 +424,20 @@ def _add_job_inputs(workspace: Workspace, args: argparse.Namespace):
         args.calibration_data, args.calibration_data.name, model.id, CLI_OWNER, label_column=args.label_column,
         slice_column=slices)
     return model, dataset, calibration
+
+
+def followed_to_the_end(workspace, job_id: str, label: str, unit: str = "config") -> int | None:
+    """Follow the job (`follow`); None once it is done, else the exit code, said on stderr: interrupted (the job
+    goes on), or it ended without finishing."""
+    try:
+        job = follow(workspace, job_id, label, unit=unit)
+    except KeyboardInterrupt:
+        print(f"\njob {job_id} goes on in the background: quantscope jobs show {job_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if job.state is not JobState.DONE:
+        print(f"quantscope: job {job_id} {job.state}: {job.error or job.message}", file=sys.stderr)
+        return EXIT_JOB_DID_NOT_FINISH
+    return None
 
 
 def follow(workspace, job_id: str, label: str, unit: str = "config"):

@@ -112,17 +112,37 @@ class LatencyProtocol:
                 f"p50 = median of the block medians, blocks added {goal}")
 
 
-ADAPTIVE = LatencyProtocol()
 MAX_LATENCY_CAP_SECONDS = 600.0
+# The operator's default cap in seconds, for every timing that names none (unset: LatencyProtocol's 2 s);
+# --latency-cap and the dashboard's seconds of timing override it per sweep.
+LATENCY_CAP_VARIABLE = "QUANTSCOPE_LATENCY_CAP"
+
+
+def _checked_cap(seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_LATENCY_CAP_SECONDS:
+        raise ValueError(f"a latency cap is seconds per artifact and batch size, above 0 and at most "
+                         f"{MAX_LATENCY_CAP_SECONDS:g}; got {seconds!r}")
+    return float(seconds)
+
+
+def _operator_cap() -> float:
+    text = os.environ.get(LATENCY_CAP_VARIABLE, "").strip()
+    if not text:
+        return LatencyProtocol.cap_seconds
+    try:
+        return _checked_cap(float(text))
+    except ValueError:
+        raise ValueError(f"{LATENCY_CAP_VARIABLE} must be seconds above 0 and at most {MAX_LATENCY_CAP_SECONDS:g}; "
+                         f"got {text!r}") from None
+
+
+ADAPTIVE = LatencyProtocol(cap_seconds=_operator_cap())
 
 
 def capped_at(seconds: float) -> LatencyProtocol:
     """The default protocol with its time cap set to `seconds` per artifact and batch size (--latency-cap): a
     shorter cap finishes sooner with a wider interval, which the row states."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_LATENCY_CAP_SECONDS:
-        raise ValueError(f"a latency cap is seconds per artifact and batch size, above 0 and at most "
-                         f"{MAX_LATENCY_CAP_SECONDS:g}; got {seconds!r}")
-    return replace(ADAPTIVE, cap_seconds=float(seconds))
+    return replace(ADAPTIVE, cap_seconds=_checked_cap(seconds))
 
 
 @dataclass(frozen=True)

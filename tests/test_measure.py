@@ -5,16 +5,20 @@ sessions advance: nothing here is timed for real."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from engine.measure import (
-    ADAPTIVE, _T_975, Latency, LatencyProtocol, _median_rank_bounds, latency_of_blocks, latency_ratio,
+    _T_975, Latency, LatencyProtocol, _median_rank_bounds, latency_of_blocks, latency_ratio,
     measure_latencies, measure_latency, median_interval,
 )
 
+ADAPTIVE = LatencyProtocol()  # the code's defaults, whatever QUANTSCOPE_LATENCY_CAP the suite runs under
 SINGLE_SESSION = LatencyProtocol(min_blocks=1, max_blocks=1)  # the protocol before blocks: one session's runs
 
 
@@ -229,3 +233,17 @@ def test_the_t_quantiles_are_students():
 def test_a_protocol_with_impossible_blocks_is_refused():
     with pytest.raises(ValueError, match="blocks"):
         LatencyProtocol(min_blocks=4, max_blocks=3)
+
+
+def test_the_operators_default_cap_comes_from_the_environment_and_is_checked():
+    """QUANTSCOPE_LATENCY_CAP sets the cap of every timing that names none; a bad value is refused by name."""
+    def default_cap(value: str) -> subprocess.CompletedProcess:
+        code = "from engine.measure import ADAPTIVE, capped_at; print(ADAPTIVE.cap_seconds, capped_at(5).warmup_runs)"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "QUANTSCOPE_LATENCY_CAP": value})
+    assert default_cap("0.7").stdout.split() == ["0.7", str(LatencyProtocol.warmup_runs)]
+    assert default_cap("").stdout.split()[0] == str(LatencyProtocol.cap_seconds)
+    refused = default_cap("forever")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "QUANTSCOPE_LATENCY_CAP must be seconds above 0 and at most 600; got 'forever'")
