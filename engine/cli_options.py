@@ -27,9 +27,12 @@ def latency_cap(text: str) -> float:
     """--latency-cap: seconds of timing per artifact and batch size."""
     try:
         seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds; got {text!r}") from None
+    try:
         capped_at(seconds)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error) if "cap" in str(error) else f"seconds; got {text!r}") from None
+        raise argparse.ArgumentTypeError(str(error)) from None
     return seconds
 
 

@@ -6,7 +6,9 @@ Used by tests/test_jobs.py and the fault and load tests in tests/faults/.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import sys
 import time
 import types
@@ -33,6 +35,12 @@ W3, W2 = GRID["W3 weight-only channel"], GRID["W2 weight-only channel"]  # simul
 LATENCY_COLUMNS = [*results.TIMING_COLUMNS, "pareto_latency", "pareto_ram", "pareto_3d"]  # timings, and the flags they move
 OWNER = "test"
 TIMEOUT = 120
+
+
+def quantscope(home: Path, command: str, *args) -> subprocess.CompletedProcess:
+    """`quantscope COMMAND ARGS...` in a fresh process on the workspace at `home`."""
+    return subprocess.run([sys.executable, "-m", "engine.cli", command, *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "QUANTSCOPE_HOME": str(home)}, timeout=TIMEOUT)
 
 
 def add_sample(workspace: Workspace, name: str = "digits_cnn", owner: str = OWNER) -> tuple[str, str]:

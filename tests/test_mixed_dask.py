@@ -9,9 +9,7 @@ A real LocalCluster of worker processes on loopback and real runners on digits_c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +19,7 @@ from engine import results
 from engine.mixed import CHOSEN_FILE, CURVE_STEM
 from engine.workspace import JobState, Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
-from tests.jobs_helpers import OWNER, TIMEOUT, add_sample, local_dask_cluster, stored_results
+from tests.jobs_helpers import OWNER, TIMEOUT, add_sample, local_dask_cluster, stored_results, quantscope
 
 DIGITS = SAMPLES["digits_cnn"]
 WHOLE_CURVE = {"batch": None, "max_drop": 0.0, "bits": (8, 4), "activations": (8,)}  # W8A8, W4A8: one calibration
@@ -36,9 +34,7 @@ def curve(workspace: Workspace, job_id: str) -> pd.DataFrame:
 
 
 def mixed_cli(home: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QUANTSCOPE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "mixed", DIGITS.model_path, DIGITS.data_path,
-                           *map(str, args)], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    return quantscope(home, "mixed", DIGITS.model_path, DIGITS.data_path, *args)
 
 
 def test_a_job_with_its_table_on_a_dask_cluster_measures_the_local_curve_and_caches_it_alike(tmp_path, monkeypatch):

@@ -8,10 +8,8 @@ seconds).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import dask
@@ -22,16 +20,14 @@ from engine.sensitivity import JSON_FILE, candidates
 from engine.sensitivity import table as columns
 from engine.workspace import JobState, Workspace, WorkspaceError
 from sample_models.catalog import SAMPLES
-from tests.jobs_helpers import OWNER, TIMEOUT, add_sample, local_dask_cluster
+from tests.jobs_helpers import OWNER, TIMEOUT, add_sample, local_dask_cluster, quantscope
 
 BITS, ACTIVATIONS = (8, 4), (8, None)  # W8A8 and W4A8 share one calibration; W8 and W4 weight-only need none
 SAMPLE = SAMPLES["digits_cnn"]
 
 
 def cli(home: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QUANTSCOPE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "sensitivity", SAMPLE.model_path, SAMPLE.data_path,
-                           *map(str, args)], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    return quantscope(home, "sensitivity", SAMPLE.model_path, SAMPLE.data_path, *args)
 
 
 def test_a_job_on_a_dask_cluster_gives_every_figure_of_the_local_job(tmp_path, monkeypatch):
