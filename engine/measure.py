@@ -303,11 +303,12 @@ def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protoc
     """The figures of one model's timed blocks (milliseconds per run, one array per session), as the module's
     docstring says; capped unless the interval is as narrow as `protocol` asks."""
     block_p50s = [float(np.median(runs)) for runs in blocks]
+    half_widths = [_half_width(runs) for runs in blocks]
     if len(blocks) == 1:
         p50, interval = block_p50s[0], median_interval(blocks[0])
     else:
         p50 = float(np.median(block_p50s))
-        half = _between_sessions_half_width(blocks, np.array(block_p50s))
+        half = _blocks_half_width(np.array(block_p50s), half_widths)  # h = max(between, within) of the docstring
         interval = (max(p50 - half, 0.0), p50 + half)
     latency = Latency(
         batch=batch,
@@ -320,16 +321,11 @@ def latency_of_blocks(blocks: list[np.ndarray], batch: int, threads: int, protoc
         capped=False,
         blocks=len(blocks),
         block_p50s_ms=tuple(block_p50s),
-        block_half_widths_ms=tuple(_half_width(runs) for runs in blocks),
+        block_half_widths_ms=tuple(half_widths),
     )
     reached = protocol.target_precision is not None and latency.precision is not None \
         and latency.precision <= protocol.target_precision
     return latency if reached else replace(latency, capped=True)
-
-
-def _between_sessions_half_width(blocks: list[np.ndarray], block_p50s: np.ndarray) -> float:
-    """h = max(between, within) of the module's docstring, for two or more blocks."""
-    return _blocks_half_width(block_p50s, [_half_width(runs) for runs in blocks])
 
 
 def _blocks_half_width(block_values: np.ndarray, own_half_widths: list[float | None]) -> float:
